@@ -1,0 +1,204 @@
+"""`corral.yaml`, schema version 1, as pydantic models.
+
+Every section forbids unknown keys so that typos are reported (with file:line by the
+loader) instead of silently ignored. Sections owned by a feature area live in their
+own module (`agents.py`, `services.py`) and are composed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from corral.config.agents import AgentConfig
+from corral.config.services import ServiceConfig
+
+WIRE_TYPES = ("openai", "anthropic", "gemini", "scripted")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---- providers -----------------------------------------------------------
+
+
+class ScriptStep(Strict):
+    """One reply of the scripted model. Exactly one of text / tool_calls / error."""
+
+    text: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # [{"name": ..., "arguments": {...}}]
+    error: Literal[
+        "authentication", "permission", "not_found", "rate_limit", "context_length", "bad_request",
+        "unavailable", "timeout",
+    ] | None = None
+    delay: float = 0.0  # seconds before the reply starts
+    chunk_delay: float = 0.0  # seconds between streamed chunks
+    usage: dict[str, int] | None = None
+
+
+class ProviderConfig(Strict):
+    """An upstream. ``type`` is a wire API or an OpenAI-compatible preset
+    (see `corral.llm.presets`)."""
+
+    type: str = "openai"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    enabled: bool = True
+    required: bool = False  # --strict-providers refuses to start if a required provider fails
+    timeout: float = Field(default=120.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None  # azure-style ``api-version`` query, anthropic-version header
+    # scripted provider only
+    script: list[ScriptStep] = Field(default_factory=list)
+    echo: bool = True  # scripted: with no script (or once it is used up) echo the last user message
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from corral.llm.presets import PRESETS
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown provider type {value!r}; one of: {', '.join(sorted(PRESETS))}")
+        return value
+
+
+# ---- models (aliases) ----------------------------------------------------
+
+
+class Deployment(Strict):
+    provider: str
+    model: str
+    weight: float = Field(default=1.0, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class ModelConfig(Strict):
+    """A named model alias. Either ``provider`` + ``model`` (one deployment) or
+    ``deployments`` (several, balanced by ``strategy``)."""
+
+    provider: str | None = None
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    deployments: list[Deployment] = Field(default_factory=list)
+    strategy: Literal["weighted", "least-busy", "lowest-latency"] = "weighted"
+    fallbacks: list[str] = Field(default_factory=list)
+    context_fallbacks: list[str] = Field(default_factory=list)
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    num_retries: int = Field(default=2, ge=0)
+    embedding: bool = False
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelConfig:
+        if self.deployments and (self.provider or self.model):
+            raise ValueError("give either provider/model or deployments, not both")
+        if not self.deployments and not (self.provider and self.model):
+            raise ValueError("needs provider and model (or a deployments list)")
+        return self
+
+    def all_deployments(self) -> list[Deployment]:
+        if self.deployments:
+            return self.deployments
+        assert self.provider and self.model
+        return [Deployment(provider=self.provider, model=self.model, params=self.params, timeout=self.timeout)]
+
+
+# ---- server, storage, cache, auth, observability ---------------------------
+
+
+class TLSConfig(Strict):
+    cert_file: str
+    key_file: str
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    tls: TLSConfig | None = None
+
+
+class DatabaseConfig(Strict):
+    url: str | None = None  # None: sqlite under the data dir
+    pool_size: int = Field(default=10, ge=1)
+    echo: bool = False
+
+
+class CacheConfig(Strict):
+    url: str | None = None  # redis://... ; None: in-process
+
+
+class JWTConfig(Strict):
+    jwks_url: str
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    cache_seconds: float = Field(default=300.0, gt=0)
+    subject_claim: str = "sub"
+
+
+class AuthConfig(Strict):
+    master_key: SecretStr | None = None  # also CORRAL_MASTER_KEY
+    required: bool | None = None  # None: required as soon as a master key or JWT is configured
+    public_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/healthz", "/readyz", "/.well-known/agent-card.json"]
+    )
+    jwt: JWTConfig | None = None
+
+
+class TracingConfig(Strict):
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "none"] = "otlp"
+    endpoint: str | None = None
+    service_name: str = "corral"
+    capture_content: bool = False
+
+
+class ObservabilityConfig(Strict):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "console"
+    metrics: bool = True
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+
+class PriceConfig(Strict):
+    input: float = Field(ge=0)  # USD per million input tokens
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+class VerificationConfig(Strict):
+    enabled: bool = True
+    strict: bool = False  # refuse to start when a required provider fails
+    concurrency: int = Field(default=4, ge=1)
+    timeout: float = Field(default=10.0, gt=0)
+    completion_check: bool = False  # also send a minimal completion (costs a few tokens)
+
+
+# ---- the root --------------------------------------------------------------
+
+
+class CorralConfig(Strict):
+    version: Literal[1] = 1
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict)
+    verification: VerificationConfig = Field(default_factory=VerificationConfig)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    default_model: str | None = None  # used when a request names no model we know (zero-config)
