@@ -1,0 +1,88 @@
+"""`corral serve`: the agent server and LLM gateway."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from corral.config.loader import LoadedConfig
+
+
+def load_for_serve(config: str | None, *, model: str | None = None) -> LoadedConfig:
+    """The config `serve` runs with: the file when given (or found), else zero-config."""
+    from corral.config.loader import load_config
+    from corral.config.zero import zero_config
+
+    if config is None and model is not None:
+        return zero_config(os.environ, model=model)
+    loaded = load_config(config)
+    if model is not None:
+        loaded.config.default_model = model
+    return loaded
+
+
+def run_server(
+    loaded: LoadedConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    config_path: str | None = None,
+    model: str | None = None,
+) -> None:
+    import uvicorn
+
+    from corral.gateway.app import create_app
+    from corral.gateway.asgi import ENV
+
+    server = loaded.config.server
+    host = host or server.host
+    port = server.port if port is None else port
+    workers = workers or server.workers
+    log_level = loaded.config.observability.log_level
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    for note in loaded.notes:
+        typer.secho(f"corral: {note}", fg=typer.colors.YELLOW, err=True)
+    models = ", ".join(sorted(loaded.config.models)) or "(none)"
+    typer.secho(f"corral: serving on http://{host}:{port}  models: {models}", err=True)
+
+    tls = server.tls
+    common: dict[str, object] = dict(
+        host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(server.shutdown_timeout),
+        ssl_certfile=tls.cert_file if tls else None, ssl_keyfile=tls.key_file if tls else None,
+        lifespan="on", access_log=False,
+    )
+    if workers > 1:
+        os.environ[ENV] = json.dumps({"config": config_path, "model": model})
+        uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(loaded.config, notes=loaded.notes), **common)  # type: ignore[arg-type]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        config: Path | None = typer.Option(None, "--config", "-c", help="Path to corral.yaml."),
+        host: str | None = typer.Option(None, "--host", help="Bind address (default from config: 127.0.0.1)."),
+        port: int | None = typer.Option(None, "--port", "-p", help="Port (default from config: 8080)."),
+        workers: int | None = typer.Option(None, "--workers", "-w", help="Worker processes."),
+        model: str | None = typer.Option(None, "--model", "-m",
+                                         help="Default model, e.g. openai/gpt-4o-mini (zero-config mode)."),
+    ) -> None:
+        """Serve agents and models over OpenAI-, Anthropic- and A2A-compatible APIs."""
+        from corral.config.errors import ConfigError
+
+        path = str(config) if config else None
+        try:
+            loaded = load_for_serve(path, model=model)
+        except ConfigError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        run_server(loaded, host=host, port=port, workers=workers, config_path=path, model=model)

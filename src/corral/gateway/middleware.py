@@ -1,0 +1,100 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streams and add latency).
+
+`CorralMiddleware` does three things every request needs:
+- a request id (`x-request-id`, taken from the client if it sent one),
+- the body size limit (413 in the surface's error format), without reading a body
+  that announces its size,
+- the `x-corral-overhead-ms` header: time spent in Corral before the response starts,
+  minus the time the route reports it spent waiting upstream.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral.gateway.errors import ApiError, error_response, surface_for_path
+
+
+class CorralMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        state["request_id"] = request_id
+        state["upstream_seconds"] = 0.0
+
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            receive = await self._buffered(scope, receive, send)
+            if receive is None:  # type: ignore[comparison-overlap]
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                overhead = (time.perf_counter() - started - state.get("upstream_seconds", 0.0)) * 1000
+                headers = list(message.get("headers", []))
+                headers.append((b"x-corral-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send) -> Receive:
+        """Chunked bodies (no content-length): read up to the limit, then replay."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_body_bytes:
+                await self._too_large(scope, None, send)
+                return None  # type: ignore[return-value]
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _too_large(self, scope: Scope, receive: Receive | None, send: Send) -> None:
+        error = ApiError(413, f"Request body is larger than the limit of {self.max_body_bytes} bytes",
+                         code="request_too_large")
+        response = error_response(error, surface_for_path(scope["path"]))
+        response.headers["connection"] = "close"
+        await response(scope, receive or _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

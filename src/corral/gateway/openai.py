@@ -1,0 +1,151 @@
+"""OpenAI-compatible routes: `POST /v1/chat/completions`, `GET /v1/models`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from corral.gateway.errors import ApiError
+from corral.gateway.openai_format import (
+    ChunkWriter,
+    completion_json,
+    parse_json,
+    to_neutral,
+    validate_chat,
+)
+from corral.gateway.state import CallRecord, ChatTarget, Gateway
+from corral.llm.errors import ProviderError
+from corral.llm.router import CallContext, aclose
+from corral.llm.types import ChatRequest, StreamEvent
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                    code="model_not_found", param="model")
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    async def chat_completions(request: Request) -> Response:
+        started = time.perf_counter()
+        body = validate_chat(parse_json(await request.body()))
+        target = gateway.resolve(body.model)
+        if target is None:
+            raise model_not_found(body.model)
+        await gateway.admit(request, body.model, "openai")
+        chat = to_neutral(body)
+        ctx = CallContext(request_id=request.state.request_id)
+        record = CallRecord(request.state.request_id, "openai", body.model, body.stream, ctx, started)
+        created = int(time.time())
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            writer = ChunkWriter(id=completion_id, created=created, model=body.model, include_usage=include_usage)
+            return await stream_chat(gateway, request, target, chat, record, writer)
+        try:
+            result = await target.complete(chat, ctx)
+        except ProviderError as exc:
+            record.status, record.error = exc.status, exc
+            await gateway.finish(request, record)
+            raise ApiError.from_provider(exc) from None
+        finally:
+            request.state.upstream_seconds = ctx.upstream_seconds
+        record.usage = result.usage
+        await gateway.finish(request, record)
+        return json_response(completion_json(result, id=completion_id, created=created, model=body.model))
+
+    async def list_models(_: Request) -> Response:
+        models = gateway.list_models()
+        data = [{"id": m.id, "object": "model", "created": int(gateway.started_at), "owned_by": m.owned_by}
+                for m in models]
+        return json_response({"object": "list", "data": data})
+
+    async def get_model(request: Request) -> Response:
+        model_id = request.path_params["model"]
+        for m in gateway.list_models():
+            if m.id == model_id:
+                return json_response({"id": m.id, "object": "model", "created": int(gateway.started_at),
+                                      "owned_by": m.owned_by})
+        raise model_not_found(model_id)
+
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+    ]
+
+
+async def open_stream(
+    target: ChatTarget, chat: ChatRequest, ctx: CallContext
+) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+    """Start a stream and wait for its first event, so that an upstream failure before
+    any output becomes a proper HTTP error instead of a broken stream."""
+    events = target.stream(chat, ctx)
+    try:
+        first = await events.__anext__()
+    except StopAsyncIteration:
+        return events, None
+    except BaseException:
+        await aclose(events)
+        raise
+    return events, first
+
+
+async def stream_chat(
+    gateway: Gateway,
+    request: Request,
+    target: ChatTarget,
+    chat: ChatRequest,
+    record: CallRecord,
+    writer: ChunkWriter,
+) -> Response:
+    ctx = record.ctx
+    try:
+        events, first = await open_stream(target, chat, ctx)
+    except ProviderError as exc:
+        record.status, record.error = exc.status, exc
+        await gateway.finish(request, record)
+        raise ApiError.from_provider(exc) from None
+    finally:
+        request.state.upstream_seconds = ctx.upstream_seconds
+    record.ttft_seconds = time.perf_counter() - record.started
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield writer.start()
+            if first is not None:
+                chunk = writer.event(first)
+                if chunk:
+                    yield chunk
+            async for event in events:
+                chunk = writer.event(event)
+                if chunk:
+                    yield chunk
+            yield writer.end()
+        except ProviderError as exc:
+            record.status, record.error = exc.status, exc
+            yield writer.error(ApiError.from_provider(exc))
+        except BaseException as exc:  # client went away (cancelled) or a bug: still record it
+            record.status, record.error = 499, exc
+            raise
+        finally:
+            record.usage = writer.usage
+            # Shielded: on a client disconnect this generator is being cancelled, and the
+            # upstream stream must still be closed and the usage still recorded.
+            with anyio.CancelScope(shield=True):
+                await aclose(events)
+                await gateway.finish(request, record)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
