@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from corral.config.agents import AgentConfig
-from corral.config.services import ServiceConfig
+from corral.config.services import ServicesSection
 
 WIRE_TYPES = ("openai", "anthropic", "gemini", "scripted")
 
@@ -52,6 +52,7 @@ class ProviderConfig(Strict):
     max_connections: int = Field(default=100, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     api_version: str | None = None  # azure-style ``api-version`` query, anthropic-version header
+    passthrough: bool = False  # serve any "<provider name>/<upstream model>" (zero-config turns it on)
     # scripted provider only
     script: list[ScriptStep] = Field(default_factory=list)
     echo: bool = True  # scripted: with no script (or once it is used up) echo the last user message
@@ -200,5 +201,5 @@ class CorralConfig(Strict):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
-    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    services: ServicesSection = Field(default_factory=dict)
     default_model: str | None = None  # used when a request names no model we know (zero-config)
