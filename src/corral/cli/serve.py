@@ -53,6 +53,7 @@ def run_server(
     models = ", ".join(sorted(loaded.config.models)) or "(none)"
     typer.secho(f"corral: serving on http://{host}:{port}  models: {models}", err=True)
 
+    _exit_cleanly_after_graceful_shutdown()
     tls = server.tls
     common: dict[str, object] = dict(
         host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(server.shutdown_timeout),
@@ -64,6 +65,17 @@ def run_server(
         uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(loaded.config, notes=loaded.notes), **common)  # type: ignore[arg-type]
+
+
+def _exit_cleanly_after_graceful_shutdown() -> None:
+    """uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish in-flight requests
+    up to the shutdown timeout, run lifespan shutdown) and then re-raises the signal into
+    the handler that was installed before it started. A no-op handler there makes a
+    graceful shutdown end with exit status 0, as service managers expect."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
 
 
 def register(app: typer.Typer) -> None:
