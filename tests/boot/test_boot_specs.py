@@ -40,7 +40,7 @@ def test_unknown_dependency_and_self_dependency_are_rejected() -> None:
 
 
 def test_start_needs_exactly_one_way_and_a_service_needs_an_address() -> None:
-    with pytest.raises(ValidationError, match="either start.command or start.compose_service"):
+    with pytest.raises(ValidationError, match=r"either start\.command or start\.compose_service"):
         config(services={"a": {"type": "tcp", "port": 1, "start": {"command": "x", "compose_service": "y"}}})
     with pytest.raises(ValidationError, match="needs url, or host and/or port"):
         config(services={"a": {"type": "http"}})

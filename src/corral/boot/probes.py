@@ -95,6 +95,18 @@ def _elapsed(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a client library's error was, underneath, a refused connection."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # libraries wrap it a few layers deep
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _os_error_detail(exc: OSError, host: str, port: int) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused at {host}:{port}"
@@ -178,7 +190,8 @@ async def probe_redis(spec: ServiceSpec) -> ProbeResult:
     except rexc.TimeoutError:
         return ProbeResult(Status.DOWN, None, f"no answer from {host}:{port} within {spec.timeout:g}s")
     except rexc.ConnectionError as exc:
-        detail = f"connection refused at {host}:{port}" if "refused" in str(exc).lower() else str(exc)
+        refused = _refused(exc)
+        detail = f"connection refused at {host}:{port}" if refused else str(exc)
         return ProbeResult(Status.DOWN, None, detail)
     except rexc.ResponseError as exc:
         return ProbeResult(Status.UNHEALTHY, _elapsed(started), f"PING failed: {exc}")
@@ -199,7 +212,7 @@ async def probe_http(spec: ServiceSpec, http: httpx.AsyncClient, paths: list[str
         except httpx.TimeoutException:
             return ProbeResult(Status.DOWN, None, f"GET {url}: no answer within {spec.timeout:g}s")
         except httpx.ConnectError as exc:
-            refused = "refused" in str(exc).lower()
+            refused = _refused(exc)
             return ProbeResult(Status.DOWN, None, f"GET {url}: " + ("connection refused" if refused else str(exc)))
         except httpx.HTTPError as exc:
             return ProbeResult(Status.DOWN, None, f"GET {url}: {exc}")

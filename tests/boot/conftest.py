@@ -10,11 +10,17 @@ The HTTP fakes stand in for Qdrant, Chroma and a service that is slow to become 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import Any
+
+import pytest
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -114,13 +120,32 @@ async def fake_http(handler: HttpHandler) -> AsyncIterator[tuple[int, list[str]]
 
 
 @asynccontextmanager
-async def serve(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]) -> AsyncIterator[int]:
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)  # type: ignore[arg-type]
-    port = server.sockets[0].getsockname()[1]
+async def serve(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> AsyncIterator[int]:
+    """A loopback server on a free port; on exit every open connection is closed and its
+    handler cancelled (asyncio's server.close() leaves both alive before 3.12)."""
+    tasks: set[asyncio.Task[Any]] = set()
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        writers.add(writer)
+        await handle(reader, writer)
+
+    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
     try:
         yield port
     finally:
         server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         await server.wait_closed()
 
 
@@ -138,3 +163,9 @@ def healthy_after(seconds: float, path: str = "/health") -> HttpHandler:
         return 200, b'{"status":"ok"}'
 
     return handler
+
+
+@pytest.fixture
+def fakes() -> ModuleType:
+    """These helpers (with --import-mode=importlib, test modules cannot import a sibling)."""
+    return sys.modules[__name__]
