@@ -1,0 +1,277 @@
+"""Plumbing every wire adapter shares: the pooled client, error mapping, SSE framing.
+
+Adapters never retry (the router does); they only turn every way an upstream can
+fail into one of the typed errors of `corral.llm.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from corral.config.schema import ProviderConfig
+from corral.llm import errors
+
+# Parses a vendor's JSON error body into (message, code); the code may be None.
+ErrorParser = Callable[[Any], tuple[str | None, str | None]]
+
+_MAX_ERROR_TEXT = 500
+
+# Vendor error codes that say more than the HTTP status does.
+_ERRORS_BY_CODE: dict[str, type[errors.ProviderError]] = {
+    "context_length_exceeded": errors.ContextLengthError,
+    "API_KEY_INVALID": errors.AuthenticationError,  # Gemini answers a bad key with 400
+}
+
+
+@dataclass(slots=True)
+class ServerSentEvent:
+    event: str | None
+    data: str
+
+
+def default_error_parser(body: Any) -> tuple[str | None, str | None]:
+    """``{"error": {"message", "code"|"type"|"status"}}`` covers OpenAI, Anthropic and Gemini."""
+    if not isinstance(body, dict):
+        return None, None
+    error = body.get("error")
+    if isinstance(error, str):
+        return error, None
+    if isinstance(error, dict):
+        message = error.get("message")
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        code = code or error.get("type") or error.get("status")
+        return (str(message) if message is not None else None), (str(code) if code else None)
+    message = body.get("message") or body.get("detail")
+    return (str(message) if message else None), None
+
+
+def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """``retry-after-ms`` (OpenAI), then ``retry-after`` as seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+class HttpClient:
+    """One pooled `httpx.AsyncClient` plus the failure mapping for one provider."""
+
+    def __init__(
+        self,
+        provider: str,
+        config: ProviderConfig,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        api_key: str | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        error_parser: ErrorParser = default_error_parser,
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self._api_key = api_key
+        self._error_parser = error_parser
+        self._default_timeout = config.timeout
+        self._connect_timeout = config.connect_timeout
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={**headers, **config.headers},
+            params=dict(params or {}),
+            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def timeout(self, seconds: float | None) -> httpx.Timeout:
+        total = seconds or self._default_timeout
+        return httpx.Timeout(total, connect=min(self._connect_timeout, total))
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        seconds: float | None = None,
+    ) -> Any:
+        """Sends one request and returns its parsed JSON body, or raises a typed error.
+        ``seconds`` bounds the whole call, not just each read."""
+        try:
+            async with asyncio.timeout(seconds):
+                async with self.open(method, path, json_body=json_body, params=params, seconds=seconds) as resp:
+                    raw = await self._read(resp)
+        except builtins.TimeoutError:
+            raise errors.TimeoutError(f"no complete answer within {seconds:g}s", provider=self.provider) from None
+        return self.parse_json(raw, resp)
+
+    @asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        seconds: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Opens a streamed response whose status is 2xx; error statuses raise."""
+        request = self._client.build_request(
+            method, path, json=json_body, params=params, timeout=self.timeout(seconds)
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc) from None
+        try:
+            if response.status_code >= 400:
+                raw = await self._read(response)
+                raise self.status_error(response, raw)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        try:
+            return await response.aread()
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc) from None
+
+    def redact(self, text: str) -> str:
+        if self._api_key and len(self._api_key) >= 4:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def transport_error(self, exc: httpx.HTTPError) -> errors.ProviderError:
+        """Maps a transport failure. The exception text never carries the key (it is a header)."""
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            phase = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the upstream"
+            return errors.TimeoutError(f"timed out {phase} ({kind})", provider=self.provider)
+        if isinstance(exc, httpx.ConnectError):
+            return errors.UpstreamUnavailableError(
+                f"cannot connect to the upstream: {self.redact(str(exc)) or kind}", provider=self.provider
+            )
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+            return errors.UpstreamUnavailableError(
+                f"the upstream closed the connection mid-response ({kind})", provider=self.provider
+            )
+        return errors.UpstreamUnavailableError(f"upstream transport failure ({kind})", provider=self.provider)
+
+    def status_error(self, response: httpx.Response, raw: bytes) -> errors.ProviderError:
+        return self.error_from(response.status_code, raw, response.headers, response.reason_phrase)
+
+    def error_from(
+        self, status: int, raw: bytes, headers: httpx.Headers | None = None, reason: str = ""
+    ) -> errors.ProviderError:
+        """The typed error for an error status (or an error object inside a 2xx body)."""
+        message, code = None, None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if body is not None:
+            message, code = self._error_parser(body)
+        if not message:
+            text = raw.decode("utf-8", "replace").strip()[:_MAX_ERROR_TEXT]
+            message = text or reason or f"HTTP {status}"
+        message = self.redact(message)
+        retry_after = retry_after_seconds(headers) if headers is not None else None
+        special = _ERRORS_BY_CODE.get(code or "")
+        if special is not None:
+            return special(message, provider=self.provider, upstream_status=status, retry_after=retry_after)
+        return errors.error_for_status(status, message, provider=self.provider, retry_after=retry_after)
+
+    def parse_json(self, raw: bytes, response: httpx.Response) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            kind = response.headers.get("content-type", "no content-type")
+            snippet = self.redact(raw[:80].decode("utf-8", "replace"))
+            raise errors.UpstreamUnavailableError(
+                f"the upstream answered HTTP {response.status_code} with a body that is not JSON "
+                f"({kind}): {snippet!r}",
+                provider=self.provider,
+                upstream_status=response.status_code,
+            ) from None
+
+    def bad_payload(self, what: str) -> errors.UpstreamUnavailableError:
+        return errors.UpstreamUnavailableError(f"malformed upstream response: {what}", provider=self.provider)
+
+    def truncated(self) -> errors.UpstreamUnavailableError:
+        return errors.UpstreamUnavailableError(
+            "the upstream stream ended before it finished (no final event)", provider=self.provider
+        )
+
+    async def sse(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+        """Server-sent events of a streamed response; transport failures become typed errors."""
+        event: str | None = None
+        data: list[str] = []
+        try:
+            async for line in response.aiter_lines():
+                if not line:
+                    if data:
+                        yield ServerSentEvent(event, "\n".join(data))
+                    event, data = None, []
+                elif line.startswith(":"):
+                    continue
+                else:
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data.append(value)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc) from None
+        if data:
+            yield ServerSentEvent(event, "\n".join(data))
+
+    def event_json(self, sse: ServerSentEvent) -> Any:
+        try:
+            return json.loads(sse.data)
+        except ValueError:
+            raise self.bad_payload(f"stream event is not JSON: {self.redact(sse.data[:80])!r}") from None
+
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,280 @@
+"""OpenAI Chat Completions, and every server that speaks it (Mistral, Groq, Cerebras,
+DeepSeek, OpenRouter, Together, xAI, Fireworks, vLLM, llama.cpp, Ollama's /v1, and
+Azure-style deployments with an ``api-key`` header and ``?api-version``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from corral.config.schema import ProviderConfig
+from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.types import (
+    ChatRequest,
+    ChatResult,
+    FinishEvent,
+    FinishReason,
+    ImagePart,
+    Message,
+    ModelInfo,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error",
+}
+
+
+class OpenAIProvider:
+    def __init__(
+        self,
+        name: str,
+        config: ProviderConfig,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        azure: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        # OpenAI itself rejects `max_tokens` for reasoning models; compatible servers
+        # mostly only know `max_tokens`.
+        self._max_tokens_field = "max_completion_tokens" if config.type in ("openai", "azure") else "max_tokens"
+        headers: dict[str, str] = {}
+        params: dict[str, str] = {}
+        if api_key:
+            if azure:
+                headers["api-key"] = api_key
+            else:
+                headers["authorization"] = f"Bearer {api_key}"
+        if azure and config.api_version:
+            params["api-version"] = config.api_version
+        self._http = HttpClient(
+            name, config, base_url=base_url, headers=headers, api_key=api_key, transport=transport, params=params
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        body = await self._http.request_json(
+            "POST", "/chat/completions", json_body=build_body(request, self._max_tokens_field), seconds=request.timeout
+        )
+        return self._parse_result(body, request.model)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        payload = build_body(request, self._max_tokens_field, stream=True)
+        state = _StreamState(model=request.model)
+        async with self._http.open("POST", "/chat/completions", json_body=payload, seconds=request.timeout) as resp:
+            async for sse in self._http.sse(resp):
+                if sse.data.strip() == "[DONE]":
+                    state.done = True
+                    break
+                chunk = self._http.event_json(sse)
+                for event in self._chunk_events(chunk, state):
+                    yield event
+        if state.finish is None:
+            raise self._http.truncated()
+        if state.usage is not None:
+            yield UsageEvent(state.usage)
+        yield FinishEvent(state.finish, model=state.model)
+
+    async def list_models(self) -> list[ModelInfo]:
+        body = await self._http.request_json("GET", "/models")
+        models = []
+        for item in as_list(as_dict(body).get("data")):
+            item = as_dict(item)
+            if isinstance(item.get("id"), str):
+                models.append(ModelInfo(id=item["id"], owned_by=str(item.get("owned_by") or self.name)))
+        return models
+
+    async def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], int]:
+        body = as_dict(
+            await self._http.request_json(
+                "POST", "/embeddings", json_body={"model": model, "input": texts, "encoding_format": "float"}
+            )
+        )
+        data = sorted((as_dict(d) for d in as_list(body.get("data"))), key=lambda d: as_int(d.get("index")))
+        vectors = [d.get("embedding") for d in data]
+        if len(vectors) != len(texts) or not all(isinstance(v, list) for v in vectors):
+            raise self._http.bad_payload(f"expected {len(texts)} embeddings, got {len(vectors)}")
+        return [[float(x) for x in v] for v in vectors if isinstance(v, list)], as_int(
+            as_dict(body.get("usage")).get("prompt_tokens")
+        )
+
+    # ---- decoding -------------------------------------------------------------
+
+    def _parse_result(self, body: Any, model: str) -> ChatResult:
+        body = as_dict(body)
+        self._raise_inline_error(body)
+        choices = as_list(body.get("choices"))
+        if not choices:
+            raise self._http.bad_payload("no choices in the completion")
+        choice = as_dict(choices[0])
+        raw = as_dict(choice.get("message"))
+        content = raw.get("content")
+        message = Message.text("assistant", content if isinstance(content, str) else "")
+        reasoning = raw.get("reasoning_content") or raw.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            message.reasoning = reasoning
+        for call in as_list(raw.get("tool_calls")):
+            function = as_dict(as_dict(call).get("function"))
+            message.tool_calls.append(
+                ToolCall(
+                    id=str(as_dict(call).get("id") or ""),
+                    name=str(function.get("name") or ""),
+                    arguments=str(function.get("arguments") or ""),
+                )
+            )
+        finish = _FINISH.get(str(choice.get("finish_reason")), "stop")
+        return ChatResult(
+            message=message,
+            finish_reason=finish,
+            usage=parse_usage(body.get("usage")) or Usage(),
+            model=str(body.get("model") or model),
+            id=body.get("id") if isinstance(body.get("id"), str) else None,
+        )
+
+    def _chunk_events(self, chunk: Any, state: _StreamState) -> list[StreamEvent]:
+        chunk = as_dict(chunk)
+        self._raise_inline_error(chunk)
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            state.model = chunk["model"]
+        usage = parse_usage(chunk.get("usage"))
+        if usage is not None:
+            state.usage = usage
+        events: list[StreamEvent] = []
+        # `choices` is [] on the include_usage chunk (null from some servers).
+        for choice in as_list(chunk.get("choices"))[:1]:
+            choice = as_dict(choice)
+            delta = as_dict(choice.get("delta"))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                events.append(ReasoningDelta(reasoning))
+            if isinstance(delta.get("content"), str) and delta["content"]:
+                events.append(TextDelta(delta["content"]))
+            for call in as_list(delta.get("tool_calls")):
+                call = as_dict(call)
+                function = as_dict(call.get("function"))
+                events.append(
+                    ToolCallDelta(
+                        index=as_int(call.get("index")),
+                        id=call.get("id") or None,
+                        name=function.get("name") or None,
+                        arguments=str(function.get("arguments") or ""),
+                    )
+                )
+            if choice.get("finish_reason"):
+                state.finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+        return events
+
+    def _raise_inline_error(self, body: dict[str, Any]) -> None:
+        # OpenRouter and some proxies report failures inside a 200 body or mid-stream.
+        error = body.get("error")
+        if error:
+            status = as_int(as_dict(error).get("code")) or 502
+            raise self._http.error_from(status, json.dumps({"error": error}).encode())
+
+
+class _StreamState:
+    __slots__ = ("done", "finish", "model", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.usage: Usage | None = None
+        self.finish: FinishReason | None = None
+        self.done = False
+
+
+def parse_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt = as_dict(raw.get("prompt_tokens_details"))
+    completion = as_dict(raw.get("completion_tokens_details"))
+    cached = as_int(prompt.get("cached_tokens")) or as_int(raw.get("prompt_cache_hit_tokens"))  # DeepSeek
+    return Usage(
+        input_tokens=as_int(raw.get("prompt_tokens")),
+        output_tokens=as_int(raw.get("completion_tokens")),
+        cached_input_tokens=cached,
+        reasoning_tokens=as_int(completion.get("reasoning_tokens")),
+    )
+
+
+# ---- encoding ---------------------------------------------------------------
+
+
+def build_body(request: ChatRequest, max_tokens_field: str = "max_tokens", *, stream: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": request.model, "messages": [encode_message(m) for m in request.messages]}
+    if request.tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in request.tools
+        ]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            choice if choice in ("auto", "none", "required") else {"type": "function", "function": {"name": choice}}
+        )
+    if request.parallel_tool_calls is not None and request.tools:
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    optional = {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        max_tokens_field: request.max_tokens,
+        "stop": request.stop,
+        "seed": request.seed,
+        "response_format": request.response_format,
+        "user": request.user,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    body.update(request.extra)
+    return body
+
+
+def encode_message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role}
+    if message.role == "tool":
+        out["tool_call_id"] = message.tool_call_id or ""
+        out["content"] = message.text_content
+        return out
+    if message.role == "assistant":
+        out["content"] = message.text_content or None
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                for c in message.tool_calls
+            ]
+    elif any(isinstance(p, ImagePart) for p in message.content):
+        out["content"] = [encode_part(p) for p in message.content]
+    else:
+        out["content"] = message.text_content
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def encode_part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    image: dict[str, Any] = {"url": part.url}
+    if part.detail:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
