@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from corral.config.agents import AgentConfig
+from corral.config.agents import AgentConfig, RunsConfig, ToolsetConfig
 from corral.config.services import ServicesSection
 
 WIRE_TYPES = ("openai", "anthropic", "gemini", "scripted")
@@ -178,6 +178,16 @@ class PriceConfig(Strict):
     cached_input: float | None = Field(default=None, ge=0)
 
 
+class RouterConfig(Strict):
+    """How the router retries, backs off and cools down failing deployments."""
+
+    backoff_base: float = Field(default=0.25, ge=0)  # seconds; doubled per retry, full jitter
+    backoff_max: float = Field(default=8.0, ge=0)
+    max_retry_after: float = Field(default=30.0, ge=0)  # a longer retry-after skips to fallbacks
+    allowed_fails: int = Field(default=2, ge=1)  # consecutive failures before a cooldown
+    cooldown_seconds: float = Field(default=30.0, ge=0)
+
+
 class VerificationConfig(Strict):
     enabled: bool = True
     strict: bool = False  # refuse to start when a required provider fails
@@ -194,6 +204,8 @@ class CorralConfig(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    tools: dict[str, ToolsetConfig] = Field(default_factory=dict)
+    runs: RunsConfig = Field(default_factory=RunsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -201,5 +213,6 @@ class CorralConfig(Strict):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
     services: ServicesSection = Field(default_factory=dict)
     default_model: str | None = None  # used when a request names no model we know (zero-config)

@@ -31,6 +31,7 @@ log = logging.getLogger("corral.gateway")
 MODULES = [
     "corral.gateway.health",
     "corral.gateway.openai",
+    "corral.gateway.anthropic",
 ]
 
 
@@ -48,7 +49,7 @@ def build_gateway(
 ) -> Gateway:
     built = dict(providers) if providers is not None else build_providers(config)
     passthrough = frozenset(n for n, p in config.providers.items() if getattr(p, "passthrough", False))
-    router = Router(config.models, built, passthrough=passthrough)
+    router = Router(config.models, built, settings=config.router, passthrough=passthrough)
     return Gateway(config=config, router=router, notes=list(notes or []))
 
 

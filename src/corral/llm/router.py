@@ -1,22 +1,46 @@
-"""Model aliases -> deployments -> providers.
+"""Model aliases -> deployments -> providers, with retries, fallbacks and cooldowns.
 
 The router is the only place that decides which upstream serves a request, and the
-only place that retries (providers never do). `CallContext` carries what the edges
-need to know afterwards: the deployment used, attempts, and time spent upstream
-(which the gateway subtracts to publish its own overhead).
+only place that retries (providers never do):
+
+- **Strategies** pick among an alias's healthy deployments: ``weighted`` (weighted
+  random), ``least-busy`` (fewest calls in flight), ``lowest-latency`` (lowest moving
+  average; an untried deployment goes first).
+- **Retries** on retryable errors (429, 5xx, connection failures, timeouts, garbage
+  bodies), up to ``num_retries`` more attempts, preferring a deployment not yet tried,
+  with exponential backoff and full jitter; a ``retry-after`` is honoured (a longer
+  one than ``router.max_retry_after`` goes straight to the fallbacks).
+- **Fallbacks**: when an alias is exhausted, its ``fallbacks`` aliases are tried in
+  order; a context-length error goes to ``context_fallbacks`` instead.
+- **Cooldowns**: a deployment that fails ``allowed_fails`` times in a row is skipped
+  for ``cooldown_seconds`` (unless every deployment is cooling down).
+- A stream is retried only until its first event: after that the client has output.
+
+`CallContext` carries what the edges need afterwards: the deployment used, attempts,
+and time spent upstream (the gateway subtracts it to publish its own overhead).
 """
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from corral.config.schema import Deployment, ModelConfig
-from corral.llm.errors import NotFoundError
+from corral.config.schema import Deployment, ModelConfig, RouterConfig
+from corral.llm import errors
 from corral.llm.provider import Provider
 from corral.llm.types import ChatRequest, ChatResult, ModelInfo, StreamEvent
+
+log = logging.getLogger("corral.router")
+T = TypeVar("T")
+
+# Errors that say "this deployment cannot serve", not "the request is wrong": fall back.
+_FALLBACK_ERRORS = (errors.AuthenticationError, errors.PermissionDeniedError, errors.NotFoundError)
 
 
 @dataclass(slots=True)
@@ -26,9 +50,29 @@ class CallContext:
     provider: str | None = None
     upstream_model: str | None = None
     attempts: int = 0
-    upstream_seconds: float = 0.0  # non-stream: whole call; stream: until the first event
+    upstream_seconds: float = 0.0  # non-stream: all attempts; stream: until the first event
     first_event_at: float | None = None  # perf_counter() of the first streamed event
+    errors: list[str] = field(default_factory=list)  # one line per failed attempt
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DeploymentState:
+    alias: str
+    deployment: Deployment
+    in_flight: int = 0
+    latency: float | None = None  # exponential moving average, seconds
+    consecutive_fails: int = 0
+    cooldown_until: float = 0.0
+    successes: int = 0
+    failures: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.deployment.provider}/{self.deployment.model}"
+
+    def cooling(self, now: float) -> bool:
+        return self.cooldown_until > now
 
 
 class Router:
@@ -37,20 +81,27 @@ class Router:
         models: Mapping[str, ModelConfig],
         providers: Mapping[str, Provider],
         *,
+        settings: RouterConfig | None = None,
         passthrough: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._models = dict(models)
         self._providers = dict(providers)
+        self._settings = settings or RouterConfig()
         self._passthrough = passthrough  # providers that serve any "<provider>/<model>" name
         self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._clock = clock
+        self._states: dict[str, list[DeploymentState]] = {}
 
     @property
     def providers(self) -> Mapping[str, Provider]:
         return self._providers
 
     def has_model(self, alias: str) -> bool:
-        return self._deployments(alias) is not None
+        return bool(self._deployment_states(alias))
 
     def model_config(self, alias: str) -> ModelConfig | None:
         return self._models.get(alias)
@@ -59,69 +110,221 @@ class Router:
         return [
             ModelInfo(id=alias, owned_by="corral", context_window=m.context_window,
                       max_output_tokens=m.max_output_tokens)
-            for alias, m in self._models.items()
+            for alias, m in self._models.items() if self.has_model(alias)
         ]
 
-    def _deployments(self, alias: str) -> list[Deployment] | None:
+    def deployment_states(self) -> list[DeploymentState]:
+        """Every deployment's health (for metrics and `/v1/startup/verification`)."""
+        for alias in self._models:
+            self._deployment_states(alias)
+        return [s for states in self._states.values() for s in states]
+
+    def _deployment_states(self, alias: str) -> list[DeploymentState]:
+        states = self._states.get(alias)
+        if states is not None:
+            return states
         model = self._models.get(alias)
         if model is not None:
-            return [d for d in model.all_deployments() if d.provider in self._providers]
-        provider, _, upstream = alias.partition("/")
-        if upstream and provider in self._passthrough and provider in self._providers:
-            return [Deployment(provider=provider, model=upstream)]
-        return None
+            deployments = [d for d in model.all_deployments() if d.provider in self._providers]
+        else:
+            provider, _, upstream = alias.partition("/")
+            if not (upstream and provider in self._passthrough and provider in self._providers):
+                return []
+            deployments = [Deployment(provider=provider, model=upstream)]
+        states = [DeploymentState(alias, d) for d in deployments]
+        self._states[alias] = states
+        return states
 
-    def _pick(self, alias: str) -> Deployment:
-        deployments = self._deployments(alias)
-        if not deployments:
-            raise NotFoundError(f"The model '{alias}' does not exist or has no enabled deployment")
-        if len(deployments) == 1:
-            return deployments[0]
-        return self._rng.choices(deployments, weights=[d.weight for d in deployments])[0]
+    # ---- choosing ---------------------------------------------------------
 
-    def _prepare(self, alias: str, request: ChatRequest, ctx: CallContext) -> tuple[Provider, ChatRequest]:
-        deployment = self._pick(alias)
-        model = self._models.get(alias)
-        params = {**(model.params if model and model.deployments else {}), **deployment.params}
-        upstream = _with_params(request, deployment.model, params)
+    def _pick(self, alias: str, tried: set[str]) -> DeploymentState:
+        states = self._deployment_states(alias)
+        if not states:
+            raise errors.NotFoundError(f"The model '{alias}' does not exist or has no enabled deployment")
+        now = self._clock()
+        fresh = [s for s in states if s.key not in tried] or states
+        healthy = [s for s in fresh if not s.cooling(now)]
+        if not healthy:  # everything is cooling down: try the one that recovers first
+            return min(fresh, key=lambda s: s.cooldown_until)
+        if len(healthy) == 1:
+            return healthy[0]
+        strategy = self._models[alias].strategy if alias in self._models else "weighted"
+        if strategy == "least-busy":
+            low = min(s.in_flight for s in healthy)
+            return self._rng.choice([s for s in healthy if s.in_flight == low])
+        if strategy == "lowest-latency":
+            untried = [s for s in healthy if s.latency is None]
+            if untried:
+                return self._rng.choice(untried)
+            return min(healthy, key=lambda s: s.latency or 0.0)
+        return self._rng.choices(healthy, weights=[s.deployment.weight for s in healthy])[0]
+
+    def _request_for(self, state: DeploymentState, request: ChatRequest) -> ChatRequest:
+        model = self._models.get(state.alias)
+        params = {**(model.params if model and model.deployments else {}), **state.deployment.params}
+        upstream = _with_params(request, state.deployment.model, params)
         if upstream.timeout is None:
-            upstream.timeout = deployment.timeout or (model.timeout if model else None)
-        ctx.alias = alias
-        ctx.provider = deployment.provider
-        ctx.upstream_model = deployment.model
-        ctx.attempts += 1
-        return self._providers[deployment.provider], upstream
+            upstream.timeout = state.deployment.timeout or (model.timeout if model else None)
+        return upstream
+
+    # ---- outcomes ---------------------------------------------------------
+
+    def _succeeded(self, state: DeploymentState, seconds: float) -> None:
+        state.consecutive_fails = 0
+        state.cooldown_until = 0.0
+        state.successes += 1
+        state.latency = seconds if state.latency is None else 0.8 * state.latency + 0.2 * seconds
+
+    def _failed(self, state: DeploymentState, error: errors.ProviderError, ctx: CallContext) -> None:
+        state.failures += 1
+        ctx.errors.append(f"{state.key}: {type(error).__name__}: {error.message}")
+        if not (error.retryable or isinstance(error, _FALLBACK_ERRORS)):
+            return
+        state.consecutive_fails += 1
+        if state.consecutive_fails >= self._settings.allowed_fails:
+            state.cooldown_until = self._clock() + self._settings.cooldown_seconds
+            log.warning("deployment %s cooling down for %.0fs after %d failures", state.key,
+                        self._settings.cooldown_seconds, state.consecutive_fails)
+
+    def _backoff(self, attempt: int, error: errors.ProviderError) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop retrying this alias."""
+        if error.retry_after is not None:
+            if error.retry_after > self._settings.max_retry_after:
+                return None
+            return error.retry_after
+        cap = min(self._settings.backoff_max, self._settings.backoff_base * (2 ** attempt))
+        return self._rng.uniform(0, cap)
+
+    # ---- the plan: aliases in order, attempts within each --------------------
+
+    async def _run(
+        self,
+        alias: str,
+        ctx: CallContext,
+        attempt: Callable[[DeploymentState], Awaitable[T]],
+    ) -> T:
+        queue, visited = [alias], set()
+        last: errors.ProviderError | None = None
+        while queue:
+            current = queue.pop(0)
+            if current in visited:
+                continue
+            visited.add(current)
+            try:
+                return await self._run_alias(current, ctx, attempt)
+            except errors.ContextLengthError as exc:
+                last = exc
+                queue = self._fallbacks(current, context=True) + queue
+            except errors.ProviderError as exc:
+                if not (exc.retryable or isinstance(exc, _FALLBACK_ERRORS)):
+                    raise
+                last = exc
+                queue += self._fallbacks(current, context=False)
+            if queue:
+                log.info("falling back from %s: %s", current, last)
+        assert last is not None
+        raise last
+
+    def _fallbacks(self, alias: str, *, context: bool) -> list[str]:
+        model = self._models.get(alias)
+        if model is None:
+            return []
+        return list(model.context_fallbacks if context else model.fallbacks)
+
+    async def _run_alias(
+        self, alias: str, ctx: CallContext, attempt: Callable[[DeploymentState], Awaitable[T]]
+    ) -> T:
+        model = self._models.get(alias)
+        retries = model.num_retries if model else 2
+        deployments = len(self._deployment_states(alias))
+        tried: set[str] = set()
+        number = 0
+        while True:
+            state = self._pick(alias, tried)
+            tried.add(state.key)
+            ctx.alias, ctx.provider, ctx.upstream_model = alias, state.deployment.provider, state.deployment.model
+            ctx.attempts += 1
+            started = time.perf_counter()
+            state.in_flight += 1
+            try:
+                result = await attempt(state)
+            except errors.ProviderError as exc:
+                self._failed(state, exc, ctx)
+                if isinstance(exc, _FALLBACK_ERRORS) and len(tried) < deployments:
+                    continue  # this deployment cannot serve (bad key, no such model): try the next now
+                if not exc.retryable or number >= retries:
+                    raise
+                delay = self._backoff(number, exc)
+                if delay is None:
+                    raise
+                number += 1
+                await self._sleep(delay)
+                continue
+            finally:
+                state.in_flight -= 1
+            self._succeeded(state, time.perf_counter() - started)
+            return result
+
+    # ---- public calls ---------------------------------------------------------
 
     async def complete(self, alias: str, request: ChatRequest, ctx: CallContext) -> ChatResult:
-        provider, upstream = self._prepare(alias, request, ctx)
-        started = time.perf_counter()
-        try:
-            return await provider.complete(upstream)
-        finally:
-            ctx.upstream_seconds += time.perf_counter() - started
+        async def attempt(state: DeploymentState) -> ChatResult:
+            upstream = self._request_for(state, request)
+            started = time.perf_counter()
+            try:
+                if upstream.timeout:
+                    async with asyncio.timeout(upstream.timeout):
+                        return await self._providers[state.deployment.provider].complete(upstream)
+                return await self._providers[state.deployment.provider].complete(upstream)
+            except builtins.TimeoutError:
+                raise errors.TimeoutError(f"no answer within {upstream.timeout:g}s",
+                                          provider=state.deployment.provider) from None
+            finally:
+                ctx.upstream_seconds += time.perf_counter() - started
+
+        return await self._run(alias, ctx, attempt)
 
     async def stream(self, alias: str, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
-        provider, upstream = self._prepare(alias, request, ctx)
-        started = time.perf_counter()
-        events = provider.stream(upstream)
+        async def attempt(state: DeploymentState) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+            upstream = self._request_for(state, request)
+            events = self._providers[state.deployment.provider].stream(upstream)
+            started = time.perf_counter()
+            try:
+                if upstream.timeout:
+                    async with asyncio.timeout(upstream.timeout):
+                        first = await anext(events, None)
+                else:
+                    first = await anext(events, None)
+            except builtins.TimeoutError:
+                await aclose(events)
+                raise errors.TimeoutError(f"no first token within {upstream.timeout:g}s",
+                                          provider=state.deployment.provider) from None
+            except BaseException:
+                await aclose(events)
+                raise
+            finally:
+                ctx.upstream_seconds += time.perf_counter() - started
+            ctx.first_event_at = time.perf_counter()
+            return events, first
+
+        events, first = await self._run(alias, ctx, attempt)
         try:
+            if first is not None:
+                yield first
             async for event in events:
-                if ctx.first_event_at is None:
-                    ctx.first_event_at = time.perf_counter()
-                    ctx.upstream_seconds += ctx.first_event_at - started
                 yield event
         finally:
             await aclose(events)
 
     async def embed(self, alias: str, texts: list[str], ctx: CallContext) -> tuple[list[list[float]], int]:
-        deployment = self._pick(alias)
-        ctx.alias, ctx.provider, ctx.upstream_model = alias, deployment.provider, deployment.model
-        ctx.attempts += 1
-        started = time.perf_counter()
-        try:
-            return await self._providers[deployment.provider].embed(texts, deployment.model)
-        finally:
-            ctx.upstream_seconds += time.perf_counter() - started
+        async def attempt(state: DeploymentState) -> tuple[list[list[float]], int]:
+            started = time.perf_counter()
+            try:
+                return await self._providers[state.deployment.provider].embed(texts, state.deployment.model)
+            finally:
+                ctx.upstream_seconds += time.perf_counter() - started
+
+        return await self._run(alias, ctx, attempt)
 
     async def aclose(self) -> None:
         for provider in self._providers.values():
@@ -138,8 +341,6 @@ async def aclose(iterator: AsyncIterator[object]) -> None:
 def _with_params(request: ChatRequest, upstream_model: str, params: Mapping[str, object]) -> ChatRequest:
     """A copy of the request for one upstream: its model id, and alias params as defaults
     (what the client sent wins)."""
-    from dataclasses import replace
-
     known = {"temperature", "top_p", "max_tokens", "seed"}
     updates: dict[str, object] = {"model": upstream_model}
     extra = dict(request.extra)
