@@ -16,7 +16,7 @@ ServerFactory = Callable[..., AbstractAsyncContextManager[str]]
 def scripted_config(**overrides: object) -> CorralConfig:
     base: dict[str, object] = {
         "providers": {"script": ProviderConfig(type="scripted")},
-        "models": {"scripted": ModelConfig(provider="script", model="scripted", context_window=128000)},
+        "models": {"scripted": ModelConfig(provider="script", model="scripted", context_window=128000, num_retries=0)},
     }
     base.update(overrides)
     return CorralConfig.model_validate(base)
