@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import anyio
 import orjson
@@ -23,7 +24,7 @@ from corral.gateway.openai_format import (
 from corral.gateway.state import CallRecord, ChatTarget, Gateway
 from corral.llm.errors import ProviderError
 from corral.llm.router import CallContext, aclose
-from corral.llm.types import ChatRequest, StreamEvent
+from corral.llm.types import ChatRequest, ChatResult, StreamEvent, Usage
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -54,16 +55,7 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             writer = ChunkWriter(id=completion_id, created=created, model=body.model, include_usage=include_usage)
             return await stream_chat(gateway, request, target, chat, record, writer)
-        try:
-            result = await target.complete(chat, ctx)
-        except ProviderError as exc:
-            record.status, record.error = exc.status, exc
-            await gateway.finish(request, record)
-            raise ApiError.from_provider(exc) from None
-        finally:
-            request.state.upstream_seconds = ctx.upstream_seconds
-        record.usage = result.usage
-        await gateway.finish(request, record)
+        result = await complete_chat(gateway, request, target, chat, record)
         return json_response(completion_json(result, id=completion_id, created=created, model=body.model))
 
     async def list_models(_: Request) -> Response:
@@ -85,6 +77,42 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
     ]
+
+
+async def complete_chat(
+    gateway: Gateway,
+    request: Request,
+    target: ChatTarget,
+    chat: ChatRequest,
+    record: CallRecord,
+    to_api_error: Callable[[ProviderError], ApiError] = ApiError.from_provider,
+) -> ChatResult:
+    """One non-stream call with its bookkeeping (upstream time, interceptors' finish)."""
+    try:
+        result = await target.complete(chat, record.ctx)
+    except ProviderError as exc:
+        record.status, record.error = exc.status, exc
+        await gateway.finish(request, record)
+        raise to_api_error(exc) from None
+    finally:
+        request.state.upstream_seconds = record.ctx.upstream_seconds
+    record.usage = result.usage
+    await gateway.finish(request, record)
+    return result
+
+
+class StreamWriter(Protocol):
+    """Turns neutral events into one surface's stream bytes (`ChunkWriter` is the OpenAI one)."""
+
+    usage: Usage | None
+
+    def start(self) -> bytes: ...
+
+    def event(self, event: StreamEvent) -> bytes | None: ...
+
+    def end(self) -> bytes: ...
+
+    def error(self, error: ApiError) -> bytes: ...
 
 
 async def open_stream(
@@ -109,7 +137,8 @@ async def stream_chat(
     target: ChatTarget,
     chat: ChatRequest,
     record: CallRecord,
-    writer: ChunkWriter,
+    writer: StreamWriter,
+    to_api_error: Callable[[ProviderError], ApiError] = ApiError.from_provider,
 ) -> Response:
     ctx = record.ctx
     try:
@@ -117,7 +146,7 @@ async def stream_chat(
     except ProviderError as exc:
         record.status, record.error = exc.status, exc
         await gateway.finish(request, record)
-        raise ApiError.from_provider(exc) from None
+        raise to_api_error(exc) from None
     finally:
         request.state.upstream_seconds = ctx.upstream_seconds
     record.ttft_seconds = time.perf_counter() - record.started
@@ -136,7 +165,7 @@ async def stream_chat(
             yield writer.end()
         except ProviderError as exc:
             record.status, record.error = exc.status, exc
-            yield writer.error(ApiError.from_provider(exc))
+            yield writer.error(to_api_error(exc))
         except BaseException as exc:  # client went away (cancelled) or a bug: still record it
             record.status, record.error = 499, exc
             raise
