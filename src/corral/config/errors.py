@@ -81,7 +81,7 @@ class ConfigError(Exception):
 
 # ---- pydantic errors -> readable messages ---------------------------------
 
-_QUOTED = re.compile(r"'([^']*)'")
+QUOTED = re.compile(r"'([^']*)'")
 
 
 def pydantic_message(error: Any, allowed_keys: Sequence[str] | None) -> str:
@@ -102,7 +102,7 @@ def pydantic_message(error: Any, allowed_keys: Sequence[str] | None) -> str:
     message = message[:1].lower() + message[1:]
     value = error.get("input")
     if kind == "literal_error" and isinstance(value, str):
-        expected = _QUOTED.findall(str(error.get("ctx", {}).get("expected", "")))
+        expected = QUOTED.findall(str(error.get("ctx", {}).get("expected", "")))
         return f"{message}; got {value!r}{did_you_mean(value, expected)}"
     secret = any(is_secret_key(part) for part in loc)
     if not secret and isinstance(value, str | int | float | bool) and not message.startswith("unknown"):

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from corral.config.environment import apply_overrides, merged_env, read_dotenv
-from corral.config.errors import ConfigError, ConfigIssue, KeyPath, did_you_mean, pydantic_message
+from corral.config.errors import QUOTED, ConfigError, ConfigIssue, KeyPath, did_you_mean, pydantic_message
 from corral.config.loaded import LoadedConfig
 from corral.config.references import check_references, drop_disabled, resolve_model_choice
 from corral.config.schema import CorralConfig
@@ -233,9 +234,10 @@ def validate(data: Mapping[str, Any], positions: Mapping[KeyPath, int], file: st
     except ValidationError as exc:
         issues = []
         for error in exc.errors(include_url=False):
-            path = tuple(p for p in error["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
-            line = _nearest_line(path, positions)
-            issues.append(ConfigIssue(file, line, path, _message(error, path)))
+            path, _ = schema_walk(tuple(error["loc"]))
+            if error.get("type") == "union_tag_invalid":
+                path = (*path, str(error.get("ctx", {}).get("discriminator", "type")).strip("'"))
+            issues.append(ConfigIssue(file, _nearest_line(path, positions), path, _message(error, path)))
         return None, issues
 
 
@@ -247,41 +249,78 @@ def _nearest_line(path: KeyPath, positions: Mapping[KeyPath, int]) -> int | None
 
 
 def _message(error: Any, path: KeyPath) -> str:
-    value = error.get("input")
+    kind, value, ctx = error.get("type"), error.get("input"), error.get("ctx") or {}
     is_provider_type = len(path) == 3 and path[0] == "providers" and path[2] == "type"
-    if is_provider_type and error.get("type") == "value_error" and isinstance(value, str):
+    if is_provider_type and kind == "value_error" and isinstance(value, str):
         hint = did_you_mean(value, PRESETS)
         return f"unknown provider type {value!r}" + (hint or f"; one of: {', '.join(sorted(PRESETS))}")
-    allowed = fields_at(path[:-1]) if error.get("type") == "extra_forbidden" else None
+    if kind == "union_tag_invalid":
+        tag, expected = str(ctx.get("tag")), QUOTED.findall(str(ctx.get("expected_tags", "")))
+        return f"unknown {path[-1]} {tag!r}" + (did_you_mean(tag, expected) or f"; one of: {', '.join(expected)}")
+    allowed = None
+    if kind == "extra_forbidden":
+        _, parent = schema_walk(tuple(error["loc"])[:-1])
+        allowed = _model_fields(parent)
     return pydantic_message(error, allowed)
 
 
-def _unwrap(annotation: Any) -> Any:
-    args = get_args(annotation)
-    if args and get_origin(annotation) not in (dict, list):
-        for arg in args:
-            if arg is not type(None):
-                return arg
+# ---- walking the schema along an error location ----------------------------------
+
+
+def _strip(annotation: Any) -> Any:
+    """Without ``Annotated[...]`` and without ``| None``."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _strip(members[0])
     return annotation
 
 
-def fields_at(path: KeyPath) -> list[str] | None:
-    """The keys the config schema allows at ``path`` (for did-you-mean on unknown keys)."""
-    annotation: Any = CorralConfig
-    for part in path:
-        annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            found = annotation.model_fields.get(str(part))
-            if found is None:
-                return None
-            annotation = found.annotation
-        elif get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
-        elif get_origin(annotation) is list:
-            annotation = get_args(annotation)[0]
-        else:
-            return None
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _model_fields(annotation: Any) -> list[str] | None:
+    stripped = _strip(annotation)
+    return list(stripped.model_fields) if _is_model(stripped) else None
+
+
+def _tagged(member: type[BaseModel], tag: object) -> bool:
+    if member.__name__ == tag:
+        return True
+    return any(get_origin(f.annotation) is Literal and tag in get_args(f.annotation)
+               for f in member.model_fields.values())
+
+
+def _child(annotation: Any, part: object) -> Any:
+    stripped = _strip(annotation)
+    if _is_model(stripped):
+        found = stripped.model_fields.get(str(part))
+        return found.annotation if found is not None else None
+    args = get_args(stripped)
+    if get_origin(stripped) is dict and len(args) == 2:
+        return args[1]
+    if get_origin(stripped) is list and args:
+        return args[0]
     return None
+
+
+def schema_walk(loc: tuple[Any, ...]) -> tuple[KeyPath, Any]:
+    """The user's key path for a pydantic error location (union member tags removed) and
+    the schema type found at its end."""
+    annotation: Any = CorralConfig
+    path: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and _UNION_TAG.match(part):
+            continue
+        stripped = _strip(annotation)
+        if get_origin(stripped) in (Union, UnionType):
+            chosen = next((m for m in get_args(stripped) if _is_model(m) and _tagged(m, part)), None)
+            if chosen is not None:
+                annotation = chosen
+                continue
+        path.append(part)
+        annotation = _child(annotation, part)
+    return tuple(path), annotation

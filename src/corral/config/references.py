@@ -99,7 +99,8 @@ def check_references(data: Mapping[str, Any], file: str | None, line_of: LineOf)
             c.add(("agents", name, "model"), f"agent {name!r} cannot use itself as its model")
         else:
             c.model(agent.get("model"), ("agents", name, "model"), agents_too=True)
-        c.names(agent.get("sub_agents"), ("agents", name, "sub_agents"), c.agent, name)
+        for key in ("sub_agents", "agent_tools"):
+            c.names(agent.get(key), ("agents", name, key), c.agent, name)
     if data.get("default_model") is not None:
         c.model(data.get("default_model"), ("default_model",), agents_too=True)
     # services.*.depends_on is checked by the services section itself (corral.config.services).
