@@ -87,6 +87,12 @@ class FakeUpstream:
             self._queue.extend(replies)
         return self
 
+    def reset(self) -> None:
+        """Forgets queued replies and recorded requests (to reuse one server across tests)."""
+        with self._lock:
+            self._queue.clear()
+            self.requests.clear()
+
     @property
     def pending(self) -> int:
         with self._lock:
@@ -170,12 +176,12 @@ class FakeUpstream:
         """Applies the reply's failure modes around the vendor's rendering."""
         if reply.delay and await wait_for_disconnect(request, reply.delay):
             return Response(status_code=499)
-        if reply.status >= 400:
-            return self.error_response(reply)
         if reply.raw_body is not None:
             return Response(
                 reply.raw_body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers
             )
+        if reply.status >= 400:
+            return self.error_response(reply)
         if stream:
             return StreamingResponse(stream_frames(reply, frames()), media_type=media_type, headers=reply.headers)
         payload = json.dumps(complete()).encode()
