@@ -13,6 +13,11 @@ from corral import __version__
 COMMAND_MODULES = [
     "serve",
     "config_cmd",
+    "generate",
+    "db",
+    "supervisor",
+    "node",
+    "ctl",
 ]
 
 

@@ -1,0 +1,61 @@
+"""`corral node`: runs on each worker machine; connects out to the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import typer
+
+TOKEN_ENV = "CORRAL_FLEET_TOKEN"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def node(
+        config: Path | None = typer.Option(None, "--config", "-c", help="Path to node.yaml."),
+        supervisor_url: str | None = typer.Option(None, "--supervisor-url",
+                                                  help="ws:// or wss:// URL of the supervisor."),
+        node_id: str | None = typer.Option(None, "--node-id", help="This node's id (default: hostname)."),
+        token: str | None = typer.Option(None, "--token", help=f"Shared fleet token (or ${TOKEN_ENV}).",
+                                         show_default=False),
+        validate: bool = typer.Option(False, "--validate", help="Check the config and exit 0 (valid) or 1."),
+        log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    ) -> None:
+        """Run a fleet node: sessions through native Corral agents or OpenCode, steered by the supervisor."""
+        from corral.config.fleet import FleetConfigError, NodeConfig, load_fleet_config
+
+        try:
+            cfg = load_fleet_config(config, NodeConfig)
+        except FleetConfigError as exc:
+            typer.secho("\n".join(exc.issues), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        if supervisor_url:
+            cfg.supervisor_url = supervisor_url
+        if node_id:
+            cfg.node_id = node_id
+        secret = token or os.environ.get(TOKEN_ENV) or (cfg.token.get_secret_value() if cfg.token else None)
+        if not secret:
+            typer.secho(f"no fleet token: set token in the config, ${TOKEN_ENV} or --token",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+        if validate:
+            typer.echo(f"{config or '(defaults)'}: valid")
+            return
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(_run(cfg, secret))
+
+
+async def _run(cfg: object, token: str) -> None:
+    from corral.config.fleet import NodeConfig
+    from corral.fleet.node.client import Node
+
+    assert isinstance(cfg, NodeConfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Node(cfg, token).run(stop)

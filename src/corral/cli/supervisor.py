@@ -1,0 +1,74 @@
+"""`corral supervisor`: the fleet hub (WebSocket for nodes, HTTP API for people and tools)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import typer
+
+TOKEN_ENV = "CORRAL_FLEET_TOKEN"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def supervisor(
+        config: Path | None = typer.Option(None, "--config", "-c", help="Path to supervisor.yaml."),
+        port: int | None = typer.Option(None, "--port", help="WebSocket port for nodes (default 8420)."),
+        http_port: int | None = typer.Option(None, "--http-port", help="HTTP API port (default 8421; 0 disables)."),
+        host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+        token: str | None = typer.Option(None, "--token", help=f"Shared fleet token (or ${TOKEN_ENV}).",
+                                         show_default=False),
+        validate: bool = typer.Option(False, "--validate", help="Check the config and exit 0 (valid) or 1."),
+        log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    ) -> None:
+        """Run the fleet supervisor: node registry, sessions, events, commands, policies, cost, alerts, audit."""
+        from corral.config.fleet import FleetConfigError, SupervisorConfig, load_fleet_config
+
+        try:
+            cfg = load_fleet_config(config, SupervisorConfig)
+        except FleetConfigError as exc:
+            raise _fail("\n".join(exc.issues)) from None
+        if port is not None:
+            cfg.server.port = port
+        if http_port is not None:
+            cfg.server.http_port = http_port
+        if host is not None:
+            cfg.server.host = host
+        secret = token or os.environ.get(TOKEN_ENV) or (cfg.auth.token.get_secret_value() if cfg.auth.token else None)
+        problems = []
+        if not secret:
+            problems.append(f"no fleet token: set auth.token, ${TOKEN_ENV} or --token")
+        elif len(secret) < 16:
+            problems.append("the fleet token must be at least 16 characters")
+        if cfg.tls is not None:
+            problems += [f"tls.{k}: {p} is not a readable file" for k, p in
+                         (("cert", cfg.tls.cert), ("key", cfg.tls.key)) if not Path(p).is_file()]
+        if problems:
+            raise _fail("\n".join(f"{config or 'supervisor'}: {p}" for p in problems))
+        if validate:
+            typer.echo(f"{config or '(defaults)'}: valid")
+            return
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(_run(cfg, str(secret), config))
+
+
+async def _run(cfg: object, token: str, path: Path | None) -> None:
+    from corral.config.fleet import SupervisorConfig
+    from corral.fleet.supervisor.app import Supervisor, run_supervisor
+
+    assert isinstance(cfg, SupervisorConfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sup = Supervisor(cfg, token, config_path=path)
+    await run_supervisor(sup, stop)

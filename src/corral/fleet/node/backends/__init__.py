@@ -1,0 +1,1 @@
+"""Session backends: native Corral agents and OpenCode."""

@@ -1,0 +1,1 @@
+"""The fleet supervisor: WebSocket hub, registry, events, commands, policies, cost, alerts, audit."""

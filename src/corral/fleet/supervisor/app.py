@@ -1,0 +1,140 @@
+"""The supervisor: builds every component from SupervisorConfig and runs them all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+import uvicorn
+
+from corral.config.fleet import FleetConfigError, SupervisorConfig, load_fleet_config
+from corral.fleet.store import EventRow, FleetStore
+from corral.fleet.supervisor.alerts import Alerter
+from corral.fleet.supervisor.audit import AuditLog
+from corral.fleet.supervisor.auth import TokenSet
+from corral.fleet.supervisor.commands import Dispatcher
+from corral.fleet.supervisor.cost import CostPoller
+from corral.fleet.supervisor.events import EventPipeline
+from corral.fleet.supervisor.http import build_http_app
+from corral.fleet.supervisor.hub import Hub
+from corral.fleet.supervisor.metrics import FleetMetrics
+from corral.fleet.supervisor.policies import PolicyEngine
+from corral.fleet.supervisor.state import FleetState
+from corral.llm.pricing import PricingTable
+from corral.store.engine import default_database_url, make_engine
+
+log = logging.getLogger("corral.fleet.supervisor")
+
+
+def tls_context(config: SupervisorConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.tls.cert), str(config.tls.key))
+    return context
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig, token: str, *, config_path: Path | None = None) -> None:
+        self.config, self.config_path = config, config_path
+        self.store = FleetStore(make_engine(config.database_url or default_database_url("fleet.db")))
+        self.state = FleetState()
+        self.tokens = TokenSet(token, config.auth.rotation_overlap_seconds)
+        prices = PricingTable(config.cost.pricing)
+        self.pipeline = EventPipeline(self.store, self.state, prices, batch_size=config.event_batch_size,
+                                      flush_ms=config.event_flush_ms)
+        self.audit = AuditLog(self.store, enabled=config.audit.enabled, retention_days=config.audit.retention_days,
+                              purge_interval=config.audit.purge_interval_seconds)
+        self.dispatcher = Dispatcher(self.store, self.state, self.audit, default_timeout=config.command_timeout_seconds,
+                                     idempotency_ttl=config.idempotency_ttl_seconds)
+        s = config.server
+        self.hub = Hub(state=self.state, store=self.store, pipeline=self.pipeline, dispatcher=self.dispatcher,
+                       tokens=self.tokens, origin_allowlist=config.origin_allowlist,
+                       heartbeat_interval=s.heartbeat_interval_seconds, missed_count=s.heartbeat_missed_count,
+                       max_frame_bytes=s.max_frame_bytes, ssl_context=tls_context(config))
+        self.policies = PolicyEngine(config.policies, self.state, self.dispatcher, self.pipeline, self.audit)
+        self.cost = CostPoller(config.cost, self.store, prices)
+        self.alerter = Alerter(config.alerts)
+        self.metrics = FleetMetrics(self)
+        self.pipeline.listeners += [self._alert_on, self.policies.on_events]
+        self.ws_port = 0
+        self.http_port = 0
+        self._http: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _alert_on(self, rows: list[EventRow]) -> None:
+        for row in rows:
+            self.alerter.notify({"type": row.type, "node_id": row.data.get("node_id", row.node_id),
+                                 "session_id": row.session_id, "project": row.project, "ts": row.ts,
+                                 "data": row.data})
+
+    async def start(self) -> None:
+        await self.store.migrate()
+        self.state.load(await self.store.load_nodes(), await self.store.load_sessions())
+        await self.pipeline.start()
+        self.alerter.start()
+        self.audit.start()
+        self.policies.start()
+        self.cost.start()
+        s = self.config.server
+        self.ws_port = await self.hub.start(s.host, s.port)
+        if s.http_port:
+            await self._start_http(s.host, s.http_port)
+        self._tasks.append(asyncio.create_task(self._reload_tokens(), name="fleet-token-reload"))
+        log.info("supervisor listening: ws %s:%d, http %s", s.host, self.ws_port, self.http_port or "disabled")
+
+    async def _start_http(self, host: str, port: int) -> None:
+        cfg = uvicorn.Config(build_http_app(self), host=host, port=port, log_level="warning", lifespan="off",
+                             ssl_certfile=str(self.config.tls.cert) if self.config.tls else None,
+                             ssl_keyfile=str(self.config.tls.key) if self.config.tls else None)
+        self._http = uvicorn.Server(cfg)
+        # _serve, not serve: the CLI owns signal handling for the whole supervisor
+        self._tasks.append(asyncio.create_task(self._http._serve(), name="fleet-http"))
+        while not self._http.started:
+            await asyncio.sleep(0.01)
+            if self._tasks[-1].done():
+                self._tasks[-1].result()
+        self.http_port = int(self._http.servers[0].sockets[0].getsockname()[1])
+
+    async def _reload_tokens(self) -> None:
+        """Pick up a rotated token from the config file; the old one stays valid for the overlap."""
+        if self.config_path is None:
+            return
+        while True:
+            await asyncio.sleep(self.config.auth.reload_interval_seconds)
+            try:
+                fresh = load_fleet_config(self.config_path, SupervisorConfig)
+            except FleetConfigError as exc:
+                log.warning("config reload failed; keeping the current token: %s", exc.issues[0])
+                continue
+            if fresh.auth.token and self.tokens.rotate(fresh.auth.token.get_secret_value()):
+                log.info("fleet token rotated; the previous one is accepted for %.0fs",
+                         self.config.auth.rotation_overlap_seconds)
+                await self.audit.record(actor="supervisor", action="auth.rotate", target=None, args={},
+                                        result="success")
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+        await self.hub.stop()
+        await self.policies.stop()
+        await self.pipeline.stop()
+        for task in self._tasks:
+            if task.get_name() != "fleet-http":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cost.stop()
+        await self.alerter.stop()
+        await self.audit.stop()
+        await self.store.close()
+
+
+async def run_supervisor(sup: Supervisor, stop: asyncio.Event) -> None:
+    await sup.start()
+    try:
+        await stop.wait()
+    finally:
+        await sup.stop()

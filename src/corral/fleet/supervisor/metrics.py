@@ -1,0 +1,52 @@
+"""Prometheus metrics, built per supervisor (no process-global registry)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+if TYPE_CHECKING:
+    from corral.fleet.supervisor.app import Supervisor
+
+
+class FleetMetrics:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.nodes = Gauge("corral_fleet_nodes", "Nodes by status", ["status"], registry=r)
+        self.sessions = Gauge("corral_fleet_sessions", "Sessions by state", ["state"], registry=r)
+        self.connections = Gauge("corral_fleet_connections_active", "Open node connections", registry=r)
+        self.events = Gauge("corral_fleet_events_stored_total", "Events stored since start", registry=r)
+        self.dups = Gauge("corral_fleet_events_duplicate_total", "Duplicate events dropped since start", registry=r)
+        self.backlog = Gauge("corral_fleet_event_backlog", "Events waiting to be stored", registry=r)
+        self.rejected = Gauge("corral_fleet_rejected_total", "Rejected handshakes and frames", ["reason"], registry=r)
+        self.commands = Gauge("corral_fleet_commands_total", "Commands by type and status", ["type", "status"],
+                              registry=r)
+        self.policy = Gauge("corral_fleet_policy_actions_total", "Policy actions", ["policy", "result"], registry=r)
+        self.alerts = Gauge("corral_fleet_alerts_total", "Alerts by route and outcome", ["route", "outcome"],
+                            registry=r)
+        self.audit_purged = Gauge("corral_fleet_audit_purged_total", "Audit entries purged", registry=r)
+
+    def render(self) -> bytes:
+        sup = self.sup
+        for status in ("online", "offline"):
+            self.nodes.labels(status).set(sum(1 for n in sup.state.nodes.values() if n.status == status))
+        for state in ("running", "idle", "compacted", "error", "completed", "unreachable"):
+            self.sessions.labels(state).set(sum(1 for s in sup.state.sessions.values() if s.state == state))
+        self.connections.set(len(sup.hub.connections))
+        self.events.set(sup.pipeline.stored_total)
+        self.dups.set(sup.pipeline.duplicates_total)
+        self.backlog.set(sup.pipeline.backlog)
+        for reason, count in sup.hub.rejected.items():
+            self.rejected.labels(reason).set(count)
+        for (kind, status), count in sup.dispatcher.counts.items():
+            self.commands.labels(kind, status).set(count)
+        for (name, result), count in sup.policies.actions.items():
+            self.policy.labels(name, result).set(count)
+        for route, stats in sup.alerter.stats().items():
+            for outcome, count in stats.items():
+                self.alerts.labels(route, outcome).set(count)
+        self.audit_purged.set(sup.audit.purged_total)
+        return generate_latest(self.registry)
