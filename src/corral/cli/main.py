@@ -13,8 +13,6 @@ from corral import __version__
 COMMAND_MODULES = [
     "serve",
     "config_cmd",
-    "generate",
-    "db",
     "supervisor",
     "node",
     "ctl",
