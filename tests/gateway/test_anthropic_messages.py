@@ -11,7 +11,6 @@ import pytest
 from corral.config.schema import ModelConfig, ScriptStep
 from corral.llm.types import ImagePart
 
-
 NO_RETRIES = {"models": {"scripted": ModelConfig(provider="script", model="scripted", num_retries=0)}}
 
 
@@ -57,12 +56,11 @@ async def test_non_stream_message_has_text_block_end_turn_usage_and_overhead_hea
 
 async def test_stream_events_follow_documented_order_with_cumulative_usage(client, scripted_server) -> None:
     steps = [ScriptStep(text="one two three", usage={"input_tokens": 9, "output_tokens": 3})]
-    async with scripted_server(steps) as (base_url, _):
-        async with client(base_url).messages.stream(
-            model="scripted", max_tokens=50, messages=[{"role": "user", "content": "count"}]
-        ) as stream:
-            kinds = [event.type async for event in stream if event.type not in ("text",)]
-            final = await stream.get_final_message()
+    async with scripted_server(steps) as (base_url, _), client(base_url).messages.stream(
+        model="scripted", max_tokens=50, messages=[{"role": "user", "content": "count"}]
+    ) as stream:
+        kinds = [event.type async for event in stream if event.type not in ("text",)]
+        final = await stream.get_final_message()
     assert kinds == ["message_start", "content_block_start", "content_block_delta", "content_block_delta",
                      "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
     assert final.content[0].text == "one two three"
@@ -125,12 +123,11 @@ async def test_tools_round_trip_tool_use_and_tool_result_blocks(client, scripted
 
 async def test_stream_tool_use_accumulates_into_parsed_input(client, scripted_server) -> None:
     steps = [ScriptStep(tool_calls=[{"id": "toolu_9", "name": "lookup", "arguments": {"q": "corral"}}])]
-    async with scripted_server(steps) as (base_url, _):
-        async with client(base_url).messages.stream(
-            model="scripted", max_tokens=50, messages=[{"role": "user", "content": "find"}],
-            tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
-        ) as stream:
-            final = await stream.get_final_message()
+    async with scripted_server(steps) as (base_url, _), client(base_url).messages.stream(
+        model="scripted", max_tokens=50, messages=[{"role": "user", "content": "find"}],
+        tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
+    ) as stream:
+        final = await stream.get_final_message()
     assert final.stop_reason == "tool_use"
     assert [(b.type, b.name, b.input) for b in final.content] == [("tool_use", "lookup", {"q": "corral"})]
 

@@ -32,6 +32,8 @@ MODULES = [
     "corral.gateway.health",
     "corral.gateway.openai",
     "corral.gateway.anthropic",
+    "corral.gateway.responses",
+    "corral.gateway.embeddings",
 ]
 
 

@@ -1,0 +1,43 @@
+"""OpenAI Responses route: `POST /v1/responses` (stateless: responses are not stored,
+so the client sends the whole conversation as ``input`` items)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from corral.gateway.openai import complete_chat, json_response, model_not_found, stream_chat
+from corral.gateway.openai_format import parse_json
+from corral.gateway.responses_format import (
+    ResponseEventWriter,
+    ResponseShape,
+    response_json,
+    to_neutral,
+    validate_responses,
+)
+from corral.gateway.state import CallRecord, Gateway
+from corral.llm.router import CallContext
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    async def create_response(request: Request) -> Response:
+        started = time.perf_counter()
+        body = validate_responses(parse_json(await request.body()))
+        target = gateway.resolve(body.model)
+        if target is None:
+            raise model_not_found(body.model)
+        await gateway.admit(request, body.model, "responses")
+        chat = to_neutral(body)
+        ctx = CallContext(request_id=request.state.request_id)
+        record = CallRecord(request.state.request_id, "responses", body.model, body.stream, ctx, started)
+        shape = ResponseShape(body, id=f"resp_{uuid.uuid4().hex}")
+        if body.stream:
+            return await stream_chat(gateway, request, target, chat, record, ResponseEventWriter(shape))
+        result = await complete_chat(gateway, request, target, chat, record)
+        return json_response(response_json(result, shape))
+
+    return [Route("/v1/responses", create_response, methods=["POST"])]
