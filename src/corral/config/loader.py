@@ -260,7 +260,7 @@ def _message(error: Any, path: KeyPath) -> str:
     allowed = None
     if kind == "extra_forbidden":
         _, parent = schema_walk(tuple(error["loc"])[:-1])
-        allowed = _model_fields(parent)
+        allowed = model_keys(parent)
     return pydantic_message(error, allowed)
 
 
@@ -282,7 +282,7 @@ def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _model_fields(annotation: Any) -> list[str] | None:
+def model_keys(annotation: Any) -> list[str] | None:
     stripped = _strip(annotation)
     return list(stripped.model_fields) if _is_model(stripped) else None
 
