@@ -58,10 +58,15 @@ def test_database_and_cache_urls_imply_required_services_with_their_credentials(
     assert specs["redis"].address == "redis://:***@cache.internal:6380/2"
 
 
-def test_sqlite_database_and_a_declared_service_at_the_same_address_imply_nothing() -> None:
-    cfg = config(database={"url": "sqlite:///x.db"}, cache={"url": "redis://127.0.0.1:6379/0"},
+def test_sqlite_implies_nothing_and_a_declared_service_at_the_cache_address_adopts_its_url() -> None:
+    cfg = config(database={"url": "sqlite:///x.db"}, cache={"url": "redis://:pw@127.0.0.1:6379/0"},
                  services={"cache": {"type": "redis", "host": "127.0.0.1", "port": 6379}})
-    assert list(by_name(cfg)) == ["cache"]
+    specs = by_name(cfg)
+    assert list(specs) == ["cache"]
+    # so the probe logs in with the credentials Corral will really use
+    assert (specs["cache"].url, specs["cache"].source) == ("redis://:pw@127.0.0.1:6379/0", "services + cache.url")
+    env_moved = by_name(cfg, {"SVC_CACHE_PORT": "1"})["cache"]
+    assert env_moved.url == "redis://:pw@127.0.0.1:1/0"
 
 
 def test_port_override_rewrites_host_port_and_url_services_keeping_credentials() -> None:

@@ -120,42 +120,40 @@ def unknown_overrides(specs: list[ServiceSpec], env: Mapping[str, str]) -> list[
 
 
 def _declared_and_implied(config: CorralConfig) -> dict[str, tuple[ServiceConfig, str]]:
+    """Declared services plus those implied by database.url / cache.url. A declared
+    service at the same address as one of those URLs adopts the URL, so its probe logs
+    in with the credentials Corral will really use."""
+    declared = {name: (service, "services") for name, service in config.services.items()}
     implied: dict[str, tuple[ServiceConfig, str]] = {}
-    declared = config.services
-    database_url = config.database.url
-    if (
-        database_url
-        and urlsplit(database_url).scheme.startswith("postgres")
-        and "postgres" not in declared
-        and not _declared_at(declared, "postgres", database_url)
-    ):
-        postgres = ServiceConfig(type="postgres", url=_plain_pg_url(database_url))
-        implied["postgres"] = (postgres, "database.url")
-    cache_url = config.cache.url
-    if (
-        cache_url
-        and urlsplit(cache_url).scheme in ("redis", "rediss")
-        and "redis" not in declared
-        and not _declared_at(declared, "redis", cache_url)
-    ):
-        implied["redis"] = (ServiceConfig(type="redis", url=cache_url), "cache.url")
-    return {**implied, **{name: (service, "services") for name, service in declared.items()}}
+    urls = []
+    if config.database.url and urlsplit(config.database.url).scheme.startswith("postgres"):
+        urls.append(("postgres", _plain_pg_url(config.database.url), "database.url"))
+    if config.cache.url and urlsplit(config.cache.url).scheme in ("redis", "rediss"):
+        urls.append(("redis", config.cache.url, "cache.url"))
+    for kind, url, source in urls:
+        if not _adopt(declared, kind, url, source) and kind not in declared:
+            implied[kind] = (ServiceConfig(type=kind, url=url), source)
+    return {**implied, **declared}
 
 
-def _declared_at(declared: Mapping[str, ServiceConfig], kind: str, url: str) -> bool:
-    target = urlsplit(url)
-    port = target.port or DEFAULT_PORTS[kind]
-    for service in declared.values():
-        if service.type != kind:
-            continue
-        if service.url:
-            other = urlsplit(service.url)
-            host, other_port = other.hostname, other.port or DEFAULT_PORTS[kind]
-        else:
-            host, other_port = service.host, service.port or DEFAULT_PORTS[kind]
-        if host == target.hostname and other_port == port:
+def _adopt(declared: dict[str, tuple[ServiceConfig, str]], kind: str, url: str, source: str) -> bool:
+    for name, (service, _) in declared.items():
+        if service.type == kind and _declared_at(service, kind, url):
+            if service.url is None:
+                declared[name] = (service.model_copy(update={"url": url, "host": None, "port": None}),
+                                  f"services + {source}")
             return True
     return False
+
+
+def _declared_at(service: ServiceConfig, kind: str, url: str) -> bool:
+    target = urlsplit(url)
+    if service.url:
+        other = urlsplit(service.url)
+        host, port = other.hostname, other.port or DEFAULT_PORTS[kind]
+    else:
+        host, port = service.host or "127.0.0.1", service.port or DEFAULT_PORTS[kind]
+    return host == target.hostname and port == (target.port or DEFAULT_PORTS[kind])
 
 
 def _plain_pg_url(url: str) -> str:

@@ -16,6 +16,10 @@ COMMAND_MODULES = [
     "supervisor",
     "node",
     "ctl",
+    "up",
+    "status",
+    "monitor",
+    "doctor",
 ]
 
 
