@@ -12,6 +12,7 @@ from corral import __version__
 # Modules under corral.cli that define `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
     "serve",
+    "verify",
     "config_cmd",
     "supervisor",
     "node",

@@ -61,7 +61,8 @@ def run_server(
         lifespan="on", access_log=False,
     )
     if workers > 1:
-        os.environ[ENV] = json.dumps({"config": config_path, "model": model})
+        os.environ[ENV] = json.dumps({"config": config_path, "model": model,
+                                      "strict_providers": loaded.config.verification.strict})
         uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(loaded.config, notes=loaded.notes), **common)  # type: ignore[arg-type]
@@ -87,6 +88,8 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", "-w", help="Worker processes."),
         model: str | None = typer.Option(None, "--model", "-m",
                                          help="Default model, e.g. openai/gpt-4o-mini (zero-config mode)."),
+        strict_providers: bool = typer.Option(False, "--strict-providers",
+                                              help="Refuse to start when a required provider fails verification."),
     ) -> None:
         """Serve agents and models over OpenAI-, Anthropic- and A2A-compatible APIs."""
         from corral.config.errors import ConfigError
@@ -97,4 +100,6 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             typer.secho(str(exc), fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
+        if strict_providers:
+            loaded.config.verification.strict = True
         run_server(loaded, host=host, port=port, workers=workers, config_path=path, model=model)

@@ -31,6 +31,7 @@ log = logging.getLogger("corral.gateway")
 MODULES = [
     "corral.gateway.health",
     "corral.gateway.openai",
+    "corral.gateway.verification",
     "corral.gateway.anthropic",
     "corral.gateway.responses",
     "corral.gateway.embeddings",

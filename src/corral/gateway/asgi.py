@@ -17,4 +17,6 @@ def app_from_env() -> Starlette:
 
     args = json.loads(os.environ.get(ENV, "{}"))
     loaded = load_for_serve(args.get("config"), model=args.get("model"))
+    if args.get("strict_providers"):
+        loaded.config.verification.strict = True
     return create_app(loaded.config, notes=loaded.notes)
