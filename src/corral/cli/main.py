@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "serve",
     "verify",
     "config_cmd",
+    "generate",
+    "db",
     "supervisor",
     "node",
     "ctl",
