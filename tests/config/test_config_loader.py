@@ -273,3 +273,17 @@ def test_no_path_and_no_file_falls_back_to_zero_config_with_local_dotenv(
     assert loaded.zero_config is True and loaded.path is None
     assert loaded.config.default_model == "groq/llama-3.1-8b-instant"
     assert loaded.notes[0] == "loaded 1 variables from .env"
+
+
+def test_unset_variable_in_a_list_item_becomes_empty_and_keeps_positions(tmp_path: Path) -> None:
+    path = write(tmp_path, SCRIPTED + "server:\n  cors_origins: [\"${ORIGIN_A}\", \"https://${HOST_B}\"]\n")
+    loaded = load_config(path, env={"HOST_B": "b.example"})
+    assert loaded.config.server.cors_origins == ["", "https://b.example"]
+    assert f"ORIGIN_A is not set ({path}:6 server.cors_origins[0])" in loaded.notes
+
+
+def test_bad_substitution_syntax_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, SCRIPTED + "server:\n  host: \"${HOST:=x}\"\n")
+    assert errors(path) == [
+        f"{path}:6 server.host: bad substitution '${{HOST:=x}}': use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?message}}"
+    ]

@@ -113,12 +113,7 @@ class Source:
     notes: list[str] = field(default_factory=list)
 
     def line_of(self, path: KeyPath) -> int | None:
-        """The line of ``path``, or of its nearest ancestor that is in the file."""
-        for end in range(len(path), -1, -1):
-            line = self.positions.get(path[:end])
-            if line is not None:
-                return line
-        return None
+        return _nearest_line(path, self.positions)
 
 
 def parse_source(text: str, file: str, env: Mapping[str, str]) -> Source:
@@ -242,6 +237,7 @@ def validate(data: Mapping[str, Any], positions: Mapping[KeyPath, int], file: st
 
 
 def _nearest_line(path: KeyPath, positions: Mapping[KeyPath, int]) -> int | None:
+    """The line of ``path``, or of its nearest ancestor that is in the file."""
     for end in range(len(path), -1, -1):
         if path[:end] in positions:
             return positions[path[:end]]
