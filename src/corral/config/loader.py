@@ -303,10 +303,10 @@ def _child(annotation: Any, part: object) -> Any:
     return None
 
 
-def schema_walk(loc: tuple[Any, ...]) -> tuple[KeyPath, Any]:
+def schema_walk(loc: tuple[Any, ...], root: type[BaseModel] = CorralConfig) -> tuple[KeyPath, Any]:
     """The user's key path for a pydantic error location (union member tags removed) and
     the schema type found at its end."""
-    annotation: Any = CorralConfig
+    annotation: Any = root
     path: list[str | int] = []
     for part in loc:
         if isinstance(part, str) and _UNION_TAG.match(part):
