@@ -285,7 +285,10 @@ class Router:
         return await self._run(alias, ctx, attempt)
 
     async def stream(self, alias: str, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
+        chosen: list[DeploymentState] = []
+
         async def attempt(state: DeploymentState) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+            chosen.append(state)
             upstream = self._request_for(state, request)
             events = self._providers[state.deployment.provider].stream(upstream)
             started = time.perf_counter()
@@ -313,6 +316,9 @@ class Router:
                 yield first
             async for event in events:
                 yield event
+        except errors.ProviderError as exc:
+            self._failed(chosen[-1], exc, ctx)  # too late to retry, but it counts against the deployment
+            raise
         finally:
             await aclose(events)
 
