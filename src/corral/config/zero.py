@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
 from corral.config.environment import apply_overrides, enabled_override, key_env
@@ -30,6 +29,8 @@ SCRIPTED = "scripted"
 
 def probe_ollama_models(base_url: str, timeout: float = OLLAMA_PROBE_TIMEOUT) -> list[str] | None:
     """The model names an Ollama server lists, or None when nothing answers there."""
+    import httpx  # only zero-config probes; loading a config file should not pay for httpx
+
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
         response = httpx.get(f"{root}/api/tags", timeout=timeout)
