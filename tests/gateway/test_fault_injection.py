@@ -85,4 +85,4 @@ async def test_a_connection_dropped_after_output_started_ends_the_stream_with_an
     assert "".join(received) and "partial answer here".startswith("".join(received))
     assert reply.choices[0].message.content == "healthy answer"
     states = {s.deployment.provider: s for s in app.state.gateway.router.deployment_states()}
-    assert states["bad"].failures >= 1 and states["bad"].cooling(states["bad"].cooldown_until - 1)
+    assert states["bad"].failures >= 1 and states["bad"].cooldown_until > 0  # cooled down
