@@ -1,0 +1,418 @@
+"""Agents on the gateway: ``model: "<agent>"`` on the chat APIs, the REST runs API and
+sessions. The agent runtime (`AgentService`) is built at startup, on the store.
+
+Routes: ``GET /v1/agents``, ``POST /v1/agents/{name}/runs`` (wait, SSE stream or
+background), ``GET /v1/runs/{id}``, ``POST /v1/runs/{id}/cancel``,
+``POST /v1/runs/{id}/approve``, ``GET /v1/sessions``, ``GET|DELETE /v1/sessions/{id}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from corral.agents.events import RunFinished, TextOutput, UsageReported, event_json
+from corral.agents.messages import message_from_json, message_to_json
+from corral.agents.registry import AgentRegistry
+from corral.agents.runner import Runner
+from corral.agents.service import AgentService, RunConflict, RunNotFound
+from corral.agents.sessions import SUMMARY_ROLE, SessionConflict
+from corral.gateway.errors import ApiError
+from corral.gateway.state import Gateway
+from corral.llm.errors import ProviderError
+from corral.llm.router import CallContext, Router
+from corral.llm.types import (
+    ChatRequest,
+    ChatResult,
+    FinishEvent,
+    Message,
+    ModelInfo,
+    StreamAccumulator,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    UsageEvent,
+)
+from corral.store import MessageRecord, RunRecord, SessionRecord, Store
+
+log = logging.getLogger("corral.gateway.agents")
+SESSION_HEADER = "x-corral-session-id"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class AgentRunError(ProviderError):
+    status = 500
+    code = "agent_run_failed"
+
+
+class RouterModels:
+    """The router as the runner's model access."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def complete(self, alias: str, request: ChatRequest, ctx: CallContext) -> ChatResult:
+        return await self.router.complete(alias, request, ctx)
+
+    def stream(self, alias: str, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
+        return self.router.stream(alias, request, ctx)
+
+    def context_window(self, alias: str) -> int | None:
+        model = self.router.model_config(alias)
+        return model.context_window if model is not None else None
+
+
+@dataclass
+class Agents:
+    """The gateway component (``gateway.components["agents"]``)."""
+
+    gateway: Gateway
+    registry: AgentRegistry
+    service: AgentService | None = None
+    own_store: Store | None = None
+    pending_sessions: dict[str, str] = field(default_factory=dict)  # request id -> session id header
+
+    def require(self) -> AgentService:
+        if self.service is None:
+            raise ApiError(503, "The agent runtime is not started", code="not_ready")
+        return self.service
+
+    async def startup(self) -> None:
+        from corral.agents.remote import RemoteAgents
+
+        store = self.gateway.components.get("store")
+        if store is None:
+            database = self.gateway.config.database
+            store = self.own_store = await Store.open(database.url, pool_size=database.pool_size)
+            self.gateway.components["store"] = store
+        remote = RemoteAgents()
+        self.gateway.components["agents.remote"] = remote
+        runner = Runner(self.registry.agents, RouterModels(self.gateway.router), remote=remote.call)
+        self.service = AgentService(self.registry, runner, store, self.gateway.config.runs)
+        await self.service.start()
+
+    async def shutdown(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        remote = self.gateway.components.get("agents.remote")
+        if remote is not None:
+            await remote.aclose()
+        await self.registry.aclose()
+        if self.own_store is not None:
+            await self.own_store.aclose()
+            self.gateway.components.pop("store", None)
+
+
+@dataclass
+class AgentTarget:
+    """An agent as a chat model: the final text streams as text deltas. Tool steps are not
+    shown on the chat surfaces (the REST and A2A surfaces show them)."""
+
+    agents: Agents
+    name: str
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatResult:
+        accumulator = StreamAccumulator(self.name)
+        async for event in self.stream(request, ctx):
+            accumulator.add(event)
+        return accumulator.result()
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
+        service = self.agents.require()
+        session_id = ctx.extra.get("session_id") or self.agents.pending_sessions.pop(ctx.request_id, None)
+        messages = chat_input(request.messages, continuing=session_id is not None)
+        try:
+            _, live = await service.start_run(self.name, messages, session_id=str(session_id) if session_id else None,
+                                              request_id=ctx.request_id)
+        except SessionConflict as exc:
+            raise AgentRunError(str(exc)) from None
+        assert live is not None
+        usage = Usage()
+        try:
+            async for event in live.follow():
+                if isinstance(event, TextOutput):
+                    yield TextDelta(event.text)
+                elif isinstance(event, UsageReported):
+                    usage = usage + event.usage
+                elif isinstance(event, RunFinished):
+                    if event.status == "input-required":
+                        yield TextDelta(f"\n[run {live.id} is waiting for approval: POST /v1/runs/{live.id}/approve]")
+                    elif event.status != "completed":
+                        raise AgentRunError(f"agent {self.name!r} run {live.id} {event.status}: {event.error}")
+        finally:
+            if live.finished is None and live.task is not None:  # the client went away
+                live.task.cancel()
+        yield UsageEvent(usage)
+        yield FinishEvent("stop", model=self.name)
+
+
+def chat_input(messages: list[Message], *, continuing: bool) -> list[Message]:
+    """What a chat request adds to the conversation. The agent has its own instructions,
+    so system messages are dropped; continuing a session, only the messages after the
+    last assistant message are new."""
+    kept = [m for m in messages if m.role != "system"]
+    if continuing:
+        for index in range(len(kept) - 1, -1, -1):
+            if kept[index].role == "assistant":
+                return kept[index + 1:]
+    return kept
+
+
+class SessionHeader:
+    """Interceptor: remembers ``x-corral-session-id`` for the agent target of the request."""
+
+    def __init__(self, agents: Agents) -> None:
+        self.agents = agents
+
+    async def admit(self, request: Request, model: str, surface: str) -> None:
+        session_id = request.headers.get(SESSION_HEADER)
+        if session_id and model in self.agents.registry.agents:
+            self.agents.pending_sessions[request.state.request_id] = session_id
+
+    async def finish(self, request: Request, record: Any) -> None:
+        self.agents.pending_sessions.pop(request.state.request_id, None)
+
+
+def install(gateway: Gateway) -> None:
+    registry = AgentRegistry.from_config(gateway.config)
+    agents = Agents(gateway, registry)
+    gateway.components["agents"] = agents
+    gateway.interceptors.append(SessionHeader(agents))
+
+    def resolve(model: str) -> AgentTarget | None:
+        agent = registry.get(model)
+        return AgentTarget(agents, model) if agent is not None and agent.config.visibility == "public" else None
+
+    def list_models() -> list[ModelInfo]:
+        return [ModelInfo(id=a.name, owned_by="corral-agent") for a in registry.public()]
+
+    gateway.resolvers.append(resolve)
+    gateway.model_listers.append(list_models)
+    gateway.startup_hooks.append(agents.startup)
+    gateway.shutdown_hooks.append(agents.shutdown)
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    api = _Api(gateway, gateway.components["agents"])
+    return [
+        Route("/v1/agents", api.list_agents, methods=["GET"]),
+        Route("/v1/agents/{name}/runs", api.create_run, methods=["POST"]),
+        Route("/v1/runs/{run_id}", api.get_run, methods=["GET"]),
+        Route("/v1/runs/{run_id}/cancel", api.cancel_run, methods=["POST"]),
+        Route("/v1/runs/{run_id}/approve", api.approve_run, methods=["POST"]),
+        Route("/v1/sessions", api.list_sessions, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
+    ]
+
+
+class _Api:
+    def __init__(self, gateway: Gateway, agents: Agents) -> None:
+        self.gateway = gateway
+        self.agents = agents
+
+    async def list_agents(self, _: Request) -> Response:
+        data = [{"id": a.name, "object": "agent", "description": a.config.description, "type": a.config.type,
+                 "model": a.config.model} for a in self.agents.registry.public()]
+        return json_response({"object": "list", "data": data})
+
+    async def create_run(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        agent = self.agents.registry.get(name)
+        if agent is None or agent.config.visibility != "public":
+            raise ApiError(404, f"unknown agent {name!r}", code="not_found")
+        await self.gateway.admit(request, name, "agents")
+        body = await _body(request)
+        mode = body.get("mode", "wait")
+        if mode not in ("wait", "stream", "background"):
+            raise ApiError(400, "mode must be wait, stream or background", param="mode")
+        session_id = body.get("session_id") or request.headers.get(SESSION_HEADER)
+        try:
+            record, live = await self.agents.require().start_run(
+                name, parse_input(body), session_id=session_id, request_id=request.state.request_id,
+                mode="background" if mode == "background" else "foreground", variables=body.get("variables") or {})
+        except (RunNotFound, SessionConflict) as exc:
+            raise errors_to_api(exc) from None
+        if live is None:
+            return json_response(run_json(record), 202)
+        if mode == "stream":
+            return stream_response(_run_events(live, record))
+        final = await self.agents.require().wait(record.id, float(body.get("timeout") or agent.config.timeout))
+        return json_response(run_json(final))
+
+    async def get_run(self, request: Request) -> Response:
+        service = self.agents.require()
+        run_id = request.path_params["run_id"]
+        wait = request.query_params.get("wait")
+        try:
+            record = await (service.wait(run_id, float(wait)) if wait else service.get(run_id))
+        except (RunNotFound, ValueError) as exc:
+            raise errors_to_api(exc) if isinstance(exc, RunNotFound) else ApiError(400, "bad wait") from None
+        await self.gateway.admit(request, record.agent, "agents")
+        return json_response(run_json(record))
+
+    async def cancel_run(self, request: Request) -> Response:
+        service = self.agents.require()
+        try:
+            record = await service.get(request.path_params["run_id"])
+            await self.gateway.admit(request, record.agent, "agents")
+            return json_response(run_json(await service.cancel(record.id)))
+        except (RunNotFound, RunConflict) as exc:
+            raise errors_to_api(exc) from None
+
+    async def approve_run(self, request: Request) -> Response:
+        service = self.agents.require()
+        body = await _body(request)
+        decisions = body.get("decisions")
+        if decisions is not None and not (isinstance(decisions, dict)
+                                          and all(isinstance(v, bool) for v in decisions.values())):
+            raise ApiError(400, "decisions must map tool call ids to true/false", param="decisions")
+        try:
+            record = await service.get(request.path_params["run_id"])
+            await self.gateway.admit(request, record.agent, "agents")
+            record = await service.approve(record.id, approved=bool(body.get("approved", True)), decisions=decisions)
+        except (RunNotFound, RunConflict) as exc:
+            raise errors_to_api(exc) from None
+        if body.get("wait"):
+            record = await service.wait(record.id, float(body.get("timeout") or 60))
+        return json_response(run_json(record))
+
+    async def list_sessions(self, request: Request) -> Response:
+        store = self.agents.require().store
+        limit = min(int(request.query_params.get("limit", "100")), 1000)
+        records = await store.sessions.list(agent=request.query_params.get("agent"), limit=limit)
+        return json_response({"object": "list", "data": [session_json(r) for r in records]})
+
+    async def get_session(self, request: Request) -> Response:
+        store = self.agents.require().store
+        record = await store.sessions.get(request.path_params["session_id"])
+        if record is None:
+            raise ApiError(404, f"unknown session {request.path_params['session_id']!r}", code="not_found")
+        await self.gateway.admit(request, record.agent, "agents")
+        stored = cast("list[MessageRecord]", await store.sessions.messages(record.id))
+        messages = [{"seq": m.seq, "role": m.role, "run_id": m.run_id, "created_at": m.created_at.isoformat(),
+                     **({"content": m.content} if m.role == SUMMARY_ROLE else _plain(m.content))}
+                    for m in stored]
+        return json_response({**session_json(record), "messages": messages})
+
+    async def delete_session(self, request: Request) -> Response:
+        store = self.agents.require().store
+        record = await store.sessions.get(request.path_params["session_id"])
+        if record is None:
+            raise ApiError(404, f"unknown session {request.path_params['session_id']!r}", code="not_found")
+        await self.gateway.admit(request, record.agent, "agents")
+        await store.sessions.delete(record.id)
+        return json_response({"id": record.id, "object": "session.deleted", "deleted": True})
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def _plain(content: dict[str, Any]) -> dict[str, Any]:
+    """A stored message as the API shows it: text as a string, tool calls and results as they were."""
+    message = message_from_json(content)
+    data: dict[str, Any] = {"content": message.text_content}
+    if message.tool_calls:
+        data["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+    if message.tool_call_id:
+        data["tool_call_id"] = message.tool_call_id
+    return data
+
+
+async def _run_events(live: Any, record: RunRecord) -> AsyncIterator[dict[str, Any]]:
+    yield {"type": "run.created", "run": run_json(record)}
+    try:
+        async for event in live.follow():
+            yield event_json(event)
+    finally:
+        if live.finished is None and live.task is not None:  # the client went away
+            live.task.cancel()
+
+
+# ---- JSON shapes shared by the routes, A2A and MCP -------------------------------
+
+
+def run_json(record: RunRecord) -> dict[str, Any]:
+    output = record.output if isinstance(record.output, dict) else {}
+    return {
+        "id": record.id, "object": "run", "agent": record.agent, "session_id": record.session_id,
+        "state": record.state, "output": output.get("output"), "usage": output.get("usage"), "error": record.error,
+        "pending_approvals": record.input.get("pending_approvals", []) if record.state == "input-required" else [],
+        "attempts": record.attempts, "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
+
+
+def session_json(record: SessionRecord) -> dict[str, Any]:
+    return {"id": record.id, "object": "session", "agent": record.agent, "owner": record.owner,
+            "title": record.title, "metadata": record.metadata, "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat()}
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def parse_input(body: dict[str, Any]) -> list[Message]:
+    """``input`` as a string, or ``messages`` as OpenAI-style or neutral messages."""
+    if isinstance(body.get("input"), str):
+        return [Message.text("user", body["input"])]
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "give `input` (a string) or `messages` (a non-empty list)", param="input")
+    try:
+        return [message_from_json(m) for m in raw]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ApiError(400, f"invalid messages: {exc}", param="messages") from None
+
+
+def stream_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        with contextlib.suppress(StopAsyncIteration):
+            async for event in events:
+                yield sse(event)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+__all__ = [
+    "SUMMARY_ROLE",
+    "AgentTarget",
+    "Agents",
+    "event_json",
+    "install",
+    "message_to_json",
+    "routes",
+    "run_json",
+    "session_json",
+]
+
+
+def errors_to_api(exc: Exception) -> ApiError:
+    if isinstance(exc, RunNotFound):
+        return ApiError(404, str(exc), code="not_found")
+    if isinstance(exc, RunConflict | SessionConflict):
+        return ApiError(409, str(exc), code="conflict")
+    raise exc

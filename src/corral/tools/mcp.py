@@ -1,0 +1,185 @@
+"""MCP servers as toolsets, over stdio, streamable HTTP or SSE (the official `mcp` SDK).
+
+The SDK's client is an async context manager whose task group must be entered and
+left by one task, so each toolset owns a connection task that holds the client open
+until `aclose`. A call that fails because the connection dropped reconnects (up to
+``reconnect_attempts``) and is tried once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from corral.config.agents import McpToolConfig
+from corral.llm.types import ToolSpec
+from corral.tools.base import Tool, ToolContext, ToolError, ToolResult
+
+log = logging.getLogger("corral.tools.mcp")
+
+
+class McpToolset:
+    def __init__(self, name: str, config: McpToolConfig) -> None:
+        self.name = name
+        self.config = config
+        self._client: Any = None
+        self._tools: list[Tool] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.connects = 0  # how many times a connection was made (reconnects show here)
+
+    def _server(self) -> Any:
+        from mcp.client.sse import sse_client
+        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        c = self.config
+        transport = c.resolved_transport
+        if transport == "stdio":
+            assert c.command
+            env = {**os.environ, **c.env} if c.env else None
+            return StdioServerParameters(command=c.command, args=c.args, env=env, cwd=c.cwd)
+        assert c.url
+        if transport == "sse":
+            return sse_client(c.url, headers=c.headers or None, timeout=c.connect_timeout)
+        return streamable_http_client(c.url, http_client=create_mcp_http_client(headers=c.headers or None))
+
+    async def _hold(self, ready: asyncio.Future[None]) -> None:
+        from mcp import Client
+
+        try:
+            async with Client(self._server(), read_timeout_seconds=self.config.timeout, cache=None) as client:
+                self._client = client
+                self.connects += 1
+                ready.set_result(None)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+            elif not isinstance(exc, asyncio.CancelledError):
+                log.warning("MCP server %r disconnected: %s", self.name, exc)
+        finally:
+            self._client = None
+
+    async def connect(self) -> None:
+        async with self._lock:
+            if self._client is not None and self._task is not None and not self._task.done():
+                return
+            await self._drop()
+            self._stop = asyncio.Event()
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._hold(ready), name=f"mcp:{self.name}")
+            try:
+                await asyncio.wait_for(asyncio.shield(ready), self.config.connect_timeout)
+            except TimeoutError:
+                await self._drop()
+                raise ToolError(f"MCP server {self.name!r} did not connect within "
+                                f"{self.config.connect_timeout:g}s") from None
+            except Exception as exc:
+                await self._drop()
+                raise ToolError(f"MCP server {self.name!r} failed to connect: {exc}") from None
+
+    async def _drop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def list_tools(self) -> list[Tool]:
+        if self._tools is None:
+            await self._with_reconnect(self._fetch_tools)
+        assert self._tools is not None
+        return list(self._tools)
+
+    async def _fetch_tools(self) -> None:
+        tools: list[Tool] = []
+        cursor: str | None = None
+        for _ in range(100):  # a server whose cursor never ends cannot hang us
+            result = await self._client.list_tools(cursor=cursor)
+            for t in result.tools:
+                schema = dict(t.input_schema or {"type": "object", "properties": {}})
+                tools.append(Tool(ToolSpec(t.name, t.description or "", schema)))
+            cursor = result.next_cursor
+            if not cursor:
+                break
+        self._tools = tools
+
+    async def call(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        if self._tools is not None and name not in {t.name for t in self._tools}:
+            raise ToolError(f"unknown tool {name!r} on MCP server {self.name!r}")
+        box: list[ToolResult] = []
+
+        async def once() -> None:
+            box.append(_to_result(await self._client.call_tool(name, arguments)))
+
+        await self._with_reconnect(once)
+        return box[0]
+
+    async def _with_reconnect(self, action: Any) -> None:
+        attempts = self.config.reconnect_attempts + 1
+        for attempt in range(attempts):
+            await self.connect()
+            try:
+                await action()
+                return
+            except ToolError:
+                raise
+            except Exception as exc:
+                if not _is_connection_error(exc) or attempt == attempts - 1:
+                    raise ToolError(f"MCP server {self.name!r}: {exc}") from None
+                log.info("MCP server %r: %s; reconnecting", self.name, exc)
+                async with self._lock:
+                    await self._drop()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import anyio
+
+    names = {type(e).__name__ for e in _chain(exc)}
+    connection = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError, OSError)
+    return any(isinstance(e, connection) for e in _chain(exc)) or bool(names & {"ConnectError", "RemoteProtocolError"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            for inner in current.exceptions:
+                seen.extend(_chain(inner))
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _to_result(result: Any) -> ToolResult:
+    parts: list[str] = []
+    for item in result.content:
+        kind = getattr(item, "type", "")
+        if kind == "text":
+            parts.append(item.text)
+        elif kind == "resource" and hasattr(item.resource, "text"):
+            parts.append(item.resource.text)
+        else:
+            parts.append(f"[{kind} content]")
+    text = "\n".join(parts)
+    if not text and result.structured_content is not None:
+        import json
+
+        text = json.dumps(result.structured_content)
+    return ToolResult(text, is_error=bool(result.is_error), data=result.structured_content)
