@@ -35,6 +35,8 @@ MODULES = [
     "corral.gateway.anthropic",
     "corral.gateway.responses",
     "corral.gateway.embeddings",
+    "corral.gateway.metrics",
+    "corral.gateway.tracing",
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.gateway.errors import ApiError, error_response, surface_for_path
+from corral.telemetry.logging import REQUEST_ID
 
 
 class CorralMiddleware:
@@ -33,6 +34,7 @@ class CorralMiddleware:
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
         state["request_id"] = request_id
         state["upstream_seconds"] = 0.0
+        REQUEST_ID.set(request_id)  # every log line of this request carries it
 
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
@@ -46,6 +48,9 @@ class CorralMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 overhead = (time.perf_counter() - started - state.get("upstream_seconds", 0.0)) * 1000
+                observe = state.get("observe_overhead")  # the metrics interceptor's histogram
+                if observe is not None:
+                    observe(message["status"], max(overhead, 0.0) / 1000)
                 headers = list(message.get("headers", []))
                 headers.append((b"x-corral-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
                 headers.append((b"x-request-id", request_id.encode()))

@@ -1,0 +1,125 @@
+"""Observability at the gateway edge: the metrics interceptor, the access log line of
+every model call, and `GET /metrics` (Prometheus text format).
+
+The interceptor is the first to admit a call, so calls that auth, limits or budgets
+refuse are still counted (with their status), from the response-start hook the
+middleware calls with the same overhead it publishes in ``x-corral-overhead-ms``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from corral.gateway.state import CallRecord, Gateway
+from corral.llm.errors import ProviderError
+from corral.telemetry.metrics import DeploymentHealth, GatewayMetrics
+
+log = logging.getLogger("corral.access")
+
+REJECTED = {401: "unauthorized", 402: "budget_exceeded", 403: "forbidden", 429: "rate_limited"}
+
+
+@dataclass(slots=True)
+class _Call:
+    surface: str
+    model: str
+    started: float
+    finished: bool = False
+
+
+def error_type(record: CallRecord) -> str | None:
+    error = record.error
+    if error is None:
+        return None
+    if isinstance(error, ProviderError):
+        return error.code
+    if record.status == 499:
+        return "client_disconnected"
+    return type(error).__name__
+
+
+class CallObserver:
+    """Metrics (when enabled) and one access-log line per model call."""
+
+    def __init__(self, metrics: GatewayMetrics | None) -> None:
+        self.metrics = metrics
+
+    async def admit(self, request: Request, model: str, surface: str) -> None:
+        call = _Call(surface, model, time.perf_counter())
+        request.state.corral_call = call
+        request.state.observe_overhead = self._response_started(call)
+
+    def _response_started(self, call: _Call) -> Callable[[int, float], None]:
+        def observe(status: int, overhead_seconds: float) -> None:
+            if self.metrics is None:
+                return
+            self.metrics.overhead.labels(call.surface).observe(overhead_seconds)
+            if not call.finished and status >= 400:  # refused after admit (auth, limits, budget)
+                self.metrics.observe_call(surface=call.surface, model=call.model, status=status,
+                                          seconds=time.perf_counter() - call.started,
+                                          error_type=REJECTED.get(status, f"http_{status}"))
+        return observe
+
+    async def finish(self, request: Request, record: CallRecord) -> None:
+        call = getattr(request.state, "corral_call", None)
+        if call is not None:
+            call.finished = True
+        seconds = time.perf_counter() - record.started
+        usage = record.usage
+        tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens) \
+            if usage is not None else None
+        kind = error_type(record)
+        if self.metrics is not None:
+            self.metrics.observe_call(surface=record.surface, model=record.model, status=record.status,
+                                      seconds=seconds, ttft_seconds=record.ttft_seconds, tokens=tokens,
+                                      error_type=kind)
+        log.info("%s model=%s status=%s %.3fs tokens=%s/%s%s", record.surface, record.model, record.status, seconds,
+                 tokens[0] if tokens else 0, tokens[1] if tokens else 0, f" error={kind}" if kind else "",
+                 extra={"surface": record.surface, "model": record.model, "status": record.status,
+                        "duration_s": round(seconds, 6), "stream": record.stream,
+                        "deployment": record.ctx.provider, "upstream_model": record.ctx.upstream_model,
+                        "attempts": record.ctx.attempts, "input_tokens": tokens[0] if tokens else None,
+                        "output_tokens": tokens[1] if tokens else None, "error_type": kind})
+
+
+def router_health(gateway: Gateway) -> Callable[[], list[DeploymentHealth]]:
+    def read() -> list[DeploymentHealth]:
+        states = getattr(gateway.router, "deployment_states", None)
+        if states is None:
+            return []
+        now = time.monotonic()  # the router's default clock
+        return [DeploymentHealth(s.alias, s.key, not s.cooling(now), max(0.0, s.cooldown_until - now))
+                for s in states()]
+    return read
+
+
+def install(gateway: Gateway) -> None:
+    metrics = GatewayMetrics() if gateway.config.observability.metrics else None
+    if metrics is not None:
+        metrics.deployments = router_health(gateway)
+        gateway.components["metrics"] = metrics
+
+        async def worker_exit() -> None:
+            metrics.worker_exit()
+
+        gateway.shutdown_hooks.append(worker_exit)
+    gateway.interceptors.insert(0, CallObserver(metrics))
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    metrics = gateway.components.get("metrics")
+    if not isinstance(metrics, GatewayMetrics):
+        return []
+
+    async def scrape(_: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return [Route("/metrics", scrape, methods=["GET"])]

@@ -1,0 +1,131 @@
+"""Logs: JSON or console lines, a request id on every line of a request, and secrets
+redacted before anything reaches a handler's stream.
+
+`logging_config(level, fmt)` is a `logging.config.dictConfig` dict; `corral serve`
+applies it and hands the same dict to uvicorn, so every worker process logs alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+# Set by the gateway middleware for the duration of one request (per task, never global).
+REQUEST_ID: ContextVar[str | None] = ContextVar("corral_request_id", default=None)
+
+REDACTED = "[redacted]"
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Header-style secrets: `Authorization: Bearer x`, `'x-api-key': 'sk-...'`, `api-key=...`
+    (re.compile(r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key)(['\"]?\s*[:=]\s*['\"]?)"
+                r"([^'\"\n,}]+)"), rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), f"Bearer {REDACTED}"),
+    (re.compile(r"\bsk-(?:ant-|corral-|proj-)?[A-Za-z0-9_-]{6,}"), f"sk-{REDACTED}"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), f"jwt-{REDACTED}"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),  # Google API keys
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),  # AWS access key ids
+    (re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|refresh[_-]?token|client[_-]?secret|password|secret)"
+                r"(['\"]?\s*[=:]\s*['\"]?)([^&\s'\",}]+)"), rf"\1\2{REDACTED}"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites the message (with its arguments merged in) so no handler can print a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = REQUEST_ID.get()
+        return True
+
+
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id", "rid", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ts, level, logger, message, request_id, extra fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+class ConsoleFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(rid)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", None)
+        record.rid = f" [{request_id}]" if request_id else ""
+        return redact(super().format(record))
+
+
+def make_handler(fmt: str = "console", stream: TextIO | None = None) -> logging.Handler:
+    """A handler with Corral's formatter and filters (for tests and embedding apps)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def logging_config(level: str = "info", fmt: str = "console") -> dict[str, Any]:
+    level = level.upper()
+    formatter = "corral.telemetry.logging.JsonFormatter" if fmt == "json" else \
+        "corral.telemetry.logging.ConsoleFormatter"
+    # uvicorn's own loggers propagate to ours, so its lines get the same format and redaction.
+    uvicorn: Mapping[str, Any] = {"handlers": [], "propagate": True, "level": level}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_id": {"()": "corral.telemetry.logging.RequestIdFilter"},
+            "redact": {"()": "corral.telemetry.logging.RedactingFilter"},
+        },
+        "formatters": {"corral": {"()": formatter}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                 "formatter": "corral", "filters": ["request_id", "redact"]}},
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {name: dict(uvicorn) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+    }
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> dict[str, Any]:
+    """Apply the config in this process; returns it for uvicorn's workers."""
+    import logging.config
+
+    config = logging_config(level, fmt)
+    logging.config.dictConfig(config)
+    return config

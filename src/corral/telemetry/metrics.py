@@ -1,0 +1,160 @@
+"""Prometheus metrics, one `CollectorRegistry` per app (never the process-global one,
+so a test process can build many apps).
+
+With ``--workers N`` each worker is its own process; `prepare_multiprocess` points
+prometheus_client's multiprocess mode at a fresh directory *before* the workers start,
+and `/metrics` then sums what every live worker wrote there (see docs/observability.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, float("inf"))
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, float("inf"))
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentHealth:
+    alias: str
+    deployment: str  # "<provider>/<model>"
+    healthy: bool
+    cooldown_seconds: float  # remaining; 0 when healthy
+
+
+def multiprocess_dir() -> str | None:
+    """The directory workers share, when multiprocess mode is really on in this process
+    (prometheus_client decides that once, at import, from the environment)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path and prometheus_values.ValueClass is not prometheus_values.MutexValue:
+        return path
+    return None
+
+
+def prepare_multiprocess(workers: int, environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Called by `corral serve` before it starts N > 1 workers. Uses the directory the
+    operator set, else a fresh temporary one; stale files from an earlier run would add
+    old counts, so a directory we own starts empty."""
+    env = os.environ if environ is None else environ
+    if workers <= 1:
+        return None
+    path = env.get(MULTIPROC_ENV)
+    if not path:
+        path = tempfile.mkdtemp(prefix="corral-prometheus-")
+        env[MULTIPROC_ENV] = path
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def cleanup_multiprocess(path: str | None) -> None:
+    if path and os.path.basename(path).startswith("corral-prometheus-"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class GatewayMetrics:
+    """Every metric the gateway publishes, plus the seams other components feed:
+
+    - ``limit_rejections.labels(limit=..., scope=...).inc()`` (limits and budgets),
+    - ``watch_queue(name, depth)`` (batch writers),
+    - ``deployments`` (a callable listing `DeploymentHealth`; the router's state),
+    - ``cost_of`` (USD for a call, set by pricing).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("corral_requests", "Model calls by API surface, model and HTTP status.",
+                                ["surface", "model", "status"], registry=r)
+        self.latency = Histogram("corral_request_duration_seconds",
+                                 "Time from request arrival to the last byte (streams: to the last chunk).",
+                                 ["surface", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("corral_overhead_seconds",
+                                  "Time spent in Corral before the response started, minus upstream time "
+                                  "(the x-corral-overhead-ms header).", ["surface"], buckets=OVERHEAD_BUCKETS,
+                                  registry=r)
+        self.ttft = Histogram("corral_time_to_first_token_seconds", "Streams: time to the first upstream event.",
+                              ["surface", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("corral_tokens", "Tokens by model and kind (input, output, cached_input, reasoning).",
+                              ["model", "kind"], registry=r)
+        self.cost = Counter("corral_cost_usd", "Spend in US dollars by model.", ["model"], registry=r)
+        self.errors = Counter("corral_errors", "Failed calls by surface, model and error type.",
+                              ["surface", "model", "type"], registry=r)
+        self.limit_rejections = Counter("corral_limit_rejections", "Requests refused by a rate limit or budget.",
+                                        ["limit", "scope"], registry=r)
+        self.deployment_healthy = Gauge("corral_deployment_healthy", "1 if a deployment is in service, 0 while "
+                                        "it cools down.", ["alias", "deployment"], registry=r,
+                                        multiprocess_mode="livemin")
+        self.deployment_cooldown = Gauge("corral_deployment_cooldown_seconds", "Seconds left in a deployment's "
+                                         "cooldown.", ["alias", "deployment"], registry=r, multiprocess_mode="livemax")
+        self.queue_depth = Gauge("corral_batch_queue_depth", "Records waiting in a batch writer's queue.",
+                                 ["writer"], registry=r, multiprocess_mode="livesum")
+        self.deployments: Callable[[], Iterable[DeploymentHealth]] | None = None
+        self.cost_of: Callable[[str, int, int, int], float | None] | None = None  # (model, in, out, cached)
+        self._queues: dict[str, Callable[[], int]] = {}
+
+    def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
+        self._queues[name] = depth
+
+    def observe_call(
+        self,
+        *,
+        surface: str,
+        model: str,
+        status: int,
+        seconds: float,
+        ttft_seconds: float | None = None,
+        tokens: tuple[int, int, int, int] | None = None,  # input, output, cached_input, reasoning
+        error_type: str | None = None,
+    ) -> None:
+        self.requests.labels(surface, model, str(status)).inc()
+        self.latency.labels(surface, model).observe(seconds)
+        if ttft_seconds is not None:
+            self.ttft.labels(surface, model).observe(ttft_seconds)
+        if error_type is not None:
+            self.errors.labels(surface, model, error_type).inc()
+        if tokens is None:
+            return
+        for kind, count in zip(("input", "output", "cached_input", "reasoning"), tokens, strict=True):
+            if count:
+                self.tokens.labels(model, kind).inc(count)
+        if self.cost_of is not None:
+            usd = self.cost_of(model, tokens[0], tokens[1], tokens[2])
+            if usd:
+                self.cost.labels(model).inc(usd)
+
+    def refresh(self) -> None:
+        """Gauges fed by callbacks, read at scrape time (never on the request path)."""
+        for name, depth in self._queues.items():
+            self.queue_depth.labels(name).set(depth())
+        if self.deployments is not None:
+            for health in self.deployments():
+                self.deployment_healthy.labels(health.alias, health.deployment).set(1 if health.healthy else 0)
+                self.deployment_cooldown.labels(health.alias, health.deployment).set(health.cooldown_seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        self.refresh()
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(merged), CONTENT_TYPE_LATEST
+
+    @staticmethod
+    def worker_exit() -> None:
+        """Drop this worker's live gauges from the shared directory."""
+        if multiprocess_dir() is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
