@@ -53,7 +53,7 @@ class Node:
         self.config, self.token = config, token
         self.backends = backends if backends is not None else build_backends(config)
         self.outbox = Outbox(outbox_path(config))
-        self.sessions = SessionManager(config.projects, self.backends, self.emit)
+        self.sessions = SessionManager(config.projects, self.backends, self.emit, self.outbox)
         self.backoff = Backoff(config.backoff_min_seconds, config.backoff_max_seconds)
         self.heartbeat_interval = config.heartbeat_interval_seconds
         self.connected = asyncio.Event()
@@ -70,6 +70,7 @@ class Node:
         await self.outbox.open()
         for backend in self.backends.values():
             await backend.start()
+        await self.sessions.restore()
         try:
             while not stop.is_set():
                 await self._connect_once(stop)

@@ -1,9 +1,11 @@
 """The node's outbox: every event is numbered and written to SQLite before it is sent,
 and deleted only when the supervisor acknowledges it, so neither a dropped connection
-nor a node restart loses an event."""
+nor a node restart loses an event. The same file keeps the node's sessions, so a
+restarted node reports them again."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ class Outbox:
         await self._db.execute("PRAGMA synchronous=FULL")
         await self._db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL)")
         await self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        await self._db.execute("CREATE TABLE IF NOT EXISTS sessions (session_id TEXT PRIMARY KEY, body TEXT NOT NULL)")
         await self._db.commit()
         async with self._db.execute("SELECT seq, frame FROM outbox ORDER BY seq") as cursor:
             self.pending = {int(seq): str(frame) async for seq, frame in cursor}
@@ -64,6 +67,16 @@ class Outbox:
         await self.db.commit()
         for seq in known:
             self.pending.pop(seq, None)
+
+    async def save_session(self, session_id: str, body: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO sessions (session_id, body) VALUES (?, ?) ON CONFLICT(session_id) DO UPDATE SET body = ?",
+            (session_id, json.dumps(body), json.dumps(body)))
+        await self.db.commit()
+
+    async def load_sessions(self) -> list[dict[str, Any]]:
+        async with self.db.execute("SELECT body FROM sessions") as cursor:
+            return [json.loads(body) async for (body,) in cursor]
 
     def after(self, seq: int) -> list[tuple[int, str]]:
         return [(s, f) for s, f in self.pending.items() if s > seq]

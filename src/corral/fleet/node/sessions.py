@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from corral.config.fleet import ProjectSection
 from corral.fleet.node.backends.base import Backend
@@ -41,20 +41,49 @@ class NodeSession:
     created_at: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
 
+    def persisted(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "project": self.project, "backend": self.backend, "ref": self.ref,
+                "state": self.state, "model": self.model, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "last_prompt": self.last_prompt,
+                "last_reply": self.last_reply, "created_at": self.created_at}
+
     def snapshot(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "project": self.project, "backend": self.backend,
                 "state": self.state, "model": self.model, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "last_reply": self.last_reply}
 
 
+class SessionStore(Protocol):
+    async def save_session(self, session_id: str, body: dict[str, Any]) -> None: ...
+
+    async def load_sessions(self) -> list[dict[str, Any]]: ...
+
+
 class SessionManager:
-    def __init__(self, projects: list[ProjectSection], backends: dict[str, Backend], sink: EventSink) -> None:
+    def __init__(self, projects: list[ProjectSection], backends: dict[str, Backend], sink: EventSink,
+                 store: SessionStore | None = None) -> None:
         self.projects = {p.name: p for p in projects}
         self.backends = backends
         self.sink = sink
+        self.store = store
         self.sessions: dict[str, NodeSession] = {}
 
+    async def restore(self) -> None:
+        """Sessions from before a node restart; a turn that was cut off is reported as an error."""
+        if self.store is None:
+            return
+        for body in await self.store.load_sessions():
+            if body.get("backend") not in self.backends:
+                continue
+            session = NodeSession(**body)
+            self.sessions[session.session_id] = session
+            if session.state == "running":
+                session.state = "error"
+                await self.emit(session, "session.error", {"error": "node restarted during a turn"})
+
     async def emit(self, s: NodeSession, kind: str, data: dict[str, Any] | None = None) -> None:
+        if self.store is not None:
+            await self.store.save_session(s.session_id, s.persisted())
         await self.sink({"type": kind, "session_id": s.session_id, "project": s.project,
                          "data": {"backend": s.backend, **(data or {})}})
 
@@ -85,8 +114,9 @@ class SessionManager:
                               backend=project.backend, ref=ref)
         self.sessions[session.session_id] = session
         await self.emit(session, "session.started", {"ref": ref})
-        if args.get("prompt"):
-            await self._turn(session, str(args["prompt"]), wait=bool(args.get("wait")))
+        prompts = [str(p) for p in args.get("prompts") or []] or ([str(args["prompt"])] if args.get("prompt") else [])
+        if prompts:
+            await self._turn(session, prompts, wait=bool(args.get("wait")))
         return {"session_id": session.session_id, **self._reply(session, args)}
 
     async def prompt(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +124,7 @@ class SessionManager:
         text = args.get("message") or args.get("prompt")
         if not text:
             raise CommandFailed("prompt needs a `message`")
-        await self._turn(session, str(text), wait=bool(args.get("wait")))
+        await self._turn(session, [str(text)], wait=bool(args.get("wait")))
         return {"session_id": session.session_id, **self._reply(session, args)}
 
     async def resume(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -130,19 +160,25 @@ class SessionManager:
         session.state = "completed"
         await self.emit(session, kind, data)
 
-    async def _turn(self, session: NodeSession, text: str, *, wait: bool) -> None:
+    async def _turn(self, session: NodeSession, prompts: list[str], *, wait: bool) -> None:
+        """Runs the prompts one turn after another in the background (or waits, with ``wait``)."""
         if session.task is not None and not session.task.done():
             raise CommandFailed(f"session {session.session_id} is busy with a turn")
         if session.state == "completed":
             raise CommandFailed(f"session {session.session_id} has ended")
-        session.last_prompt, session.state = text, "running"
-        await self.emit(session, "session.running", {"prompt_chars": len(text)})
-        session.task = asyncio.create_task(self._run_turn(session, text), name=f"turn-{session.session_id}")
+        session.task = asyncio.create_task(self._run_turns(session, prompts), name=f"turn-{session.session_id}")
         if wait:
             await asyncio.shield(session.task)
 
-    async def _run_turn(self, session: NodeSession, text: str) -> None:
+    async def _run_turns(self, session: NodeSession, prompts: list[str]) -> None:
+        for text in prompts:
+            if not await self._run_turn(session, text):
+                return
+
+    async def _run_turn(self, session: NodeSession, text: str) -> bool:
         backend = self.backends[session.backend]
+        session.last_prompt, session.state = text, "running"
+        await self.emit(session, "session.running", {"prompt_chars": len(text)})
 
         async def relay(kind: str, data: dict[str, Any]) -> None:
             await self.emit(session, kind, data)
@@ -155,7 +191,7 @@ class SessionManager:
             log.warning("turn in %s failed: %s", session.session_id, exc)
             session.state = "error"
             await self.emit(session, "session.error", {"error": str(exc)[:500]})
-            return
+            return False
         session.model = result.model or session.model
         session.input_tokens += result.input_tokens
         session.output_tokens += result.output_tokens
@@ -169,6 +205,7 @@ class SessionManager:
         await self.emit(session, "usage", usage)
         session.state = "idle"
         await self.emit(session, "session.idle", {})
+        return True
 
     async def aclose(self) -> None:
         for session in self.sessions.values():

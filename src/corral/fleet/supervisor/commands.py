@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from corral.fleet.protocol import COMMAND_TYPES, Envelope
 from corral.fleet.store import FleetStore
 from corral.fleet.supervisor.audit import AuditLog
-from corral.fleet.supervisor.state import FleetState
+from corral.fleet.supervisor.state import FleetState, SessionState
 
 
 class CommandError(Exception):
@@ -30,7 +30,8 @@ class Dispatcher:
         self.default_timeout, self.idempotency_ttl = default_timeout, idempotency_ttl
         self.sender: Sender | None = None
         self.counts: dict[tuple[str, str], int] = {}
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # node results
+        self._finished: dict[str, asyncio.Future[dict[str, Any]]] = {}  # final rows, for replays
 
     def resolve_node(self, target: dict[str, Any]) -> str:
         if target.get("session_id"):
@@ -72,8 +73,9 @@ class Dispatcher:
         row = {"command_id": command_id, "idempotency_key": idempotency_key, "type": kind, "node_id": node_id,
                "target": target, "args": args, "status": "pending", "output": None, "error": None,
                "actor": actor, "created_at": time.time(), "finished_at": None}
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[command_id] = future
+        loop = asyncio.get_running_loop()
+        self._waiting[command_id] = loop.create_future()
+        finished = self._finished[command_id] = loop.create_future()
         try:
             if not await self.store.insert_command(row):
                 existing = await self.store.get_command(idempotency_key=idempotency_key)
@@ -81,8 +83,12 @@ class Dispatcher:
                     return await self._replay(existing)
             result = await self._send_and_wait(node_id, command_id, kind, args,
                                                wait_seconds or self.default_timeout)
+        except BaseException:
+            self._finished.pop(command_id, None)
+            raise
         finally:
             self._waiting.pop(command_id, None)
+        self._learn_session(node_id, result)
         await self.store.finish_command(command_id, result["status"], result.get("output"), result.get("error"))
         self.counts[(kind, result["status"])] = self.counts.get((kind, result["status"]), 0) + 1
         await self.audit.record(actor=actor, action=f"command.{kind}",
@@ -90,13 +96,14 @@ class Dispatcher:
                                 result=result["status"], error=result.get("error"), source=source)
         row.update(status=result["status"], output=result.get("output"), error=result.get("error"),
                    finished_at=time.time())
+        finished.set_result(row)
+        self._finished.pop(command_id, None)
         return row
 
     async def _replay(self, existing: dict[str, Any]) -> dict[str, Any]:
-        waiting = self._waiting.get(existing["command_id"])
-        if waiting is not None and existing["status"] == "pending":
-            await asyncio.shield(waiting)
-            existing = await self.store.get_command(command_id=existing["command_id"]) or existing
+        finished = self._finished.get(existing["command_id"])
+        if finished is not None and existing["status"] == "pending":
+            existing = await asyncio.shield(finished)
         return {**existing, "replayed": True}
 
     async def _send_and_wait(self, node_id: str, command_id: str, kind: str, args: dict[str, Any],
@@ -109,6 +116,13 @@ class Dispatcher:
             return await asyncio.wait_for(asyncio.shield(self._waiting[command_id]), wait_seconds)
         except TimeoutError:
             return {"status": "timeout", "error": f"no result within {wait_seconds:g}s"}
+
+    def _learn_session(self, node_id: str, result: dict[str, Any]) -> None:
+        """A started session is addressable at once, before its first event is stored."""
+        output = result.get("output") or {}
+        sid = output.get("session_id")
+        if result.get("status") == "success" and isinstance(sid, str) and sid not in self.state.sessions:
+            self.state.sessions[sid] = SessionState(session_id=sid, node_id=node_id, state=output.get("state", "idle"))
 
     def resolve(self, payload: dict[str, Any]) -> bool:
         """A command_result arrived; False when nobody waits for it (late or unknown)."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ class NativeBackend:
     def __init__(self, name: str, config: NativeConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name, self.config = name, config
         self._history: dict[str, list[dict[str, str]]] = {}
-        self._ids = itertools.count(1)
         self._provider: Provider | None = None
         self._client: httpx.AsyncClient | None = None
         self._transport = transport
@@ -39,7 +38,7 @@ class NativeBackend:
                                              timeout=self.config.timeout_seconds, transport=self._transport)
 
     async def create_session(self, project: str, directory: Path) -> str:
-        ref = f"native-{next(self._ids)}"
+        ref = f"native-{uuid.uuid4().hex[:12]}"
         system = self.config.system_prompt
         self._history[ref] = [{"role": "system", "content": system}] if system else []
         return ref
