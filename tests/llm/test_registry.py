@@ -1,0 +1,88 @@
+"""`build_provider` dispatches on the preset's wire and resolves URL and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.config.schema import ProviderConfig
+from corral.llm.presets import PRESETS
+from corral.llm.provider import Provider
+from corral.llm.providers.anthropic import AnthropicProvider
+from corral.llm.providers.gemini import GeminiProvider
+from corral.llm.providers.openai import OpenAIProvider
+from corral.llm.registry import ProviderBuildError, build_provider, resolve_api_key, resolve_base_url
+from corral.llm.types import ChatRequest, Message
+from corral.testing.fakes import FakeOpenAI
+
+EXPECTED_CLASS = {"openai": OpenAIProvider, "anthropic": AnthropicProvider, "gemini": GeminiProvider}
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in PRESETS.values() if p.wire != "scripted"))
+async def test_every_http_preset_builds_the_adapter_for_its_wire(preset: str) -> None:
+    config = ProviderConfig(type=preset, base_url=None if PRESETS[preset].base_url else "http://127.0.0.1:9/v1")
+    provider = build_provider(preset, config, env={})
+    try:
+        assert isinstance(provider, EXPECTED_CLASS[PRESETS[preset].wire])
+        assert isinstance(provider, Provider)
+        assert provider.name == preset
+    finally:
+        await provider.aclose()
+
+
+async def test_scripted_type_builds_the_scripted_provider() -> None:
+    from corral.testing.scripted import ScriptedProvider
+
+    provider = build_provider("offline", ProviderConfig(type="scripted"))
+    assert isinstance(provider, ScriptedProvider)
+    assert provider.name == "offline"
+
+
+def test_base_url_prefers_config_then_preset_default() -> None:
+    preset = PRESETS["groq"]
+    assert resolve_base_url("g", ProviderConfig(type="groq"), preset) == "https://api.groq.com/openai/v1"
+    configured = ProviderConfig(type="groq", base_url="http://proxy.local/v1")
+    assert resolve_base_url("g", configured, preset) == "http://proxy.local/v1"
+
+
+@pytest.mark.parametrize("preset", ["openai-compatible", "azure"])
+def test_preset_without_a_default_url_needs_one(preset: str) -> None:
+    with pytest.raises(ProviderBuildError, match="base_url") as caught:
+        build_provider("mine", ProviderConfig(type=preset), env={})
+    assert "mine" in str(caught.value)
+
+
+def test_api_key_prefers_config_then_the_preset_env_var() -> None:
+    preset = PRESETS["mistral"]
+    env = {"MISTRAL_API_KEY": "from-env"}
+    assert resolve_api_key(ProviderConfig(type="mistral"), preset, env) == "from-env"
+    assert resolve_api_key(ProviderConfig(type="mistral", api_key="from-config"), preset, env) == "from-config"
+    assert resolve_api_key(ProviderConfig(type="mistral"), preset, {}) is None
+    assert resolve_api_key(ProviderConfig(type="vllm"), PRESETS["vllm"], env) is None
+
+
+async def test_key_from_env_reaches_the_upstream() -> None:
+    async with FakeOpenAI(api_key="env-key") as fake:
+        config = ProviderConfig(type="deepseek", base_url=fake.base_url)
+        provider = build_provider("deepseek", config, env={"DEEPSEEK_API_KEY": "env-key"})
+        result = await provider.complete(ChatRequest(model="deepseek-chat", messages=[Message.text("user", "hi")]))
+        await provider.aclose()
+    assert result.message.text_content == "You said: hi"
+    assert fake.last_request.headers["authorization"] == "Bearer env-key"
+
+
+async def test_injected_transport_replaces_the_network() -> None:
+    import httpx
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"object": "list", "data": [{"id": "m1", "owned_by": "x"}]})
+
+    provider = build_provider(
+        "o", ProviderConfig(type="openai", api_key="k"), transport=httpx.MockTransport(handler), env={}
+    )
+    models = await provider.list_models()
+    await provider.aclose()
+    assert [m.id for m in models] == ["m1"]
+    assert seen == ["https://api.openai.com/v1/models"]
