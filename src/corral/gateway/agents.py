@@ -245,7 +245,7 @@ class _Api:
             return json_response(run_json(record), 202)
         if mode == "stream":
             return stream_response(_run_events(live, record))
-        final = await self.agents.require().wait(record.id, float(body.get("timeout") or agent.config.timeout))
+        final = await self.agents.require().wait(record.id, float(body.get("timeout") or agent.config.timeout + 10))
         return json_response(run_json(final))
 
     async def get_run(self, request: Request) -> Response:
