@@ -251,15 +251,15 @@ def test_model_argument_picks_the_default_model_or_fails_clearly(tmp_path: Path)
         load_config(path, env={}, model="othr")
 
 
-def test_no_path_prefers_local_corral_yaml_then_corral_config(
+def test_no_path_prefers_corral_config_then_local_corral_yaml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     elsewhere = write(tmp_path, SCRIPTED + "default_model: scripted\n", name="elsewhere.yaml")
-    loaded = load_config(None, env={"CORRAL_CONFIG": str(elsewhere)})
-    assert loaded.path == elsewhere and loaded.config.default_model == "scripted"
     local = write(tmp_path, SCRIPTED)
     loaded = load_config(None, env={"CORRAL_CONFIG": str(elsewhere)})
+    assert loaded.path == elsewhere and loaded.config.default_model == "scripted"  # explicit choice wins
+    loaded = load_config(None, env={})
     assert loaded.path == Path("corral.yaml") and local.exists()
     assert loaded.config.default_model is None
 

@@ -15,16 +15,11 @@ if TYPE_CHECKING:
 
 
 def load_for_serve(config: str | None, *, model: str | None = None) -> LoadedConfig:
-    """The config `serve` runs with: the file when given (or found), else zero-config."""
+    """The config `serve` runs with: the file given, else `$CORRAL_CONFIG` or
+    `./corral.yaml`, else zero-config; `model` picks (and checks) the default model."""
     from corral.config.loader import load_config
-    from corral.config.zero import zero_config
 
-    if config is None and model is not None:
-        return zero_config(os.environ, model=model)
-    loaded = load_config(config)
-    if model is not None:
-        loaded.config.default_model = model
-    return loaded
+    return load_config(config, model=model)
 
 
 def run_server(

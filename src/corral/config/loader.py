@@ -1,7 +1,7 @@
 """Load `corral.yaml`: parse with line numbers, substitute ``${VAR}``, apply environment
 overrides, validate, check cross-references, and report every problem at once.
 
-``load_config(None)`` looks for ``./corral.yaml``, then ``$CORRAL_CONFIG``, and falls
+``load_config(None)`` uses ``$CORRAL_CONFIG`` when set, else ``./corral.yaml``, and falls
 back to zero-config mode (`corral.config.zero`) when neither exists.
 """
 
@@ -35,12 +35,13 @@ _UNION_TAG = re.compile(r"^[\w-]+\[.*\]$")
 
 
 def find_config(env: Mapping[str, str]) -> Path | None:
-    """``./corral.yaml``, else ``$CORRAL_CONFIG``, else None (zero-config)."""
-    local = Path(DEFAULT_CONFIG_NAME)
-    if local.is_file():
-        return local
+    """``$CORRAL_CONFIG`` (an explicit choice wins), else ``./corral.yaml``, else None
+    (zero-config)."""
     configured = env.get("CORRAL_CONFIG")
-    return Path(configured) if configured else None
+    if configured:
+        return Path(configured)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
 
 
 def load_config(
