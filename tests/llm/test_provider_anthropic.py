@@ -3,6 +3,7 @@ headers, the max_tokens default; and stream-level error events."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +12,7 @@ from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
 from corral.llm.registry import build_provider
-from corral.llm.types import ChatRequest, ImagePart, Message, TextPart, ToolCall, ToolSpec
+from corral.llm.types import ChatRequest, ImagePart, Message, StreamAccumulator, TextPart, ToolCall, ToolSpec
 from corral.testing.fakes import FakeAnthropic, Reply
 
 KEY = "sk-ant-test-key"
@@ -122,3 +123,26 @@ async def test_overloaded_error_event_mid_stream_is_upstream_unavailable(
 async def test_embed_is_a_clear_bad_request(provider: AnthropicProvider) -> None:
     with pytest.raises(errors.BadRequestError, match="no embeddings endpoint"):
         await provider.embed(["x"], "any")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+async def test_structured_output_rides_on_a_forced_tool_and_returns_text(
+    fake: FakeAnthropic, provider: AnthropicProvider, stream: bool
+) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    fake.add(Reply.tools(("structured_output", {"answer": 42})))
+    request = ChatRequest(model="c", messages=[Message.text("user", "6*7?")],
+                          response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    if stream:
+        acc = StreamAccumulator()
+        async for event in provider.stream(request):
+            acc.add(event)
+        result = acc.result()
+    else:
+        result = await provider.complete(request)
+    assert json.loads(result.message.text_content) == {"answer": 42}
+    assert result.message.tool_calls == []
+    assert result.finish_reason == "stop"
+    body = fake.last_request.body
+    assert body["tools"][-1]["name"] == "structured_output" and body["tools"][-1]["input_schema"] == schema
+    assert body["tool_choice"] == {"type": "tool", "name": "structured_output"}

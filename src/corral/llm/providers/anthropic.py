@@ -37,6 +37,9 @@ from corral.llm.types import (
 
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+# Structured output (``response_format``) rides on a forced tool call whose input is
+# the JSON answer; the adapter turns that call back into the message text.
+STRUCTURED_TOOL = "structured_output"
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -88,6 +91,7 @@ class AnthropicProvider:
             raise self._error_event(body)
         if not isinstance(body.get("content"), list):
             raise self._http.bad_payload("no content in the message")
+        structured = structured_schema(request) is not None
         message = Message(role="assistant")
         reasoning: list[str] = []
         for block in as_list(body.get("content")):
@@ -95,6 +99,8 @@ class AnthropicProvider:
             kind = block.get("type")
             if kind == "text":
                 message.content.append(TextPart(str(block.get("text") or "")))
+            elif kind == "tool_use" and structured and block.get("name") == STRUCTURED_TOOL:
+                message.content.append(TextPart(json.dumps(block.get("input") or {})))
             elif kind == "tool_use":
                 message.tool_calls.append(
                     ToolCall(
@@ -107,16 +113,17 @@ class AnthropicProvider:
                 reasoning.append(str(block.get("thinking") or ""))
         if reasoning:
             message.reasoning = "".join(reasoning)
+        finish = _FINISH.get(str(body.get("stop_reason")), "stop")
         return ChatResult(
             message=message,
-            finish_reason=_FINISH.get(str(body.get("stop_reason")), "stop"),
+            finish_reason="stop" if finish == "tool_calls" and not message.tool_calls else finish,
             usage=parse_usage(body.get("usage")),
             model=str(body.get("model") or request.model),
             id=body.get("id") if isinstance(body.get("id"), str) else None,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        state = _StreamState(request.model)
+        state = _StreamState(request.model, structured=structured_schema(request) is not None)
         payload = build_body(request, stream=True)
         async with self._http.open("POST", "/v1/messages", json_body=payload, seconds=request.timeout) as resp:
             async for sse in self._http.sse(resp):
@@ -127,6 +134,8 @@ class AnthropicProvider:
                     break
         if state.finish is None:
             raise self._http.truncated()
+        if state.finish == "tool_calls" and not state.tool_calls:
+            state.finish = "stop"  # only the structured-output tool was called
         yield UsageEvent(parse_usage(state.usage))
         yield FinishEvent(state.finish, model=state.model)
 
@@ -185,16 +194,25 @@ class _StreamState:
     """Maps content-block indexes (text, thinking and tool blocks share one sequence)
     onto tool-call ordinals, so parallel calls get indexes 0, 1, 2, ..."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, structured: bool = False) -> None:
         self.model = model
         self.usage: dict[str, Any] = {}
         self.finish: FinishReason | None = None
         self.stopped = False
+        self._structured = structured
         self._tool_index: dict[int, int] = {}
         self._tool_has_args: dict[int, bool] = {}
+        self._answer_blocks: dict[int, bool] = {}  # structured-output blocks -> any input seen
+
+    @property
+    def tool_calls(self) -> int:
+        return len(self._tool_index)
 
     def block_start(self, index: int, block: dict[str, Any]) -> list[StreamEvent]:
         kind = block.get("type")
+        if kind == "tool_use" and self._structured and block.get("name") == STRUCTURED_TOOL:
+            self._answer_blocks[index] = False
+            return []
         if kind == "tool_use":
             ordinal = self._tool_index[index] = len(self._tool_index)
             self._tool_has_args[ordinal] = False
@@ -209,6 +227,9 @@ class _StreamState:
             return [TextDelta(str(delta["text"]))]
         if kind == "thinking_delta" and delta.get("thinking"):
             return [ReasoningDelta(str(delta["thinking"]))]
+        if kind == "input_json_delta" and index in self._answer_blocks and delta.get("partial_json"):
+            self._answer_blocks[index] = True
+            return [TextDelta(str(delta["partial_json"]))]
         if kind == "input_json_delta" and index in self._tool_index and delta.get("partial_json"):
             ordinal = self._tool_index[index]
             self._tool_has_args[ordinal] = True
@@ -216,6 +237,8 @@ class _StreamState:
         return []
 
     def block_stop(self, index: int) -> list[StreamEvent]:
+        if self._answer_blocks.get(index) is False:
+            return [TextDelta("{}")]
         ordinal = self._tool_index.get(index)
         if ordinal is not None and not self._tool_has_args[ordinal]:
             return [ToolCallDelta(index=ordinal, arguments="{}")]  # a tool called with no input
@@ -245,11 +268,14 @@ def build_body(request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
     }
     if system:
         body["system"] = system
-    if request.tools:
-        body["tools"] = [
-            {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
-        ]
-        choice = encode_tool_choice(request)
+    tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+    schema = structured_schema(request)
+    if schema is not None:
+        tools.append({"name": STRUCTURED_TOOL, "description": "Give the final answer as JSON matching this schema.",
+                      "input_schema": schema})
+    if tools:
+        body["tools"] = tools
+        choice = encode_tool_choice(request, answer_only=schema is not None and not request.tools)
         if choice is not None:
             body["tool_choice"] = choice
     optional = {"temperature": request.temperature, "top_p": request.top_p, "stop_sequences": request.stop}
@@ -262,10 +288,22 @@ def build_body(request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
     return body
 
 
-def encode_tool_choice(request: ChatRequest) -> dict[str, Any] | None:
+def structured_schema(request: ChatRequest) -> dict[str, Any] | None:
+    fmt = request.response_format or {}
+    if fmt.get("type") == "json_schema":
+        schema = as_dict(fmt.get("json_schema")).get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    if fmt.get("type") == "json_object":
+        return {"type": "object"}
+    return None
+
+
+def encode_tool_choice(request: ChatRequest, *, answer_only: bool = False) -> dict[str, Any] | None:
     choice = request.tool_choice
     out: dict[str, Any]
-    if choice is None or choice == "auto":
+    if answer_only:
+        out = {"type": "tool", "name": STRUCTURED_TOOL}
+    elif choice is None or choice == "auto":
         out = {"type": "auto"}
     elif choice == "none":
         return {"type": "none"}
@@ -275,8 +313,8 @@ def encode_tool_choice(request: ChatRequest) -> dict[str, Any] | None:
         out = {"type": "tool", "name": choice}
     if request.parallel_tool_calls is False:
         out["disable_parallel_tool_use"] = True
-    elif choice is None:
-        return None
+    elif choice is None and not answer_only:
+        return None  # leave Anthropic's default (auto)
     return out
 
 
