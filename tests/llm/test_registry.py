@@ -60,6 +60,15 @@ def test_api_key_prefers_config_then_the_preset_env_var() -> None:
     assert resolve_api_key(ProviderConfig(type="vllm"), PRESETS["vllm"], env) is None
 
 
+def test_vendor_key_is_not_sent_to_a_host_chosen_for_another_provider() -> None:
+    env = {"OPENAI_API_KEY": "sk-real"}
+    elsewhere = ProviderConfig(type="openai", base_url="http://some-proxy.local/v1")
+    assert resolve_api_key(elsewhere, PRESETS["openai"], env, name="proxy") is None
+    assert resolve_api_key(elsewhere, PRESETS["openai"], env, name="openai") == "sk-real"
+    official = ProviderConfig(type="openai", base_url="https://api.openai.com/v1")
+    assert resolve_api_key(official, PRESETS["openai"], env, name="proxy") == "sk-real"
+
+
 async def test_key_from_env_reaches_the_upstream() -> None:
     async with FakeOpenAI(api_key="env-key") as fake:
         config = ProviderConfig(type="deepseek", base_url=fake.base_url)

@@ -27,10 +27,16 @@ def resolve_base_url(name: str, config: ProviderConfig, preset: Preset) -> str:
     return base_url
 
 
-def resolve_api_key(config: ProviderConfig, preset: Preset, env: Mapping[str, str]) -> str | None:
+def resolve_api_key(
+    config: ProviderConfig, preset: Preset, env: Mapping[str, str], *, name: str | None = None
+) -> str | None:
+    """The configured key, else the preset's key variable, but only toward the preset's own
+    host or a provider named after the preset: a vendor key never leaks to a URL the
+    config chose for some other provider (the config loader follows the same rule)."""
     if config.api_key is not None and config.api_key.get_secret_value():
         return config.api_key.get_secret_value()
-    if preset.key_env:
+    trusted = config.base_url in (None, preset.base_url) or name == preset.name
+    if preset.key_env and trusted:
         return env.get(preset.key_env) or None
     return None
 
@@ -49,7 +55,7 @@ def build_provider(
         return ScriptedProvider(name, config)
     environ = os.environ if env is None else env
     base_url = resolve_base_url(name, config, preset)
-    api_key = resolve_api_key(config, preset, environ)
+    api_key = resolve_api_key(config, preset, environ, name=name)
     if preset.wire == "openai":
         from corral.llm.providers.openai import OpenAIProvider
 
