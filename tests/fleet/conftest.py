@@ -92,7 +92,7 @@ class Fleet:
         return data
 
     async def close(self) -> None:
-        for node, stop, task in self.nodes:
+        for _node, stop, task in self.nodes:
             stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)

@@ -104,6 +104,7 @@ class SimulatedNode:
         self.errors: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
         self.seq = 0
+        self.command_status = "success"  # what this node answers to every command
         self._reader: asyncio.Task[None] | None = None
 
     async def connect(self, open_timeout: float = 20) -> dict[str, Any]:
@@ -134,8 +135,9 @@ class SimulatedNode:
                 elif env.type == "command":
                     self.commands.append(env.payload)
                     await self.ws.send(encode(Envelope(type="command_result", payload={
-                        "command_id": env.payload["command_id"], "status": "success",
-                        "output": {"simulated": True}})))
+                        "command_id": env.payload["command_id"], "status": self.command_status,
+                        "output": {"simulated": True},
+                        "error": None if self.command_status == "success" else "simulated failure"})))
 
     async def send_raw(self, frame: str | bytes) -> None:
         assert self.ws is not None
