@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import anthropic
 import httpx
 import openai
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
@@ -110,10 +111,8 @@ async def test_refusals_after_admit_are_counted_and_limit_seam_is_published() ->
         metrics = app.state.gateway.components["metrics"]
         app.state.gateway.interceptors.append(RefuseEverything(metrics))
         async with anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0) as ant:
-            try:
+            with pytest.raises(anthropic.RateLimitError):
                 await ant.messages.create(model="scripted", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-            except anthropic.RateLimitError:
-                pass
         samples = await scrape(url)
     assert value(samples, "corral_requests_total", surface="anthropic", model="scripted", status="429") == 1.0
     assert value(samples, "corral_errors_total", surface="anthropic", model="scripted", type="rate_limited") == 1.0
