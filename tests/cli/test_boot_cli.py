@@ -142,30 +142,12 @@ def test_up_blocks_on_a_required_failure_unless_not_strict(stack_env: dict[str, 
 
 def test_up_only_deps_holds_started_commands_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    config = tmp_path / "corral.yaml"
-    config.write_text(
-        "services:\n"
-        "  web:\n"
-        "    type: http\n"
-        f"    port: {port}\n"
-        "    backoff: 0.05\n"
-        "    start:\n"
-        f"      command: [{json.dumps(sys.executable)}, -m, http.server, '{port}', --bind, 127.0.0.1]\n"
-        f"      cwd: {json.dumps(str(tmp_path))}\n"
-    )
+    config = web_service_config(tmp_path, port)
     env = {**os.environ, "CORRAL_DATA_DIR": str(tmp_path / "data")}
     corral = subprocess.Popen([sys.executable, "-c", APP_SCRIPT, "up", "--only-deps", "-c", str(config)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
-        assert corral.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = corral.stdout.readline()
-            lines.append(line)
-            if "holding 1 started service" in line or not line:
-                break
-        assert any("holding 1 started service" in line for line in lines), "".join(lines)
+        read_until(corral, "holding 1 started service")
         assert httpx.get(f"http://127.0.0.1:{port}/", trust_env=False).status_code == 200
         corral.send_signal(signal.SIGTERM)
         assert corral.wait(timeout=20) == 0
@@ -178,6 +160,97 @@ def test_up_only_deps_holds_started_commands_until_sigterm(tmp_path: Path) -> No
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
     assert (tmp_path / "data" / "logs" / "web.log").exists()  # the command's output is kept
+
+
+def web_service_config(tmp_path: Path, port: int, extra: str = "") -> Path:
+    config = tmp_path / "corral.yaml"
+    config.write_text(
+        extra
+        + "services:\n"
+        "  web:\n"
+        "    type: http\n"
+        f"    port: {port}\n"
+        "    backoff: 0.05\n"
+        "    start:\n"
+        f"      command: [{json.dumps(sys.executable)}, -m, http.server, '{port}', --bind, 127.0.0.1]\n"
+        f"      cwd: {json.dumps(str(tmp_path))}\n"
+    )
+    return config
+
+
+def read_until(process: subprocess.Popen[str], marker: str, seconds: float = 30) -> str:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if marker in line or not line:
+            break
+    text = "".join(lines)
+    assert marker in text, text
+    return text
+
+
+def test_up_starts_the_stack_then_serves_and_stops_what_it_started(tmp_path: Path) -> None:
+    web, gateway = free_port(), free_port()
+    config = web_service_config(tmp_path, web)
+    env = {**os.environ, "CORRAL_DATA_DIR": str(tmp_path / "data")}
+    corral = subprocess.Popen([sys.executable, "-c", APP_SCRIPT, "up", "-c", str(config), "--port", str(gateway)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        boot_log = read_until(corral, f"serving on http://127.0.0.1:{gateway}")
+        assert "1 started, 0 remote, 0 already running, 0 failed, 0 skipped" in boot_log
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{gateway}/health", trust_env=False)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert health.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{web}/", trust_env=False).status_code == 200
+        corral.send_signal(signal.SIGTERM)
+        assert corral.wait(timeout=30) == 0
+    finally:
+        if corral.poll() is None:
+            corral.kill()
+            corral.wait()
+        if corral.stdout:
+            corral.stdout.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{web}/", trust_env=False)
+
+
+def test_up_only_deps_detach_leaves_commands_running_with_pid_files(tmp_path: Path) -> None:
+    port = free_port()
+    code, output = invoke("up", "--only-deps", "--detach", "-c", str(web_service_config(tmp_path, port)),
+                          env={"CORRAL_DATA_DIR": str(tmp_path / "data")})
+    pid_file = tmp_path / "data" / "run" / "web.pid"
+    pid = int(pid_file.read_text())
+    try:
+        assert code == 0, output
+        assert "1 started" in output
+        assert httpx.get(f"http://127.0.0.1:{port}/", trust_env=False).status_code == 200
+    finally:
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)  # our child when started in-process: reap it
+    except ChildProcessError:
+        finished = 0
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return finished == 0
 
 
 # ---- monitor ----------------------------------------------------------------------

@@ -115,10 +115,21 @@ class Launcher:
     async def stop_all(self, grace: float = 10.0) -> None:
         """Stop the commands we started, last started first (compose services are left up)."""
         if self.detach:
+            self.release()
             return
         for launched in reversed(self.launched):
             if launched.process is not None:
                 await _terminate(launched.process, grace)
+        self.launched.clear()
+
+
+    def release(self) -> None:
+        """Hand detached commands over to the system: we will not wait for them. Popen
+        warns when it is dropped while its child runs; marking it finished says that
+        leaving it running is intended (the pid file is how to find it again)."""
+        for launched in self.launched:
+            if launched.process is not None and launched.process.poll() is None:
+                launched.process.returncode = 0
         self.launched.clear()
 
 

@@ -90,8 +90,14 @@ def register(app: typer.Typer) -> None:
             typer.secho(f"corral: warning: {variable} names no configured service", fg=typer.colors.YELLOW, err=True)
         base = data_dir()
         launcher = Launcher(log_dir=base / "logs", run_dir=base / "run", detach=detach)
-        report = asyncio.run(boot(specs, launcher, strict=strict, deadline=deadline,
-                                  quiet=output is StatusFormat.json))
+        try:
+            report = asyncio.run(boot(specs, launcher, strict=strict, deadline=deadline,
+                                      quiet=output is StatusFormat.json))
+        except KeyboardInterrupt:
+            # Started commands live in their own session: Ctrl-C reached only us, so stop them.
+            asyncio.run(launcher.stop_all())
+            typer.secho("corral: boot interrupted", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
         _print_report(report, output)
         if report.blocked:
             for line in fixes(report):
@@ -108,6 +114,7 @@ def register(app: typer.Typer) -> None:
             if running and not detach:
                 typer.secho(f"corral: holding {len(running)} started service(s); Ctrl-C stops them", err=True)
                 asyncio.run(hold(launcher))
+            launcher.release()  # detached commands keep running (pid files in the data dir)
             return
         os.environ[BOOT_SUMMARY_ENV] = json.dumps(boot_summary(report))
         from corral.cli.serve import run_server
