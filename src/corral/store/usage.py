@@ -1,0 +1,172 @@
+"""Usage (spend) and audit records: written in batches, exactly once per request id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Date, cast, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
+
+from corral.store.models import audit_records, usage_records
+
+GroupBy = Literal["key", "model", "day"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    model: str
+    key_id: str | None = None
+    team_id: str | None = None
+    subject: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    upstream_model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+    status: str = "ok"
+    ts: datetime = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    actor: str
+    action: str
+    target: str | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    ts: datetime = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    group: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(usage_records)
+
+
+class UsageRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_many(self, records: Sequence[UsageRecord]) -> int:
+        """Insert-or-ignore on request id; returns how many rows were new."""
+        if not records:
+            return 0
+        async with self._engine.begin() as conn:
+            statement = (
+                _insert_ignoring_duplicates(conn)
+                .on_conflict_do_nothing(index_elements=["request_id"])
+                .returning(usage_records.c.request_id)
+            )
+            result = await conn.execute(statement, [asdict(record) for record in records])
+            return len(result.all())
+
+    async def get(self, request_id: str) -> UsageRecord | None:
+        query = select(usage_records).where(usage_records.c.request_id == request_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return UsageRecord(**{name: row[name] for name in UsageRecord.__dataclass_fields__})
+
+    async def count(self) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(usage_records))).scalar_one())
+
+    async def total_cost(self, key_id: str, *, since: datetime | None = None) -> float:
+        query = select(func.coalesce(func.sum(usage_records.c.cost_usd), 0.0)).where(usage_records.c.key_id == key_id)
+        if since is not None:
+            query = query.where(usage_records.c.ts >= since)
+        async with self._engine.connect() as conn:
+            return float((await conn.execute(query)).scalar_one())
+
+    async def spend(
+        self,
+        group_by: GroupBy,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        key_id: str | None = None,
+    ) -> list[SpendRow]:
+        async with self._engine.connect() as conn:
+            group = self._group_column(group_by, conn.dialect.name).label("grp")
+            query = (
+                select(
+                    group,
+                    func.count().label("requests"),
+                    func.coalesce(func.sum(usage_records.c.input_tokens), 0).label("input_tokens"),
+                    func.coalesce(func.sum(usage_records.c.output_tokens), 0).label("output_tokens"),
+                    func.coalesce(func.sum(usage_records.c.cost_usd), 0.0).label("cost_usd"),
+                )
+                .group_by(group)
+                .order_by(group)
+            )
+            if since is not None:
+                query = query.where(usage_records.c.ts >= since)
+            if until is not None:
+                query = query.where(usage_records.c.ts < until)
+            if key_id is not None:
+                query = query.where(usage_records.c.key_id == key_id)
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            SpendRow(
+                group=None if row["grp"] is None else str(row["grp"]),
+                requests=int(row["requests"]),
+                input_tokens=int(row["input_tokens"]),
+                output_tokens=int(row["output_tokens"]),
+                cost_usd=float(row["cost_usd"]),
+            )
+            for row in rows
+        ]
+
+    @staticmethod
+    def _group_column(group_by: GroupBy, dialect: str) -> ColumnElement[Any]:
+        if group_by == "key":
+            return usage_records.c.key_id
+        if group_by == "model":
+            return usage_records.c.model
+        if dialect == "postgresql":
+            # Days are UTC days whatever the server's TimeZone setting.
+            return cast(func.timezone("UTC", usage_records.c.ts), Date)
+        return func.date(usage_records.c.ts)
+
+
+class AuditRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_many(self, records: Sequence[AuditRecord]) -> int:
+        if not records:
+            return 0
+        async with self._engine.begin() as conn:
+            await conn.execute(audit_records.insert(), [asdict(record) for record in records])
+        return len(records)
+
+    async def list(self, *, target: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        query = select(audit_records).order_by(audit_records.c.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(audit_records.c.target == target)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [AuditRecord(**{name: row[name] for name in AuditRecord.__dataclass_fields__}) for row in rows]

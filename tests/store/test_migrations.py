@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import inspect
+
+from corral.store import Store, migrate
+from corral.store.engine import make_engine
+from corral.store.models import metadata
+
+
+async def test_open_applies_migrations_to_head_creating_every_table(database_url: str) -> None:
+    store = await Store.open(database_url)
+    try:
+        assert await migrate.current(store.engine) == migrate.head_revision() == "0001"
+        async with store.engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert set(metadata.tables) <= tables
+        assert "alembic_version" in tables
+    finally:
+        await store.aclose()
+
+
+async def test_upgrade_is_idempotent_and_safe_for_replicas_starting_together(database_url: str) -> None:
+    engines = [make_engine(database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate.upgrade(engine) for engine in engines))
+        assert results == ["0001", "0001", "0001"]
+        assert await migrate.upgrade(engines[0]) == "0001"
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_current_is_none_before_any_upgrade(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        assert await migrate.current(engine) is None
+    finally:
+        await engine.dispose()
+
+
+async def test_models_match_the_migrations_without_pending_changes(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    store = await Store.open(database_url)
+    try:
+        async with store.engine.connect() as conn:
+            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+        assert diff == []
+    finally:
+        await store.aclose()
