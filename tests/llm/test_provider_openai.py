@@ -152,3 +152,32 @@ async def test_null_choices_usage_chunk_is_tolerated(fake: FakeOpenAI) -> None:
     events = [e async for e in provider.stream(ChatRequest(model="m", messages=[Message.text("user", "hi")]))]
     await provider.aclose()
     assert [type(e).__name__ for e in events] == ["TextDelta", "UsageEvent", "FinishEvent"]
+
+
+async def test_content_given_as_typed_parts_is_joined(fake: FakeOpenAI) -> None:
+    body = (
+        b'{"id":"x","object":"chat.completion","model":"magistral","choices":[{"index":0,"finish_reason":"stop",'
+        b'"message":{"role":"assistant","content":[{"type":"thinking","thinking":[]},{"type":"text","text":"Hi"},'
+        b'{"type":"text","text":" there"}]}}]}'
+    )
+    fake.add(Reply(raw_body=body, content_type="application/json"))
+    provider = OpenAIProvider("mistral", ProviderConfig(), base_url=fake.base_url, api_key=KEY)
+    result = await provider.complete(ChatRequest(model="m", messages=[Message.text("user", "hi")]))
+    await provider.aclose()
+    assert result.message.text_content == "Hi there"
+
+
+async def test_done_without_a_finish_reason_counts_as_stop(fake: FakeOpenAI) -> None:
+    frames = b'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\ndata: [DONE]\n\n'
+    fake.add(Reply(raw_body=frames, content_type="text/event-stream"))
+    provider = OpenAIProvider("llamacpp", ProviderConfig(), base_url=fake.base_url, api_key=KEY)
+    events = [e async for e in provider.stream(ChatRequest(model="m", messages=[Message.text("user", "hi")]))]
+    await provider.aclose()
+    assert [type(e).__name__ for e in events] == ["TextDelta", "FinishEvent"]
+
+
+async def test_tool_choice_is_left_out_when_there_are_no_tools(fake: FakeOpenAI) -> None:
+    provider = OpenAIProvider("o", ProviderConfig(), base_url=fake.base_url, api_key=KEY)
+    await provider.complete(ChatRequest(model="m", messages=[Message.text("user", "hi")], tool_choice="none"))
+    await provider.aclose()
+    assert "tool_choice" not in fake.last_request.body

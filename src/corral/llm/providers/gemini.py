@@ -251,7 +251,7 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
                 ]
             }
         ]
-    if request.tool_choice is not None:
+    if request.tool_choice is not None and request.tools:
         body["toolConfig"] = {"functionCallingConfig": encode_tool_choice(request.tool_choice)}
     config = generation_config(request)
     if config:

@@ -89,7 +89,9 @@ class OpenAIProvider:
                 for event in self._chunk_events(chunk, state):
                     yield event
         if state.finish is None:
-            raise self._http.truncated()
+            if not state.done:
+                raise self._http.truncated()
+            state.finish = "stop"  # a server that ends with [DONE] but never names a reason
         if state.usage is not None:
             yield UsageEvent(state.usage)
         yield FinishEvent(state.finish, model=state.model)
@@ -127,8 +129,7 @@ class OpenAIProvider:
             raise self._http.bad_payload("no choices in the completion")
         choice = as_dict(choices[0])
         raw = as_dict(choice.get("message"))
-        content = raw.get("content")
-        message = Message.text("assistant", content if isinstance(content, str) else "")
+        message = Message.text("assistant", content_text(raw.get("content")))
         reasoning = raw.get("reasoning_content") or raw.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             message.reasoning = reasoning
@@ -166,8 +167,9 @@ class OpenAIProvider:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 events.append(ReasoningDelta(reasoning))
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                events.append(TextDelta(delta["content"]))
+            text = content_text(delta.get("content"))
+            if text:
+                events.append(TextDelta(text))
             for call in as_list(delta.get("tool_calls")):
                 call = as_dict(call)
                 function = as_dict(call.get("function"))
@@ -201,6 +203,14 @@ class _StreamState:
         self.done = False
 
 
+def content_text(content: Any) -> str:
+    """Message content is a string, or (Mistral's reasoning models) a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    parts = (as_dict(p) for p in as_list(content))
+    return "".join(str(p.get("text") or "") for p in parts if p.get("type") == "text")
+
+
 def parse_usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
@@ -225,7 +235,7 @@ def build_body(request: ChatRequest, max_tokens_field: str = "max_tokens", *, st
             {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
             for t in request.tools
         ]
-    if request.tool_choice is not None:
+    if request.tool_choice is not None and request.tools:  # OpenAI rejects tool_choice without tools
         choice = request.tool_choice
         body["tool_choice"] = (
             choice if choice in ("auto", "none", "required") else {"type": "function", "function": {"name": choice}}
