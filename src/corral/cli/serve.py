@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,13 +34,15 @@ def run_server(
 
     from corral.gateway.app import create_app
     from corral.gateway.asgi import ENV
+    from corral.telemetry.logging import configure_logging
+    from corral.telemetry.metrics import cleanup_multiprocess, prepare_multiprocess
 
     server = loaded.config.server
     host = host or server.host
     port = server.port if port is None else port
     workers = workers or server.workers
     log_level = loaded.config.observability.log_level
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = configure_logging(log_level, loaded.config.observability.log_format)
 
     for note in loaded.notes:
         typer.secho(f"corral: {note}", fg=typer.colors.YELLOW, err=True)
@@ -53,12 +54,17 @@ def run_server(
     common: dict[str, object] = dict(
         host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(server.shutdown_timeout),
         ssl_certfile=tls.cert_file if tls else None, ssl_keyfile=tls.key_file if tls else None,
-        lifespan="on", access_log=False,
+        lifespan="on", access_log=False, log_config=log_config,
     )
     if workers > 1:
         os.environ[ENV] = json.dumps({"config": config_path, "model": model,
                                       "strict_providers": loaded.config.verification.strict})
-        uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        # Workers are separate processes: metrics go through prometheus_client's multiprocess files.
+        metrics_dir = prepare_multiprocess(workers) if loaded.config.observability.metrics else None
+        try:
+            uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        finally:
+            cleanup_multiprocess(metrics_dir)
     else:
         uvicorn.run(create_app(loaded.config, notes=loaded.notes), **common)  # type: ignore[arg-type]
 
