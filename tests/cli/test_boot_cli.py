@@ -87,6 +87,17 @@ def test_svc_redis_port_1_makes_redis_report_down_and_exit_1(stack_env: dict[str
     assert services["redis"]["address"] == "redis://127.0.0.1:1/0"
 
 
+def test_remote_flags_and_ports_from_a_dotenv_file_beside_the_config(tmp_path: Path) -> None:
+    # HelixAgent's hybrid guide keeps SVC_* variables in an env file (.env.remote).
+    dead = free_port()
+    (tmp_path / "corral.yaml").write_text("services:\n  redis: {type: redis, port: 6379}\n")
+    (tmp_path / ".env").write_text(f"SVC_REDIS_PORT={dead}\nSVC_REDIS_REMOTE=true\n")
+    code, output = invoke("status", "-c", str(tmp_path / "corral.yaml"), "--format", "json")
+    [redis] = json.loads(output)["services"]
+    assert code == 1
+    assert (redis["remote"], redis["address"], redis["status"]) == (True, f"127.0.0.1:{dead}", "down")
+
+
 def test_status_with_no_services_says_so(tmp_path: Path) -> None:
     config = tmp_path / "corral.yaml"
     config.write_text("version: 1\n")

@@ -249,7 +249,7 @@ def register(app: typer.Typer) -> None:
         no_gateway: bool = typer.Option(False, "--no-gateway", help="Do not show the gateway."),
         api_key: str | None = typer.Option(None, "--api-key", envvar="CORRAL_API_KEY",
                                            help="Bearer key for the gateway's /metrics."),
-        supervisor: str | None = typer.Option(None, "--supervisor", envvar="CORRAL_SUPERVISOR_URL",
+        supervisor: str | None = typer.Option(None, "--supervisor", envvar="CORRAL_FLEET_URL",
                                               help="Fleet supervisor HTTP URL, e.g. http://127.0.0.1:8421."),
         supervisor_token: str | None = typer.Option(None, "--supervisor-token", envvar="CORRAL_FLEET_TOKEN",
                                                     help="Fleet token for the supervisor API."),
