@@ -1,0 +1,1 @@
+"""Corral's reproducible benchmarks: `python -m bench <name>` (see bench/README.md)."""

@@ -1,0 +1,153 @@
+"""`python -m bench gateway`: Corral against the bare pass-through proxy and the
+stub itself, non-stream and stream, at several concurrencies."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from bench.common import MASTER_KEY, RESULTS_DIR, Report, cpu_sets, print_table, tool_version
+from bench.load import Target, measure_ttft, run_load, wrk_path
+from bench.stack import Stack, corral_body, upstream_body
+from bench.stub import STREAM_PREFIX
+
+TARGETS = ("direct", "passthrough", "corral")
+
+
+def targets(stack: Stack, stream: bool) -> dict[str, Target]:
+    json_headers = {"content-type": "application/json"}
+    path = f"{STREAM_PREFIX}/v1/chat/completions" if stream else "/v1/chat/completions"
+    return {
+        "direct": Target("direct", stack.stub_port, path, upstream_body(stream), json_headers),
+        "passthrough": Target("passthrough", stack.passthrough_port, path, upstream_body(stream), json_headers),
+        "corral": Target("corral", stack.corral_port, "/v1/chat/completions", corral_body(stream),
+                         {**json_headers, "authorization": f"Bearer {MASTER_KEY}"}),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="1 s per point, fewer TTFT samples (a smoke run).")
+    parser.add_argument("--seconds", type=float, help="Seconds per point (default 5, or 1 with --quick).")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
+    parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
+    parser.add_argument("--no-pin", action="store_true", help="Do not pin the server under test to its own CPU.")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="Where to write gateway.json and gateway.png.")
+
+
+def run(args: argparse.Namespace) -> Report:
+    seconds = args.seconds or (1.0 if args.quick else 5.0)
+    ttft_count = 100 if args.quick else 1000
+    server_cpus, load_cpus = (None, None) if args.no_pin else cpu_sets()
+    use_wrk = not args.no_wrk and wrk_path() is not None
+    report = Report("gateway")
+    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, prefer_nginx=not args.no_nginx) as stack:
+        stack.start_stub()
+        stack.start_passthrough()
+        ready = stack.start_corral()
+        report.meta = {
+            "seconds_per_point": seconds, "concurrency": args.concurrency,
+            "load_generator": tool_version(["wrk", "--version"]) if use_wrk else "asyncio (built-in)",
+            "stub": stack.stub_kind, "pinning": {"server": server_cpus, "load_and_stub": load_cpus},
+            "corral_ready_seconds": round(ready, 3), "corral_features": stack.corral_features(),
+        }
+        for stream in (False, True):
+            points = targets(stack, stream)
+            for target in points.values():  # warm up: connection pools, caches, lazy imports
+                run_load(target, concurrency=16, seconds=1, use_wrk=use_wrk, cpus=load_cpus)
+            for c in args.concurrency:
+                for name in TARGETS:
+                    result = run_load(points[name], concurrency=c, seconds=seconds, use_wrk=use_wrk,
+                                      cpus=load_cpus)
+                    report.rows.append({"mode": "stream" if stream else "json", "concurrency": c, "target": name,
+                                        **result})
+                    time.sleep(0.2)
+            for name, target in points.items():
+                marker = b"data:" if stream else b"{"
+                seq = measure_ttft(target, count=ttft_count, marker=marker)
+                report.summary.setdefault("sequential", {}).setdefault("stream" if stream else "json", {})[name] = seq
+        report.meta["corral_store_rows"] = stack.usage_rows()
+    summarise(report)
+    return report
+
+
+def _row(report: Report, mode: str, c: int, target: str) -> dict[str, Any] | None:
+    for row in report.rows:
+        if (row["mode"], row["concurrency"], row["target"]) == (mode, c, target):
+            return row
+    return None
+
+
+def summarise(report: Report) -> None:
+    for row in report.rows:
+        direct = _row(report, row["mode"], row["concurrency"], "direct")
+        floor = _row(report, row["mode"], row["concurrency"], "passthrough")
+        if direct is not None:
+            row["overhead_p50_ms"] = row["p50_ms"] - direct["p50_ms"]
+            row["overhead_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
+        if floor is not None and floor["rps"]:
+            row["vs_passthrough"] = row["rps"] / floor["rps"]
+    seq = report.summary.get("sequential", {})
+    stream_seq = seq.get("stream", {})
+    if "corral" in stream_seq and "direct" in stream_seq:
+        report.summary["ttft_overhead_ms"] = stream_seq["corral"]["ttft_p50_ms"] - stream_seq["direct"]["ttft_p50_ms"]
+        report.summary["passthrough_ttft_overhead_ms"] = (stream_seq["passthrough"]["ttft_p50_ms"]
+                                                          - stream_seq["direct"]["ttft_p50_ms"])
+    c16 = _row(report, "json", 16, "corral")
+    c1 = _row(report, "json", 1, "corral")
+    report.target("Corral / pass-through RPS, c=16, non-stream", c16.get("vs_passthrough") if c16 else None,
+                  0.70, unit="x", higher_is_better=True)
+    s16 = _row(report, "stream", 16, "corral")
+    if s16 is not None:
+        report.summary["stream_c16_vs_passthrough"] = s16.get("vs_passthrough")
+    report.target("overhead over direct p50, c=1, non-stream", c1.get("overhead_p50_ms") if c1 else None,
+                  0.5, unit="ms", higher_is_better=False)
+    report.target("stream TTFT overhead over direct (p50, sequential)", report.summary.get("ttft_overhead_ms"),
+                  1.0, unit="ms", higher_is_better=False)
+
+
+def show(report: Report) -> None:
+    meta = report.meta
+    print(f"gateway benchmark: stub={meta['stub']} load={meta['load_generator']} "
+          f"{meta['seconds_per_point']:g}s/point pinning={meta['pinning']}")
+    print(f"corral features: {meta['corral_features']}")
+    print_table(report.rows, [("mode", "mode", ""), ("concurrency", "c", "d"), ("target", "target", ""),
+                              ("rps", "rps", ".0f"), ("p50_ms", "p50 ms", ".3f"), ("p99_ms", "p99 ms", ".3f"),
+                              ("overhead_p50_ms", "+p50 ms", ".3f"), ("overhead_p99_ms", "+p99 ms", ".3f"),
+                              ("vs_passthrough", "/floor", ".2f"), ("errors", "errors", "d")])
+    seq = report.summary.get("sequential", {})
+    print("\nsequential (c=1, one connection): time to first byte of the body / first SSE event")
+    rows = [{"mode": mode, "target": name, **vals} for mode, per in seq.items() for name, vals in per.items()]
+    print_table(rows, [("mode", "mode", ""), ("target", "target", ""), ("ttft_p50_ms", "p50 ms", ".3f"),
+                       ("ttft_p99_ms", "p99 ms", ".3f"), ("reported_overhead_p50_ms", "x-corral-overhead-ms", ".3f")])
+    report.print_targets()
+
+
+def chart(report: Report, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    colours = {"direct": "#999999", "passthrough": "#4c72b0", "corral": "#dd8452"}
+    concurrencies = sorted({r["concurrency"] for r in report.rows})
+    for col, mode in enumerate(("json", "stream")):
+        for row_n, (metric, label) in enumerate((("rps", "requests/s"), ("p50_ms", "p50 latency (ms)"))):
+            ax = axes[row_n][col]
+            width = 0.27
+            for n, name in enumerate(TARGETS):
+                values = [(_row(report, mode, c, name) or {}).get(metric, 0) for c in concurrencies]
+                xs = [i + (n - 1) * width for i in range(len(concurrencies))]
+                ax.bar(xs, values, width, label=name, color=colours[name])
+            ax.set_xticks(range(len(concurrencies)), [f"c={c}" for c in concurrencies])
+            ax.set_ylabel(label)
+            ax.set_title(f"{'non-stream' if mode == 'json' else 'stream'}: {label}")
+            ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle("Corral vs bare pass-through vs direct (stub upstream)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

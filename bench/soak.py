@@ -1,0 +1,2 @@
+"""placeholder"""
+def add_arguments(parser): parser.add_argument("--out", default="bench/results")

@@ -1,0 +1,162 @@
+"""Everything a gateway benchmark runs against, on loopback: the stub upstream,
+Corral (`corral serve`, 1 worker) and the bare pass-through proxy. Started in
+order, stopped in reverse, always (also on errors and Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import MASTER_KEY, Child, free_port, spawn, wait_http
+from bench.stub import STREAM_PREFIX, start_stub
+
+MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello."}]
+
+
+def corral_config(stub_port: int, data_dir: Path, *, log_level: str = "warning") -> str:
+    """Corral with the features a production gateway has on: a master key, metrics,
+    a SQLite store. Two models on the one stub: `bench` (JSON) and `bench-stream` (SSE)."""
+    return f"""version: 1
+providers:
+  stub:
+    type: openai-compatible
+    base_url: http://127.0.0.1:{stub_port}/v1
+    api_key: sk-stub-upstream
+  stub-sse:
+    type: openai-compatible
+    base_url: http://127.0.0.1:{stub_port}{STREAM_PREFIX}/v1
+    api_key: sk-stub-upstream
+models:
+  bench:
+    provider: stub
+    model: gpt-bench
+  bench-stream:
+    provider: stub-sse
+    model: gpt-bench
+auth:
+  master_key: {MASTER_KEY}
+database:
+  url: sqlite+aiosqlite:///{data_dir / 'corral.db'}
+observability:
+  log_level: {log_level}
+  metrics: true
+verification:
+  enabled: false
+"""
+
+
+def corral_body(stream: bool) -> bytes:
+    return json.dumps({"model": "bench-stream" if stream else "bench", "messages": MESSAGES,
+                       "max_tokens": 64, "stream": stream}).encode()
+
+
+def upstream_body(stream: bool) -> bytes:
+    return json.dumps({"model": "gpt-bench", "messages": MESSAGES, "max_tokens": 64, "stream": stream}).encode()
+
+
+def corral_argv(config: Path, port: int) -> list[str]:
+    exe = shutil.which("corral")
+    head = [exe] if exe else [sys.executable, "-m", "corral"]
+    return [*head, "serve", "--config", str(config), "--port", str(port), "--workers", "1"]
+
+
+@dataclass
+class Stack:
+    """Starts what is asked for; `close()` stops every child it started."""
+
+    server_cpus: list[int] | None = None
+    load_cpus: list[int] | None = None
+    prefer_nginx: bool = True
+    log_level: str = "warning"
+    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="corral-bench-")))
+    children: list[Child] = field(default_factory=list)
+    stub_port: int = 0
+    stub_kind: str = ""
+    corral_port: int = 0
+    passthrough_port: int = 0
+    corral: Child | None = None
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def start_stub(self) -> None:
+        self.stub_port = free_port()
+        child, self.stub_kind = start_stub(self.stub_port, self.work, prefer_nginx=self.prefer_nginx,
+                                           cpus=self.load_cpus)
+        self.children.append(child)
+
+    def start_passthrough(self) -> None:
+        self.passthrough_port = free_port()
+        child = spawn("passthrough", [sys.executable, "-m", "bench.passthrough", "--port", str(self.passthrough_port),
+                                      "--upstream", f"http://127.0.0.1:{self.stub_port}"],
+                      log_dir=self.work, cpus=self.server_cpus)
+        self.children.append(child)
+        wait_http(f"http://127.0.0.1:{self.passthrough_port}/health", child, timeout=30)
+
+    def write_corral_config(self) -> Path:
+        data = self.work / "data"
+        data.mkdir(exist_ok=True)
+        path = self.work / "corral.yaml"
+        path.write_text(corral_config(self.stub_port, data, log_level=self.log_level))
+        return path
+
+    def start_corral(self) -> float:
+        """Returns the seconds from exec to /readyz 200."""
+        config = self.write_corral_config()
+        self.corral_port = free_port()
+        child = spawn("corral", corral_argv(config, self.corral_port), log_dir=self.work, cpus=self.server_cpus,
+                      env={"CORRAL_DATA_DIR": str(self.work / "data")})
+        self.children.append(child)
+        self.corral = child
+        return wait_http(f"http://127.0.0.1:{self.corral_port}/readyz", child, timeout=60)
+
+    def corral_features(self) -> dict[str, Any]:
+        """What was on in the Corral under test, probed rather than assumed."""
+        base = f"http://127.0.0.1:{self.corral_port}"
+        features: dict[str, Any] = {}
+        request = urllib.request.Request(f"{base}/v1/chat/completions", data=corral_body(False),
+                                         headers={"content-type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                features["auth_enforced"] = False
+                features["overhead_header"] = resp.headers.get("x-corral-overhead-ms") is not None
+        except urllib.error.HTTPError as exc:
+            features["auth_enforced"] = exc.code == 401
+        try:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+                features["metrics"] = resp.status == 200
+        except urllib.error.HTTPError:
+            features["metrics"] = False
+        from corral.gateway.app import MODULES
+
+        features["gateway_modules"] = [m.rsplit(".", 1)[-1] for m in MODULES]
+        return features
+
+    def usage_rows(self) -> dict[str, int]:
+        """Rows in every usage/spend-like table of Corral's SQLite store (proof that
+        usage recording was on, and that it kept up)."""
+        db = self.work / "data" / "corral.db"
+        if not db.exists():
+            return {}
+        with sqlite3.connect(db) as conn:
+            names = [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
+            return {n: int(conn.execute(f'select count(*) from "{n}"').fetchone()[0])
+                    for n in names if any(w in n.lower() for w in ("usage", "spend", "session", "message"))}
