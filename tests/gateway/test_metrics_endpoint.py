@@ -119,12 +119,13 @@ async def test_refusals_after_admit_are_counted_and_limit_seam_is_published() ->
     assert value(samples, "corral_limit_rejections_total", limit="rpm", scope="key") == 1.0
 
 
-async def test_queue_depth_deployment_health_and_cost_seams() -> None:
+async def test_queue_depth_deployment_health_and_cost_from_pricing() -> None:
     router = {"allowed_fails": 1, "cooldown_seconds": 300, "backoff_base": 0.0}
-    async with gateway([ScriptStep(text="ok"), ScriptStep(error="unavailable")], router=router) as (url, app):
+    pricing = {"scripted": {"input": 2.0, "output": 10.0}}
+    steps = [ScriptStep(text="ok"), ScriptStep(error="unavailable")]
+    async with gateway(steps, router=router, pricing=pricing) as (url, app):
         metrics: GatewayMetrics = app.state.gateway.components["metrics"]
         metrics.watch_queue("usage", lambda: 7)
-        metrics.cost_of = lambda model, i, o, cached: (i * 2.0 + o * 10.0) / 1_000_000
         async with httpx.AsyncClient(base_url=url) as http:
             body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
             await http.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "x" * 40}]})

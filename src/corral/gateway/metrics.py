@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from corral.gateway.state import CallRecord, Gateway
 from corral.llm.errors import ProviderError
+from corral.llm.pricing import PricingTable
 from corral.telemetry.metrics import DeploymentHealth, GatewayMetrics
 
 log = logging.getLogger("corral.access")
@@ -48,8 +49,14 @@ def error_type(record: CallRecord) -> str | None:
 class CallObserver:
     """Metrics (when enabled) and one access-log line per model call."""
 
-    def __init__(self, metrics: GatewayMetrics | None) -> None:
+    def __init__(self, metrics: GatewayMetrics | None, pricing: PricingTable | None = None) -> None:
         self.metrics = metrics
+        self.pricing = pricing
+
+    def cost(self, record: CallRecord) -> float | None:
+        if self.pricing is None or record.usage is None:
+            return None
+        return self.pricing.cost(record.usage, record.model, record.ctx.upstream_model)
 
     async def admit(self, request: Request, model: str, surface: str) -> None:
         call = _Call(surface, model, time.perf_counter())
@@ -79,7 +86,7 @@ class CallObserver:
         if self.metrics is not None:
             self.metrics.observe_call(surface=record.surface, model=record.model, status=record.status,
                                       seconds=seconds, ttft_seconds=record.ttft_seconds, tokens=tokens,
-                                      error_type=kind)
+                                      error_type=kind, cost_usd=self.cost(record))
         log.info("%s model=%s status=%s %.3fs tokens=%s/%s%s", record.surface, record.model, record.status, seconds,
                  tokens[0] if tokens else 0, tokens[1] if tokens else 0, f" error={kind}" if kind else "",
                  extra={"surface": record.surface, "model": record.model, "status": record.status,
@@ -110,7 +117,10 @@ def install(gateway: Gateway) -> None:
             metrics.worker_exit()
 
         gateway.shutdown_hooks.append(worker_exit)
-    gateway.interceptors.insert(0, CallObserver(metrics))
+    pricing = gateway.components.get("pricing")
+    if not isinstance(pricing, PricingTable):
+        pricing = PricingTable(gateway.config.pricing) if metrics is not None else None
+    gateway.interceptors.insert(0, CallObserver(metrics, pricing))
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:

@@ -65,8 +65,7 @@ class GatewayMetrics:
 
     - ``limit_rejections.labels(limit=..., scope=...).inc()`` (limits and budgets),
     - ``watch_queue(name, depth)`` (batch writers),
-    - ``deployments`` (a callable listing `DeploymentHealth`; the router's state),
-    - ``cost_of`` (USD for a call, set by pricing).
+    - ``deployments`` (a callable listing `DeploymentHealth`; the router's state).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -98,7 +97,6 @@ class GatewayMetrics:
         self.queue_depth = Gauge("corral_batch_queue_depth", "Records waiting in a batch writer's queue.",
                                  ["writer"], registry=r, multiprocess_mode="livesum")
         self.deployments: Callable[[], Iterable[DeploymentHealth]] | None = None
-        self.cost_of: Callable[[str, int, int, int], float | None] | None = None  # (model, in, out, cached)
         self._queues: dict[str, Callable[[], int]] = {}
 
     def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
@@ -114,6 +112,7 @@ class GatewayMetrics:
         ttft_seconds: float | None = None,
         tokens: tuple[int, int, int, int] | None = None,  # input, output, cached_input, reasoning
         error_type: str | None = None,
+        cost_usd: float | None = None,
     ) -> None:
         self.requests.labels(surface, model, str(status)).inc()
         self.latency.labels(surface, model).observe(seconds)
@@ -121,15 +120,11 @@ class GatewayMetrics:
             self.ttft.labels(surface, model).observe(ttft_seconds)
         if error_type is not None:
             self.errors.labels(surface, model, error_type).inc()
-        if tokens is None:
-            return
-        for kind, count in zip(("input", "output", "cached_input", "reasoning"), tokens, strict=True):
+        for kind, count in zip(("input", "output", "cached_input", "reasoning"), tokens or (), strict=False):
             if count:
                 self.tokens.labels(model, kind).inc(count)
-        if self.cost_of is not None:
-            usd = self.cost_of(model, tokens[0], tokens[1], tokens[2])
-            if usd:
-                self.cost.labels(model).inc(usd)
+        if cost_usd:
+            self.cost.labels(model).inc(cost_usd)
 
     def refresh(self) -> None:
         """Gauges fed by callbacks, read at scrape time (never on the request path)."""
