@@ -58,10 +58,10 @@ def _spawn(args: list[str], log: Path, env: dict[str, str] | None, cwd: Path | N
 
 
 def start_supervisor(config: Path, *, port: int, http_port: int, token: str, env: dict[str, str] | None = None,
-                     ready_timeout: float = 20.0, log: Path | None = None) -> FleetProcess:
-    log = log or config.parent / f"supervisor-{port}.log"
+                     ready_timeout: float = 20.0, log: Path | None = None, cwd: Path | None = None) -> FleetProcess:
+    log = log or (cwd or config.parent) / f"supervisor-{port}.log"
     fp = _spawn(["supervisor", "--config", str(config), "--port", str(port), "--http-port", str(http_port),
-                 "--token", token], log, env, config.parent)
+                 "--token", token], log, env, cwd or config.parent)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if fp.proc.poll() is not None:
@@ -75,10 +75,10 @@ def start_supervisor(config: Path, *, port: int, http_port: int, token: str, env
 
 
 def start_node(config: Path, *, supervisor_url: str, node_id: str, token: str,
-               env: dict[str, str] | None = None, log: Path | None = None) -> FleetProcess:
-    log = log or config.parent / f"node-{node_id}.log"
+               env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None) -> FleetProcess:
+    log = log or (cwd or config.parent) / f"node-{node_id}.log"
     return _spawn(["node", "--config", str(config), "--supervisor-url", supervisor_url, "--node-id", node_id,
-                   "--token", token], log, env, config.parent)
+                   "--token", token], log, env, cwd or config.parent)
 
 
 async def wait_until(check: Callable[[], bool | Awaitable[bool]], within: float, what: str,

@@ -153,6 +153,8 @@ class FleetStore:
             return [dict(r._mapping) for r in await conn.execute(select(t.nodes))]
 
     async def upsert_sessions(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
         async with self.engine.begin() as conn:
             await self._upsert_sessions(conn, rows)
 
