@@ -346,6 +346,16 @@ def test_request_totals_parse_prometheus_text() -> None:
     assert request_totals("# TYPE other_total counter\nother_total 5\n") is None
 
 
+def test_request_totals_read_the_gateways_own_metrics() -> None:
+    from corral.telemetry.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    for code in (200, 200, 200, 429, 502, 503):
+        metrics.observe_call(surface="openai", model="assistant", status=code, seconds=0.01)
+    body, _ = metrics.render()
+    assert request_totals(body.decode()) == (6.0, 2.0)
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_monitor_live_refreshes_a_bounded_number_of_times(stack_env: dict[str, str]) -> None:
