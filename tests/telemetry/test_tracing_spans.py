@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
+
 import anthropic
 import httpx
 import openai
@@ -82,3 +87,52 @@ def test_otlp_exporter_is_optional_with_a_clear_message() -> None:
         assert built is not None
         built.provider.shutdown()
     assert tracing.build_tracing(TracingConfig(enabled=False)) is None
+
+
+@contextlib.contextmanager
+def otlp_receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A loopback OTLP/HTTP collector that records what it is sent."""
+    received: list[tuple[str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def test_otlp_exporter_sends_gen_ai_spans_to_a_collector(scripted_server) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    with otlp_receiver() as (endpoint, received):
+        tracing_config = {"enabled": True, "exporter": "otlp", "endpoint": endpoint, "service_name": "corral-otlp"}
+        async with scripted_server(observability={"tracing": tracing_config}) as (url, _):
+            async with httpx.AsyncClient(base_url=url) as http_client:
+                await http_client.post("/v1/chat/completions",
+                                       json={"model": "scripted", "messages": [{"role": "user", "content": "x"}]})
+        # Leaving the server shut the app down, which flushed the exporter.
+    assert [path for path, _ in received] == ["/v1/traces"]
+    export = ExportTraceServiceRequest.FromString(received[0][1])
+    [resource_spans] = export.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+    [span] = [s for scope in resource_spans.scope_spans for s in scope.spans]
+    attributes = {a.key: a.value for a in span.attributes}
+    assert (service, span.name) == ("corral-otlp", "chat scripted")
+    assert attributes["gen_ai.request.model"].string_value == "scripted"
+    assert attributes["gen_ai.usage.input_tokens"].int_value == 1

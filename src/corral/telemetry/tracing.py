@@ -71,7 +71,10 @@ class Tracing:
         span.end(end_time=call.end_ns)
 
     async def shutdown(self) -> None:
-        self.provider.shutdown()
+        import anyio
+
+        # Flushing exports over the network: off the event loop, which is still serving.
+        await anyio.to_thread.run_sync(self.provider.shutdown)
 
 
 def otlp_exporter(endpoint: str | None) -> SpanExporter:
