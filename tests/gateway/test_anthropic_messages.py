@@ -8,8 +8,11 @@ import anthropic
 import httpx
 import pytest
 
-from corral.config.schema import ModelConfig, ScriptStep
-from corral.llm.types import ImagePart
+from corral.config.schema import CorralConfig, ModelConfig, ScriptStep
+from corral.gateway.app import create_app
+from corral.llm.errors import UpstreamUnavailableError
+from corral.llm.types import ImagePart, TextDelta
+from corral.testing.server import serve_app
 
 NO_RETRIES = {"models": {"scripted": ModelConfig(provider="script", model="scripted", num_retries=0)}}
 
@@ -183,3 +186,41 @@ async def test_count_tokens_estimates_input_tokens(client, scripted_server) -> N
         counted = await client(base_url).messages.count_tokens(
             model="scripted", messages=[{"role": "user", "content": "x" * 40}], system="y" * 8)
     assert counted.input_tokens == 12
+
+
+class BreaksMidStream:
+    """An upstream that sends some text, then fails: the status is already 200."""
+
+    name = "script"
+
+    async def stream(self, request):
+        yield TextDelta("partial")
+        raise UpstreamUnavailableError("connection reset", provider="script")
+
+    async def complete(self, request):
+        raise AssertionError("not used")
+
+    async def list_models(self):
+        return []
+
+    async def embed(self, texts, model):
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_failure_after_output_is_an_in_stream_error_event() -> None:
+    config = CorralConfig.model_validate({"providers": {"script": {"type": "scripted"}},
+                                          "models": {"m": {"provider": "script", "model": "x", "num_retries": 0}}})
+    app = create_app(config, providers={"script": BreaksMidStream()})
+    async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post("/v1/messages", json={
+            "model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "go"}]})
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert [n for n, _ in events][:4] == ["message_start", "ping", "content_block_start", "content_block_delta"]
+    name, data = events[-1]
+    assert name == "error"
+    assert data["error"]["type"] == "overloaded_error"
+    assert "connection reset" in data["error"]["message"]

@@ -8,7 +8,11 @@ import httpx
 import openai
 import pytest
 
-from corral.config.schema import ModelConfig, ScriptStep
+from corral.config.schema import CorralConfig, ModelConfig, ScriptStep
+from corral.gateway.app import create_app
+from corral.llm.errors import UpstreamUnavailableError
+from corral.llm.types import TextDelta
+from corral.testing.server import serve_app
 
 NO_RETRIES = {"models": {"scripted": ModelConfig(provider="script", model="scripted", num_retries=0)}}
 
@@ -133,3 +137,38 @@ async def test_errors_are_openai_format_and_typed_in_the_sdk(client, scripted_se
     assert tool.value.body["param"] == "tools[0].type"
     assert down.value.status_code == 502
     assert len(provider.requests) == 2
+
+
+class BreaksMidStream:
+    name = "script"
+
+    async def stream(self, request):
+        yield TextDelta("partial")
+        raise UpstreamUnavailableError("connection reset", provider="script")
+
+    async def complete(self, request):
+        raise AssertionError("not used")
+
+    async def list_models(self):
+        return []
+
+    async def embed(self, texts, model):
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_failure_after_output_sends_error_then_response_failed() -> None:
+    config = CorralConfig.model_validate({"providers": {"script": {"type": "scripted"}},
+                                          "models": {"m": {"provider": "script", "model": "x", "num_retries": 0}}})
+    app = create_app(config, providers={"script": BreaksMidStream()})
+    async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post("/v1/responses", json={"model": "m", "input": "go", "stream": True})
+    assert response.status_code == 200
+    events = [json.loads(b.split("\ndata: ", 1)[1]) for b in response.text.split("\n\n") if b]
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert events[-2]["code"] == "upstream_unavailable"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
