@@ -93,6 +93,8 @@ class ModelConfig(Strict):
     max_output_tokens: int | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     num_retries: int = Field(default=2, ge=0)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute for this alias, all callers together
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute, likewise
     embedding: bool = False
     description: str | None = None
 
@@ -137,6 +139,7 @@ class DatabaseConfig(Strict):
 
 class CacheConfig(Strict):
     url: str | None = None  # redis://... ; None: in-process
+    prefix: str = "corral:"  # every Redis key and channel Corral uses starts with this
 
 
 class JWTConfig(Strict):

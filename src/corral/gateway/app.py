@@ -37,6 +37,9 @@ MODULES = [
     "corral.gateway.embeddings",
     "corral.gateway.metrics",
     "corral.gateway.tracing",
+    "corral.gateway.access",
+    "corral.gateway.admin",
+    "corral.gateway.agents",
 ]
 
 

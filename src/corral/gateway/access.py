@@ -1,0 +1,220 @@
+"""Auth, limits, budgets and usage recording, wired into every model call.
+
+`install(gateway)` adds one interceptor: `admit` authenticates the caller, checks the
+model is allowed and takes the rate-limit slot (no database read for a cached key);
+`finish` adds the call's tokens and cost to the shared counters and queues its usage
+row on the batch writer (no database write on the request path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from corral.gateway.auth import Authenticator, KeyCache, Principal
+from corral.gateway.counters import MemoryCounters, RedisCounters
+from corral.gateway.errors import ApiError
+from corral.gateway.limits import Counters, Limiter, Reservation
+from corral.gateway.state import CallRecord, Gateway
+from corral.llm.pricing import PricingTable
+from corral.store import BatchWriter, KeyRecord, Store, UsageRecord
+from corral.store.store import BatchRecord
+
+log = logging.getLogger("corral.access")
+
+REFRESH_SECONDS = 30.0
+
+
+@dataclass
+class Access:
+    """The gateway component ``gateway.components["access"]``."""
+
+    gateway: Gateway
+    authenticator: Authenticator
+    limiter: Limiter
+    pricing: PricingTable
+    redis: Any = None  # redis.asyncio client when cache.url is set
+    store: Store | None = None
+    keys: KeyCache | None = None
+    writer: BatchWriter[BatchRecord] | None = None
+    own_store: bool = False
+    refresh_seconds: float = REFRESH_SECONDS
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def channel(self) -> str:
+        return f"{self.gateway.config.cache.prefix}keys"
+
+    async def startup(self) -> None:
+        store = self.gateway.components.get("store")
+        if store is None:
+            database = self.gateway.config.database
+            store = await Store.open(database.url, pool_size=database.pool_size)
+            self.gateway.components["store"] = store
+            self.own_store = True
+        self.store = store
+        self.keys = KeyCache(store)
+        self.authenticator.keys = self.keys
+        await self.keys.load()
+        await self._seed_budgets()
+        self.writer = BatchWriter(store.write_batch)
+        self.writer.start()
+        self.gateway.components["batch_writer"] = self.writer
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._refresh_loop(), name="corral-key-refresh"))
+        if self.redis is not None:
+            self._tasks.append(loop.create_task(self._listen(), name="corral-key-invalidation"))
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.writer is not None:
+            await self.writer.aclose()
+        await self.limiter.aclose()
+        if self.authenticator.jwt is not None:
+            await self.authenticator.jwt.aclose()
+        if self.own_store and self.store is not None:
+            await self.store.aclose()
+            self.gateway.components.pop("store", None)
+
+    # ---- the interceptor ----------------------------------------------------
+
+    async def admit(self, request: Request, model: str, surface: str) -> None:
+        principal = await self.authenticator.authenticate(request)
+        self.authenticator.check_model(principal, model)
+        try:
+            reservation = await self.limiter.check(principal, model)
+        except ApiError:
+            raise
+        except Exception as exc:  # the shared counters are down: refuse rather than go unlimited
+            log.error("limits backend failed: %s", exc)
+            raise ApiError(503, "Rate limits cannot be checked right now", code="limits_unavailable") from None
+        request.state.corral_principal = principal
+        request.state.corral_reservation = reservation
+
+    async def finish(self, request: Request, record: CallRecord) -> None:
+        reservation: Reservation | None = getattr(request.state, "corral_reservation", None)
+        if reservation is None:
+            return
+        usage = record.usage
+        ctx = record.ctx
+        cost = self.pricing.cost(usage, ctx.upstream_model, record.model) if usage is not None else 0.0
+        try:
+            await self.limiter.record(reservation, usage, cost)
+        except Exception as exc:
+            log.error("could not add usage to the limit counters: %s", exc)
+        principal = reservation.principal
+        row = UsageRecord(
+            request_id=record.request_id,
+            model=record.model,
+            key_id=principal.key_id,
+            team_id=principal.team_id,
+            subject=principal.subject,
+            provider=ctx.provider,
+            deployment=f"{ctx.provider}/{ctx.upstream_model}" if ctx.provider else None,
+            upstream_model=ctx.upstream_model,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            cost_usd=cost,
+            latency_ms=(time.perf_counter() - record.started) * 1000,
+            status="ok" if record.error is None and record.status < 400 else f"error:{record.status}",
+        )
+        if self.writer is not None:
+            await self.writer.put(row)
+
+    # ---- key changes ----------------------------------------------------------
+
+    async def key_changed(self, key_id: str) -> KeyRecord | None:
+        """After an admin change: update this replica now, and tell the others."""
+        assert self.keys is not None
+        record = await self.keys.reload(key_id)
+        if self.redis is not None:
+            try:
+                await self.redis.publish(self.channel, key_id)
+            except Exception as exc:
+                log.warning("could not publish key change (other replicas refresh within %.0fs): %s",
+                            self.refresh_seconds, exc)
+        return record
+
+    async def principal(self, request: Request) -> Principal:
+        return await self.authenticator.authenticate(request)
+
+    async def _seed_budgets(self) -> None:
+        assert self.keys is not None and self.store is not None
+        for key in await self.store.keys.list():
+            rule = self.limiter.budget_rule(key)
+            if rule is not None:
+                spent = await self.store.usage.total_cost(key.id, since=rule.window.start)
+                await self.limiter.seed_budget(key, spent)
+
+    async def _refresh_loop(self) -> None:
+        assert self.keys is not None
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.keys.load()
+                await self._seed_budgets()
+            except Exception as exc:
+                log.warning("key cache refresh failed: %s", exc)
+
+    async def _listen(self) -> None:
+        assert self.keys is not None
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.channel)
+                try:
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            key_id = message["data"]
+                            await self.keys.reload(key_id.decode() if isinstance(key_id, bytes) else str(key_id))
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("key invalidation channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(1.0)
+
+
+def build_access(gateway: Gateway) -> Access:
+    from corral.gateway.auth_jwt import JWTVerifier
+
+    config = gateway.config
+    secret = config.auth.master_key.get_secret_value() if config.auth.master_key else None
+    master = secret or os.environ.get("CORRAL_MASTER_KEY") or None
+    jwt = JWTVerifier(config.auth.jwt) if config.auth.jwt is not None else None
+    authenticator = Authenticator(config.auth, master_key=master, jwt=jwt)
+    redis = None
+    counters: Counters
+    if config.cache.url:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.from_url(config.cache.url)
+        counters = RedisCounters(redis, prefix=config.cache.prefix)
+    else:
+        counters = MemoryCounters()
+    model_limits = {name: (m.rpm, m.tpm) for name, m in config.models.items() if m.rpm or m.tpm}
+    limiter = Limiter(counters, model_limits=model_limits)
+    return Access(gateway, authenticator, limiter, PricingTable(config.pricing), redis=redis)
+
+
+def install(gateway: Gateway) -> None:
+    access = build_access(gateway)
+    gateway.components["access"] = access
+    gateway.interceptors.append(access)
+    gateway.startup_hooks.append(access.startup)
+    gateway.shutdown_hooks.append(access.shutdown)

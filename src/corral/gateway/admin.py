@@ -1,0 +1,255 @@
+"""`/admin`: virtual keys, teams and spend. Every route needs the master key.
+
+Changes take effect on this replica at once and on the others through the Redis
+invalidation channel (or their periodic refresh without Redis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from corral.gateway.access import Access
+from corral.gateway.auth import AuthError, display_prefix, generate_key, hash_key
+from corral.gateway.errors import ApiError
+from corral.gateway.limits import parse_duration
+from corral.gateway.state import Gateway
+from corral.store import AuditRecord, KeyRecord, TeamRecord
+from corral.store.keys import new_id
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelLimit(_Body):
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
+class KeyCreate(_Body):
+    name: str | None = Field(default=None, max_length=200)
+    team_id: str | None = None
+    models: list[str] = Field(default_factory=list)
+    max_budget: float | None = Field(default=None, ge=0)
+    budget_duration: str | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    model_limits: dict[str, ModelLimit] = Field(default_factory=dict)
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("budget_duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class TeamCreate(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    max_budget: float | None = Field(default=None, ge=0)
+    budget_duration: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def key_json(record: KeyRecord, *, spend: float | None = None) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "key_prefix": record.key_prefix,
+        "name": record.name,
+        "team_id": record.team_id,
+        "models": list(record.models),
+        "max_budget": record.max_budget,
+        "budget_duration": record.budget_duration,
+        "spend": spend,
+        "rpm": record.rpm,
+        "tpm": record.tpm,
+        "model_limits": record.model_limits,
+        "expires_at": _iso(record.expires_at),
+        "metadata": record.metadata,
+        "created_at": _iso(record.created_at),
+        "revoked_at": _iso(record.revoked_at),
+        "rotated_at": _iso(record.rotated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def _body(request: Request, model: type[_Body]) -> Any:
+    try:
+        return model.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ApiError(400, f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from None
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 date or time", param=name) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class AdminApi:
+    def __init__(self, access: Access) -> None:
+        self.access = access
+
+    def guarded(self, handler: Handler) -> Handler:
+        async def run(request: Request) -> Response:
+            principal = await self.access.principal(request)
+            if principal.kind == "anonymous":
+                raise AuthError(401, "The admin API needs the master key", code="missing_api_key")
+            if not principal.is_admin:
+                raise AuthError(403, "The admin API needs the master key", code="forbidden")
+            if self.access.store is None:
+                raise ApiError(503, "The store is not open yet", code="not_ready")
+            return await handler(request)
+
+        return run
+
+    async def _audit(self, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+        if self.access.writer is not None:
+            await self.access.writer.put(AuditRecord(actor="master", action=action, target=target, detail=detail or {}))
+
+    def _key_id(self, request: Request) -> str:
+        return str(request.path_params["key_id"])
+
+    async def _spend(self, record: KeyRecord) -> float | None:
+        return await self.access.limiter.spend(record) if record.max_budget is not None else None
+
+    async def create_key(self, request: Request) -> Response:
+        body: KeyCreate = await _body(request, KeyCreate)
+        assert self.access.store is not None
+        if body.team_id is not None and await self.access.store.teams.get(body.team_id) is None:
+            raise ApiError(400, f"No team with id '{body.team_id}'", param="team_id")
+        secret = generate_key()
+        record = KeyRecord(
+            id=new_id(), key_hash=hash_key(secret), key_prefix=display_prefix(secret), name=body.name,
+            team_id=body.team_id, models=tuple(body.models), max_budget=body.max_budget,
+            budget_duration=body.budget_duration, rpm=body.rpm, tpm=body.tpm,
+            model_limits={m: v.model_dump(exclude_none=True) for m, v in body.model_limits.items()},
+            expires_at=body.expires_at, metadata=body.metadata,
+        )
+        await self.access.store.keys.create(record)
+        await self.access.key_changed(record.id)
+        await self._audit("key.create", record.id, {"name": record.name})
+        # The only time the key itself is ever shown.
+        return json_response({**key_json(record, spend=0.0 if record.max_budget is not None else None),
+                              "key": secret}, 201)
+
+    async def list_keys(self, request: Request) -> Response:
+        assert self.access.store is not None
+        include = request.query_params.get("include_revoked", "").lower() in ("1", "true", "yes")
+        records = await self.access.store.keys.list(include_revoked=include,
+                                                    team_id=request.query_params.get("team_id"))
+        return json_response({"data": [key_json(r, spend=await self._spend(r)) for r in records]})
+
+    async def get_key(self, request: Request) -> Response:
+        assert self.access.store is not None
+        record = await self.access.store.keys.get(self._key_id(request))
+        if record is None:
+            raise ApiError(404, f"No key with id '{self._key_id(request)}'", code="not_found")
+        return json_response(key_json(record, spend=await self._spend(record)))
+
+    async def revoke_key(self, request: Request) -> Response:
+        assert self.access.store is not None
+        record = await self.access.store.keys.revoke(self._key_id(request))
+        if record is None:
+            raise ApiError(404, f"No key with id '{self._key_id(request)}'", code="not_found")
+        await self.access.key_changed(record.id)
+        await self._audit("key.revoke", record.id)
+        return json_response(key_json(record))
+
+    async def rotate_key(self, request: Request) -> Response:
+        assert self.access.store is not None
+        secret = generate_key()
+        record = await self.access.store.keys.rotate(
+            self._key_id(request), key_hash=hash_key(secret), key_prefix=display_prefix(secret)
+        )
+        if record is None:
+            raise ApiError(404, f"No live key with id '{self._key_id(request)}'", code="not_found")
+        await self.access.key_changed(record.id)
+        await self._audit("key.rotate", record.id)
+        return json_response({**key_json(record, spend=await self._spend(record)), "key": secret})
+
+    async def create_team(self, request: Request) -> Response:
+        body: TeamCreate = await _body(request, TeamCreate)
+        assert self.access.store is not None
+        record = TeamRecord(id=new_id(), name=body.name, max_budget=body.max_budget,
+                            budget_duration=body.budget_duration, metadata=body.metadata)
+        if any(t.name == body.name for t in await self.access.store.teams.list()):
+            raise ApiError(409, f"A team named '{body.name}' exists", param="name")
+        await self.access.store.teams.create(record)
+        await self._audit("team.create", record.id, {"name": record.name})
+        return json_response(_team_json(record), 201)
+
+    async def list_teams(self, request: Request) -> Response:
+        assert self.access.store is not None
+        return json_response({"data": [_team_json(t) for t in await self.access.store.teams.list()]})
+
+    async def spend(self, request: Request) -> Response:
+        assert self.access.store is not None
+        group_by = request.query_params.get("group_by", "key")
+        if group_by not in ("key", "model", "day"):
+            raise ApiError(400, "group_by must be one of: key, model, day", param="group_by")
+        group: Literal["key", "model", "day"] = group_by  # type: ignore[assignment]
+        rows = await self.access.store.usage.spend(
+            group, since=_time_param(request, "since"), until=_time_param(request, "until"),
+            key_id=request.query_params.get("key_id"),
+        )
+        data = [{group_by: r.group, "requests": r.requests, "input_tokens": r.input_tokens,
+                 "output_tokens": r.output_tokens, "cost_usd": round(r.cost_usd, 10)} for r in rows]
+        total = round(sum(r.cost_usd for r in rows), 10)
+        return json_response({"group_by": group_by, "data": data, "total_cost_usd": total})
+
+
+def _team_json(record: TeamRecord) -> dict[str, Any]:
+    return {"id": record.id, "name": record.name, "max_budget": record.max_budget,
+            "budget_duration": record.budget_duration, "metadata": record.metadata,
+            "created_at": _iso(record.created_at)}
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    access = gateway.components.get("access")
+    if not isinstance(access, Access):
+        return []
+    api = AdminApi(access)
+    g = api.guarded
+    return [
+        Route("/admin/keys", g(api.create_key), methods=["POST"]),
+        Route("/admin/keys", g(api.list_keys), methods=["GET"]),
+        Route("/admin/keys/{key_id}", g(api.get_key), methods=["GET"]),
+        Route("/admin/keys/{key_id}", g(api.revoke_key), methods=["DELETE"]),
+        Route("/admin/keys/{key_id}/revoke", g(api.revoke_key), methods=["POST"]),
+        Route("/admin/keys/{key_id}/rotate", g(api.rotate_key), methods=["POST"]),
+        Route("/admin/teams", g(api.create_team), methods=["POST"]),
+        Route("/admin/teams", g(api.list_teams), methods=["GET"]),
+        Route("/admin/spend", g(api.spend), methods=["GET"]),
+    ]

@@ -1,0 +1,208 @@
+"""Who is calling: the master key, virtual keys (stored hashed, cached in memory) and
+JWT bearer tokens checked against a JWKS URL.
+
+`Authenticator.authenticate(request)` returns a `Principal` or raises `AuthError`, an
+`ApiError` that each API surface renders in its own format. A cached key costs no
+database read; the cache is loaded at start, updated by the admin routes, refreshed
+periodically and, with a Redis cache URL, invalidated across replicas by pub/sub.
+
+Keys are 32 random bytes, so a plain SHA-256 is enough to make the stored hash
+useless to an attacker (there is nothing to brute-force); no pepper to lose or rotate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.requests import Request
+
+from corral.config.schema import AuthConfig
+from corral.gateway.errors import ApiError
+from corral.store import KeyRecord, Store
+
+if TYPE_CHECKING:
+    from corral.gateway.auth_jwt import JWTVerifier
+
+log = logging.getLogger("corral.auth")
+
+KEY_PREFIX = "sk-corral-"
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def display_prefix(key: str) -> str:
+    """The non-secret part shown in listings: ``sk-corral-AbCd``."""
+    return key[: len(KEY_PREFIX) + 4]
+
+
+class AuthError(ApiError):
+    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+        extra = {"www-authenticate": "Bearer"} if status == 401 else None
+        super().__init__(status, message, code=code, headers=extra)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Literal["anonymous", "master", "key", "jwt"]
+    subject: str
+    key_id: str | None = None
+    team_id: str | None = None
+    models: tuple[str, ...] = ()  # empty: every model
+    key: KeyRecord | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "master"
+
+    def may_use(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+ANONYMOUS = Principal(kind="anonymous", subject="anonymous")
+MASTER = Principal(kind="master", subject="master")
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    # The Anthropic SDK sends its key as x-api-key.
+    return request.headers.get("x-api-key") or None
+
+
+class KeyCache:
+    """Key hash -> record, for every live key. Misses (a key created on another replica
+    a moment ago) fall back to one database read, and unknown hashes are remembered
+    briefly so a flood of bad keys does not become a flood of queries."""
+
+    def __init__(self, store: Store, *, negative_ttl: float = 5.0, negative_max: int = 10_000) -> None:
+        self.store = store
+        self._by_hash: dict[str, KeyRecord] = {}
+        self._hash_of: dict[str, str] = {}
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._negative_ttl = negative_ttl
+        self._negative_max = negative_max
+        self.db_lookups = 0
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    async def load(self) -> None:
+        records = await self.store.keys.list()
+        self._by_hash = {r.key_hash: r for r in records}
+        self._hash_of = {r.id: r.key_hash for r in records}
+        self._unknown.clear()
+
+    def put(self, record: KeyRecord) -> None:
+        self.drop(record.id)
+        if not record.revoked:
+            self._by_hash[record.key_hash] = record
+            self._hash_of[record.id] = record.key_hash
+            self._unknown.pop(record.key_hash, None)
+
+    def drop(self, key_id: str) -> None:
+        old = self._hash_of.pop(key_id, None)
+        if old is not None:
+            self._by_hash.pop(old, None)
+
+    async def reload(self, key_id: str) -> KeyRecord | None:
+        """Re-read one key (after a change on any replica)."""
+        record = await self.store.keys.get(key_id)
+        if record is None:
+            self.drop(key_id)
+        else:
+            self.put(record)
+        return record
+
+    async def lookup(self, key_hash: str) -> KeyRecord | None:
+        record = self._by_hash.get(key_hash)
+        if record is not None:
+            return record
+        now = time.monotonic()
+        seen = self._unknown.get(key_hash)
+        if seen is not None and now - seen < self._negative_ttl:
+            return None
+        self.db_lookups += 1
+        record = await self.store.keys.get_by_hash(key_hash)
+        if record is None or record.revoked:
+            self._unknown[key_hash] = now
+            self._unknown.move_to_end(key_hash)
+            while len(self._unknown) > self._negative_max:
+                self._unknown.popitem(last=False)
+            return None
+        self.put(record)
+        return record
+
+
+class Authenticator:
+    def __init__(
+        self,
+        config: AuthConfig,
+        *,
+        master_key: str | None = None,
+        keys: KeyCache | None = None,
+        jwt: JWTVerifier | None = None,
+    ) -> None:
+        self.config = config
+        self.master_key = master_key
+        self.keys = keys
+        self.jwt = jwt
+        configured = bool(master_key) or jwt is not None
+        self.required = configured if config.required is None else config.required
+        self._public = tuple(config.public_paths)
+
+    def is_public(self, path: str) -> bool:
+        return any(path == p or (p.endswith("/*") and path.startswith(p[:-1])) for p in self._public)
+
+    async def authenticate(self, request: Request) -> Principal:
+        token = bearer_token(request)
+        if token is None:
+            if not self.required or self.is_public(request.url.path):
+                return ANONYMOUS
+            raise AuthError(401, "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+        return await self.authenticate_token(token)
+
+    async def authenticate_token(self, token: str) -> Principal:
+        if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
+            return MASTER
+        if token.startswith(KEY_PREFIX) and self.keys is not None:
+            return await self._virtual_key(token)
+        if self.jwt is not None and token.count(".") == 2:
+            return await self.jwt.verify(token)
+        if not self.required:
+            return ANONYMOUS
+        raise AuthError(401, "Invalid API key", code="invalid_api_key")
+
+    async def _virtual_key(self, token: str) -> Principal:
+        assert self.keys is not None
+        record = await self.keys.lookup(hash_key(token))
+        if record is None:
+            raise AuthError(401, "Invalid API key", code="invalid_api_key")
+        if record.expired(datetime.now(UTC)):
+            raise AuthError(401, "This API key has expired", code="expired_api_key")
+        return Principal(
+            kind="key", subject=record.name or record.id, key_id=record.id, team_id=record.team_id,
+            models=record.models, key=record,
+        )
+
+    def check_model(self, principal: Principal, model: str) -> None:
+        if not principal.may_use(model):
+            raise AuthError(403, f"This key may not use the model '{model}'", code="model_not_allowed")

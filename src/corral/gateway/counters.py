@@ -1,0 +1,205 @@
+"""Counter backends for `corral.gateway.limits`: in this process, or shared in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from corral.gateway.limits import BudgetRule, Refusal, Rule, budget_retry_after
+
+WINDOW_MS = 60_000
+
+
+class MemoryCounters:
+    """One process's counters. Memory is bounded by the number of live keys and models:
+    each rpm log holds at most ``limit`` timestamps, each tpm window at most 60 buckets,
+    and counters untouched for a window are swept away."""
+
+    def __init__(self, *, clock: Any = time.time) -> None:
+        self._clock = clock
+        self._logs: dict[str, deque[float]] = {}
+        self._buckets: dict[str, dict[int, int]] = {}
+        self._spend: dict[str, tuple[float, float]] = {}  # counter -> (amount, expires at)
+        self._calls = 0
+
+    def _now_ms(self) -> float:
+        return float(self._clock()) * 1000
+
+    async def admit(self, member: str, rpm: list[Rule], tpm: list[Rule], budget: BudgetRule | None) -> Refusal | None:
+        now = self._now_ms()
+        self._calls += 1
+        if self._calls % 1000 == 0:
+            self._sweep(now)
+        for rule in rpm:
+            log = self._logs.setdefault(rule.counter, deque())
+            while log and log[0] <= now - WINDOW_MS:
+                log.popleft()
+            if len(log) >= rule.limit:
+                return Refusal(rule.which, (log[0] + WINDOW_MS - now) / 1000)
+        for rule in tpm:
+            total, oldest = self._tokens(rule.counter, now)
+            if total >= rule.limit:
+                return Refusal(rule.which, (oldest + 60) - now / 1000 if oldest is not None else 1.0)
+        if budget is not None and self._spent(budget.counter, now) >= budget.max_budget:
+            return Refusal("budget", budget_retry_after(budget))
+        for rule in rpm:
+            self._logs[rule.counter].append(now)
+        return None
+
+    def _tokens(self, counter: str, now: float) -> tuple[int, int | None]:
+        buckets = self._buckets.get(counter)
+        if not buckets:
+            return 0, None
+        floor = int(now // 1000) - 59
+        for second in [s for s in buckets if s < floor]:
+            del buckets[second]
+        return sum(buckets.values()), min(buckets, default=None)
+
+    def _spent(self, counter: str, now: float) -> float:
+        amount, expires = self._spend.get(counter, (0.0, 0.0))
+        return amount if expires > now else 0.0
+
+    async def add_tokens(self, counters: list[str], tokens: int) -> None:
+        second = int(self._now_ms() // 1000)
+        for counter in counters:
+            buckets = self._buckets.setdefault(counter, {})
+            buckets[second] = buckets.get(second, 0) + tokens
+
+    async def add_spend(self, rule: BudgetRule, amount: float) -> None:
+        now = self._now_ms()
+        self._spend[rule.counter] = (self._spent(rule.counter, now) + amount, now + rule.ttl_seconds * 1000)
+
+    async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
+        now = self._now_ms()
+        if self._spend.get(rule.counter, (0.0, 0.0))[1] <= now:
+            self._spend[rule.counter] = (amount, now + rule.ttl_seconds * 1000)
+
+    async def spend(self, rule: BudgetRule) -> float:
+        return self._spent(rule.counter, self._now_ms())
+
+    def _sweep(self, now: float) -> None:
+        for counter in [c for c, log in self._logs.items() if not log or log[-1] <= now - WINDOW_MS]:
+            del self._logs[counter]
+        floor = int(now // 1000) - 59
+        for counter in [c for c, b in self._buckets.items() if not b or max(b) < floor]:
+            del self._buckets[counter]
+        for counter in [c for c, (_, expires) in self._spend.items() if expires <= now]:
+            del self._spend[counter]
+
+    async def aclose(self) -> None:
+        return None
+
+
+# KEYS: rpm logs, tpm bucket hashes, [budget counter]
+# ARGV: member, n_rpm, n_tpm, n_budget, rpm limits..., tpm limits..., [max budget]
+# Returns {0} when admitted, else {index of the failing rule (1-based), retry after ms}.
+# Time comes from the Redis server so every replica shares one clock.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member = ARGV[1]
+local n_rpm, n_tpm, n_budget = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, n_rpm do
+  local key = KEYS[i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - 60000)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[4 + i]) then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return {i, tonumber(oldest[2]) + 60000 - now}
+  end
+end
+local floor = math.floor(now / 1000) - 59
+for j = 1, n_tpm do
+  local key = KEYS[n_rpm + j]
+  local fields = redis.call('HGETALL', key)
+  local total, oldest = 0, nil
+  for k = 1, #fields, 2 do
+    local second = tonumber(fields[k])
+    if second < floor then
+      redis.call('HDEL', key, fields[k])
+    else
+      total = total + tonumber(fields[k + 1])
+      if oldest == nil or second < oldest then oldest = second end
+    end
+  end
+  if total >= tonumber(ARGV[4 + n_rpm + j]) then
+    return {n_rpm + j, (oldest + 60) * 1000 - now}
+  end
+end
+if n_budget == 1 then
+  local spent = tonumber(redis.call('GET', KEYS[n_rpm + n_tpm + 1]) or '0')
+  if spent >= tonumber(ARGV[4 + n_rpm + n_tpm + 1]) then
+    return {n_rpm + n_tpm + 1, -1}
+  end
+end
+for i = 1, n_rpm do
+  redis.call('ZADD', KEYS[i], now, member)
+  redis.call('PEXPIRE', KEYS[i], 60000)
+end
+return {0, 0}
+"""
+
+_ADD_TOKENS = """
+local t = redis.call('TIME')
+local second = tostring(tonumber(t[1]))
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], second, ARGV[1])
+  redis.call('EXPIRE', KEYS[i], 61)
+end
+return 0
+"""
+
+
+class RedisCounters:
+    """Counters shared by every replica through one Redis. A Redis error refuses the
+    request loudly (the caller sees a 503) instead of silently falling back to
+    per-process limits, which would multiply every limit by the number of replicas."""
+
+    def __init__(self, client: Any, *, prefix: str = "corral:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._admit = client.register_script(_ADMIT)
+        self._add_tokens = client.register_script(_ADD_TOKENS)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "corral:") -> RedisCounters:
+        import redis.asyncio as aioredis
+
+        return cls(aioredis.from_url(url), prefix=prefix)
+
+    def _k(self, counter: str) -> str:
+        return f"{self.prefix}limits:{counter}"
+
+    async def admit(self, member: str, rpm: list[Rule], tpm: list[Rule], budget: BudgetRule | None) -> Refusal | None:
+        keys = [self._k(r.counter) for r in [*rpm, *tpm]]
+        args: list[Any] = [member, len(rpm), len(tpm), 1 if budget else 0, *(r.limit for r in [*rpm, *tpm])]
+        if budget is not None:
+            keys.append(self._k(budget.counter))
+            args.append(budget.max_budget)
+        index, retry_ms = (int(v) for v in await self._admit(keys=keys, args=args))
+        if index == 0:
+            return None
+        if budget is not None and index == len(keys):
+            return Refusal("budget", budget_retry_after(budget))
+        return Refusal([*rpm, *tpm][index - 1].which, max(retry_ms, 0) / 1000)
+
+    async def add_tokens(self, counters: list[str], tokens: int) -> None:
+        if tokens > 0:
+            await self._add_tokens(keys=[self._k(c) for c in counters], args=[tokens])
+
+    async def add_spend(self, rule: BudgetRule, amount: float) -> None:
+        key = self._k(rule.counter)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incrbyfloat(key, amount)
+            pipe.expire(key, rule.ttl_seconds)
+            await pipe.execute()
+
+    async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
+        await self.client.set(self._k(rule.counter), repr(float(amount)), nx=True, ex=rule.ttl_seconds)
+
+    async def spend(self, rule: BudgetRule) -> float:
+        value = await self.client.get(self._k(rule.counter))
+        return float(value) if value is not None else 0.0
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
