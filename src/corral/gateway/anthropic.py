@@ -62,8 +62,8 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         target = gateway.resolve(body.model)
         if target is None:
             raise model_not_found(body.model)
+        chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
         await gateway.admit(request, body.model, "anthropic")
-        chat = to_neutral(body)
         ctx = CallContext(request_id=request.state.request_id)
         record = CallRecord(request.state.request_id, "anthropic", body.model, body.stream, ctx, started)
         message_id = f"msg_{uuid.uuid4().hex}"

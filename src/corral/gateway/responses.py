@@ -30,8 +30,8 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         target = gateway.resolve(body.model)
         if target is None:
             raise model_not_found(body.model)
+        chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
         await gateway.admit(request, body.model, "responses")
-        chat = to_neutral(body)
         ctx = CallContext(request_id=request.state.request_id)
         record = CallRecord(request.state.request_id, "responses", body.model, body.stream, ctx, started)
         shape = ResponseShape(body, id=f"resp_{uuid.uuid4().hex}")
