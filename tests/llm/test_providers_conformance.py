@@ -314,3 +314,16 @@ async def test_provider_reuses_one_pooled_client(provider: Provider, fake: FakeU
     await provider.aclose()
     with pytest.raises(RuntimeError):
         await provider.complete(chat())
+
+
+async def test_json_error_answering_a_stream_request_is_mapped(provider: Provider, fake: FakeUpstream) -> None:
+    body = b'{"error": {"code": 429, "message": "quota exhausted", "type": "rate_limit_error"}}'
+    fake.add(Reply(raw_body=body, content_type="application/json"))
+    with pytest.raises(errors.RateLimitError, match="quota exhausted"):
+        await collect(provider, chat())
+
+
+async def test_connection_dropped_mid_body_is_upstream_unavailable(provider: Provider, fake: FakeUpstream) -> None:
+    fake.add(Reply(text="never complete", drop=True))
+    with pytest.raises(errors.UpstreamUnavailableError, match="closed the connection"):
+        await provider.complete(chat())

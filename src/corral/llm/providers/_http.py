@@ -235,6 +235,8 @@ class HttpClient:
 
     async def sse(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events of a streamed response; transport failures become typed errors."""
+        if response.headers.get("content-type", "").startswith("application/json"):
+            raise await self._json_instead_of_events(response)
         event: str | None = None
         data: list[str] = []
         try:
@@ -256,6 +258,31 @@ class HttpClient:
             raise self.transport_error(exc) from None
         if data:
             yield ServerSentEvent(event, "\n".join(data))
+
+    async def drain(self, events: AsyncIterator[ServerSentEvent], seconds: float = 1.0) -> None:
+        """Reads what follows a stream's last event, up to the end of the response, so
+        the connection goes back to the pool: closing a response mid-body closes its
+        connection, and the next stream would pay a new connect (and TLS handshake).
+        Bounded, for servers that keep the response open after their last event."""
+        try:
+            async with asyncio.timeout(seconds):
+                async for _ in events:
+                    pass
+        except (builtins.TimeoutError, errors.ProviderError):
+            pass
+
+    async def _json_instead_of_events(self, response: httpx.Response) -> errors.ProviderError:
+        # Some servers answer a stream request that failed with a plain JSON error and a 200.
+        raw = await self._read(response)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        message, _ = self._error_parser(body) if body is not None else (None, None)
+        if message:
+            status = as_int(as_dict(as_dict(body).get("error")).get("code")) or 502
+            return self.error_from(status if status >= 400 else 502, raw)
+        return self.bad_payload("expected an event stream, got a JSON document")
 
     def event_json(self, sse: ServerSentEvent) -> Any:
         try:
