@@ -61,12 +61,19 @@ def _open_existing(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise BackupError(f"{path}: no such database file")
     with path.open("rb") as handle:
-        if handle.read(16) != SQLITE_MAGIC:
+        if handle.read(16) not in (SQLITE_MAGIC, b""):  # SQLite treats an empty file as an empty database
             raise BackupError(f"{path}: not a SQLite database")
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
 
 
 def backup_sqlite(url: str, dest: Path) -> CheckResult:
+    try:
+        return _backup_sqlite(url, dest)
+    except sqlite3.Error as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _backup_sqlite(url: str, dest: Path) -> CheckResult:
     source = _open_existing(sqlite_path(url))
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -90,6 +97,13 @@ def backup_sqlite(url: str, dest: Path) -> CheckResult:
 
 
 def restore_sqlite(url: str, src: Path) -> CheckResult:
+    try:
+        return _restore_sqlite(url, src)
+    except sqlite3.Error as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _restore_sqlite(url: str, src: Path) -> CheckResult:
     source = _open_existing(src)
     try:
         checked = _sqlite_check(source)
@@ -113,6 +127,8 @@ def check_sqlite(url: str) -> CheckResult:
     conn = _open_existing(sqlite_path(url))
     try:
         return _sqlite_check(conn)
+    except sqlite3.DatabaseError as exc:  # a damaged file may not even parse far enough to check
+        return CheckResult("sqlite", False, 0, [str(exc)])
     finally:
         conn.close()
 
