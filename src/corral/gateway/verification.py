@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from starlette.requests import Request
@@ -83,6 +84,10 @@ class Verification:
 
 
 def install(gateway: Gateway) -> None:
+    from corral.boot.manager import summary_from_env
+
+    # `corral up` hands its boot summary to the server (and every worker) in the environment.
+    gateway.components.setdefault("boot_summary", summary_from_env(os.environ))
     verification = Verification(gateway)
     gateway.components["verification"] = verification
     gateway.startup_hooks.append(verification.start)
