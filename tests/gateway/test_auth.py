@@ -9,11 +9,11 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletion
+from tests.gateway.conftest import ServerFactory, scripted_config
 
 from corral.gateway.app import create_app
 from corral.testing.scripted import ScriptedProvider
 from corral.testing.server import serve_app
-from tests.gateway.conftest import ServerFactory, scripted_config
 
 MASTER = "sk-master-test-0123456789"
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -1,0 +1,134 @@
+"""Limits and budgets, with the same behaviour in memory and in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from corral.gateway.auth import Principal
+from corral.gateway.counters import MemoryCounters, RedisCounters
+from corral.gateway.limits import Limiter, LimitExceeded, budget_window, parse_duration
+from corral.llm.types import Usage
+from corral.store import KeyRecord
+
+
+def key_principal(**limits: Any) -> Principal:
+    record = KeyRecord(id=limits.pop("id", "k1"), key_hash="h", key_prefix="sk-corral-x", **limits)
+    return Principal(kind="key", subject="k", key_id=record.id, key=record)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    if request.param == "memory":
+        built = Limiter(MemoryCounters(), model_limits={"small": (3, None)})
+    else:
+        import redis.asyncio as aioredis
+
+        prefix = request.getfixturevalue("redis_prefix")
+        client = aioredis.from_url(request.getfixturevalue("redis_url"))
+        built = Limiter(RedisCounters(client, prefix=prefix), model_limits={"small": (3, None)})
+    yield built
+    if request.param == "redis":
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    await built.aclose()
+
+
+async def test_rpm_admits_exactly_the_limit_then_refuses_with_retry_after(limiter: Limiter) -> None:
+    principal = key_principal(rpm=5)
+    results = await asyncio.gather(*(limiter.check(principal, "m") for _ in range(8)), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, LimitExceeded)]
+    assert len(refused) == 3
+    assert refused[0].which == "key_rpm" and refused[0].status == 429
+    assert refused[0].retry_after is not None and 0 < refused[0].retry_after <= 60
+    assert refused[0].headers["retry-after"].isdigit()
+
+
+async def test_per_model_limit_holds_for_all_callers_and_key_model_limit_for_one(limiter: Limiter) -> None:
+    a, b = key_principal(id="a"), key_principal(id="b", model_limits={"m": {"rpm": 1}})
+    for principal in (a, b, a):
+        await limiter.check(principal, "small")
+    with pytest.raises(LimitExceeded) as caught:
+        await limiter.check(b, "small")
+    assert caught.value.which == "model_rpm"
+    await limiter.check(b, "m")
+    with pytest.raises(LimitExceeded) as again:
+        await limiter.check(b, "m")
+    assert again.value.which == "key_model_rpm"
+    await limiter.check(a, "m")  # a has no per-model limit on m
+
+
+async def test_tpm_refuses_once_the_minute_has_used_the_tokens(limiter: Limiter) -> None:
+    principal = key_principal(tpm=100)
+    first = await limiter.check(principal, "m")
+    await limiter.record(first, Usage(60, 30), 0.0)
+    second = await limiter.check(principal, "m")  # 90 < 100
+    await limiter.record(second, Usage(5, 5), 0.0)
+    with pytest.raises(LimitExceeded) as caught:
+        await limiter.check(principal, "m")
+    assert caught.value.which == "key_tpm"
+
+
+async def test_budget_blocks_once_spend_reaches_it_and_counts_only_this_period(limiter: Limiter) -> None:
+    principal = key_principal(max_budget=1.0, budget_duration="1d")
+    reservation = await limiter.check(principal, "m")
+    await limiter.record(reservation, Usage(1, 1), 0.6)
+    reservation = await limiter.check(principal, "m")  # 0.6 < 1.0: allowed, and it goes over
+    await limiter.record(reservation, Usage(1, 1), 0.6)
+    with pytest.raises(LimitExceeded) as caught:
+        await limiter.check(principal, "m")
+    assert caught.value.status == 402 and caught.value.which == "budget"
+    assert caught.value.code == "budget_exceeded"
+    assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 86400
+    assert principal.key is not None
+    assert await limiter.spend(principal.key) == pytest.approx(1.2)
+
+
+async def test_seeded_spend_from_the_database_counts_but_never_overwrites(limiter: Limiter) -> None:
+    principal = key_principal(max_budget=2.0)
+    assert principal.key is not None
+    await limiter.seed_budget(principal.key, 1.5)
+    await limiter.seed_budget(principal.key, 0.0)  # a live counter wins over a later seed
+    reservation = await limiter.check(principal, "m")
+    await limiter.record(reservation, None, 0.5)
+    with pytest.raises(LimitExceeded):
+        await limiter.check(principal, "m")
+
+
+async def test_unlimited_principals_never_touch_the_counters(limiter: Limiter) -> None:
+    principal = Principal(kind="master", subject="master")
+    for _ in range(50):
+        await limiter.check(principal, "m")
+    assert limiter.rejections == {}
+
+
+def test_budget_periods_are_counted_from_the_key_creation() -> None:
+    created = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    key = KeyRecord(id="k", key_hash="h", key_prefix="p", budget_duration="30d", created_at=created)
+    window = budget_window(key, created + timedelta(days=45))
+    assert window.index == 1
+    assert window.start == created + timedelta(days=30) and window.end == created + timedelta(days=60)
+    lifetime = budget_window(KeyRecord(id="k", key_hash="h", key_prefix="p", created_at=created))
+    assert lifetime.end is None and lifetime.index == 0
+    assert parse_duration("15m") == timedelta(minutes=15)
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("monthly")
+
+
+async def test_memory_rpm_window_slides(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    limiter = Limiter(MemoryCounters(clock=lambda: now[0]))
+    principal = key_principal(rpm=2)
+    await limiter.check(principal, "m")
+    now[0] += 30
+    await limiter.check(principal, "m")
+    with pytest.raises(LimitExceeded) as caught:
+        await limiter.check(principal, "m")
+    assert caught.value.retry_after == pytest.approx(30)
+    now[0] += 30.001  # the first request left the window
+    await limiter.check(principal, "m")
