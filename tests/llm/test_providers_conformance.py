@@ -327,3 +327,16 @@ async def test_connection_dropped_mid_body_is_upstream_unavailable(provider: Pro
     fake.add(Reply(text="never complete", drop=True))
     with pytest.raises(errors.UpstreamUnavailableError, match="closed the connection"):
         await provider.complete(chat())
+
+
+@pytest.mark.parametrize(("status", "error_type"), [(500, errors.UpstreamUnavailableError),
+                                                    (529, errors.UpstreamUnavailableError)])
+async def test_error_event_inside_a_stream_is_raised_after_the_content(
+    provider: Provider, fake: FakeUpstream, status: int, error_type: type[errors.ProviderError]
+) -> None:
+    fake.add(Reply(text="partial answer", status=status, error_message="Overloaded", mid_stream_error=True))
+    received: list[StreamEvent] = []
+    with pytest.raises(error_type, match="Overloaded"):
+        async for event in provider.stream(chat()):
+            received.append(event)
+    assert "".join(e.text for e in received if isinstance(e, TextDelta)) == "partial answer"

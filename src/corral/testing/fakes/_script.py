@@ -45,7 +45,9 @@ class Reply:
     (``retry-after``); ``delay`` waits before answering, ``chunk_delay`` between stream
     events; ``raw_body`` answers those bytes instead of JSON (a garbage body);
     ``truncate`` cuts a JSON body in half or ends a stream cleanly before its final
-    events; ``drop`` aborts the connection mid-stream (or mid-body).
+    events; ``drop`` aborts the connection mid-stream (or mid-body); with
+    ``mid_stream_error`` an error status is sent to stream requests as HTTP 200, the
+    content, then the vendor's in-stream error event (Anthropic's ``event: error``).
     """
 
     text: str | None = None
@@ -69,6 +71,7 @@ class Reply:
     content_type: str = "text/html; charset=utf-8"
     truncate: bool = False
     drop: bool = False
+    mid_stream_error: bool = False
 
     @classmethod
     def tools(cls, *calls: ReplyToolCall | tuple[str, dict[str, Any]], **kw: Any) -> Reply:

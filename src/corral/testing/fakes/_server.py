@@ -134,6 +134,11 @@ class FakeUpstream:
     def error_body(self, status: int, message: str, error_type: str | None) -> Any:
         raise NotImplementedError
 
+    def error_event(self, body: Any) -> bytes:
+        """An error inside an event stream (OpenAI-compatible servers and Gemini send a
+        ``data:`` frame holding the error object)."""
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
     # ---- shared response building ------------------------------------------------
 
     @property
@@ -147,11 +152,13 @@ class FakeUpstream:
     def app(self) -> Starlette:
         return Starlette(routes=self.routes())
 
+    def _error_payload(self, reply: Reply) -> Any:
+        if reply.error_body is not None:
+            return reply.error_body
+        return self.error_body(reply.status, reply.error_message or default_message(reply.status), reply.error_type)
+
     def error_response(self, reply: Reply) -> Response:
-        body = reply.error_body
-        if body is None:
-            body = self.error_body(reply.status, reply.error_message or default_message(reply.status), reply.error_type)
-        return JSONResponse(body, status_code=reply.status, headers=reply.headers)
+        return JSONResponse(self._error_payload(reply), status_code=reply.status, headers=reply.headers)
 
     async def read_json(self, request: Request) -> tuple[Any, Response | None]:
         raw = await request.body()
@@ -180,10 +187,14 @@ class FakeUpstream:
             return Response(
                 reply.raw_body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers
             )
-        if reply.status >= 400:
+        in_stream_error = stream and reply.mid_stream_error
+        if reply.status >= 400 and not in_stream_error:
             return self.error_response(reply)
         if stream:
-            return StreamingResponse(stream_frames(reply, frames()), media_type=media_type, headers=reply.headers)
+            events = frames()
+            if in_stream_error:
+                events.final = [self.error_event(self._error_payload(reply))]
+            return StreamingResponse(stream_frames(reply, events), media_type=media_type, headers=reply.headers)
         payload = json.dumps(complete()).encode()
         if reply.truncate or reply.drop:
             return StreamingResponse(

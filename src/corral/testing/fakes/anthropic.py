@@ -44,6 +44,9 @@ class FakeAnthropic(FakeUpstream):
         kind = error_type or _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}
 
+    def error_event(self, body: Any) -> bytes:
+        return _event("error", {k: v for k, v in body.items() if k != "type"} if isinstance(body, dict) else {})
+
     def _invalid(self, request: Request, body: Any) -> Response | None:
         if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
             return JSONResponse(self.error_body(401, "invalid x-api-key", None), status_code=401)
