@@ -81,13 +81,16 @@ class OpenAIProvider:
         payload = build_body(request, self._max_tokens_field, stream=True)
         state = _StreamState(model=request.model)
         async with self._http.open("POST", "/chat/completions", json_body=payload, seconds=request.timeout) as resp:
-            async for sse in self._http.sse(resp):
+            events = self._http.sse(resp)
+            async for sse in events:
                 if sse.data.strip() == "[DONE]":
                     state.done = True
                     break
                 chunk = self._http.event_json(sse)
                 for event in self._chunk_events(chunk, state):
                     yield event
+            if state.done:
+                await self._http.drain(events)
         if state.finish is None:
             if not state.done:
                 raise self._http.truncated()
