@@ -11,6 +11,7 @@ BENCHMARKS = {
     "gateway": "Corral vs a bare pass-through proxy vs the stub upstream (RPS, latency, TTFT).",
     "startup": "Seconds from `corral serve` exec to /readyz 200.",
     "soak": "RSS of the corral process before and after a bounded soak.",
+    "profile": "py-spy profile of Corral under load: where the time goes.",
     "fleet": "Simulated nodes against a real `corral supervisor`: events/s stored, RSS per node, command RTT.",
 }
 

@@ -4,11 +4,12 @@ stub itself, non-stream and stream, at several concurrencies."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
-from bench.common import MASTER_KEY, RESULTS_DIR, Report, cpu_sets, print_table, tool_version
-from bench.load import Target, measure_ttft, run_load, wrk_path
+from bench.common import MASTER_KEY, RESULTS_DIR, Report, cpu_seconds, cpu_sets, print_table, tool_version
+from bench.load import Target, measure_sequential, run_load, wrk_path
 from bench.stack import Stack, corral_body, upstream_body
 from bench.stub import STREAM_PREFIX
 
@@ -29,6 +30,7 @@ def targets(stack: Stack, stream: bool) -> dict[str, Target]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="1 s per point, fewer TTFT samples (a smoke run).")
     parser.add_argument("--seconds", type=float, help="Seconds per point (default 5, or 1 with --quick).")
+    parser.add_argument("--rounds", type=int, help="Rounds per point, best kept (default 3, or 1 with --quick).")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
     parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Report:
     seconds = args.seconds or (1.0 if args.quick else 5.0)
     ttft_count = 100 if args.quick else 1000
+    rounds = args.rounds or (1 if args.quick else 3)
     server_cpus, load_cpus = (None, None) if args.no_pin else cpu_sets()
     use_wrk = not args.no_wrk and wrk_path() is not None
     report = Report("gateway")
@@ -51,24 +54,35 @@ def run(args: argparse.Namespace) -> Report:
             "seconds_per_point": seconds, "concurrency": args.concurrency,
             "load_generator": tool_version(["wrk", "--version"]) if use_wrk else "asyncio (built-in)",
             "stub": stack.stub_kind, "pinning": {"server": server_cpus, "load_and_stub": load_cpus},
+            "rounds": rounds, "loadavg_before": os.getloadavg(),
             "corral_ready_seconds": round(ready, 3), "corral_features": stack.corral_features(),
         }
+        pids = stack.pids()
         for stream in (False, True):
             points = targets(stack, stream)
             for target in points.values():  # warm up: connection pools, caches, lazy imports
                 run_load(target, concurrency=16, seconds=1, use_wrk=use_wrk, cpus=load_cpus)
+            mode = "stream" if stream else "json"
             for c in args.concurrency:
-                for name in TARGETS:
-                    result = run_load(points[name], concurrency=c, seconds=seconds, use_wrk=use_wrk,
-                                      cpus=load_cpus)
-                    report.rows.append({"mode": "stream" if stream else "json", "concurrency": c, "target": name,
-                                        **result})
-                    time.sleep(0.2)
-            for name, target in points.items():
-                marker = b"data:" if stream else b"{"
-                seq = measure_ttft(target, count=ttft_count, marker=marker)
-                report.summary.setdefault("sequential", {}).setdefault("stream" if stream else "json", {})[name] = seq
+                best: dict[str, dict[str, Any]] = {}
+                for round_n in range(rounds):  # targets interleaved, best round kept: noise only ever slows
+                    for name in TARGETS:
+                        cpu_before = cpu_seconds(pids[name])
+                        result = run_load(points[name], concurrency=c, seconds=seconds, use_wrk=use_wrk,
+                                          cpus=load_cpus)
+                        cpu = cpu_seconds(pids[name]) - cpu_before
+                        result["server_cpu_us_per_req"] = 1e6 * cpu / result["requests"] if result["requests"] else None
+                        result["rounds_rps"] = [*best.get(name, {}).get("rounds_rps", []), round(result["rps"])]
+                        if name not in best or result["rps"] > best[name]["rps"]:
+                            best[name] = {**result, "round": round_n}
+                        else:
+                            best[name]["rounds_rps"] = result["rounds_rps"]
+                        time.sleep(0.1)
+                report.rows += [{"mode": mode, "concurrency": c, "target": n, **best[n]} for n in TARGETS]
+            seq = measure_sequential(list(points.values()), count=ttft_count, marker=b"data:" if stream else b"{")
+            report.summary.setdefault("sequential", {})["stream" if stream else "json"] = seq
         report.meta["corral_store_rows"] = stack.usage_rows()
+        report.meta["loadavg_after"] = os.getloadavg()
     summarise(report)
     return report
 
@@ -89,6 +103,9 @@ def summarise(report: Report) -> None:
             row["overhead_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
         if floor is not None and floor["rps"]:
             row["vs_passthrough"] = row["rps"] / floor["rps"]
+        if floor is not None and floor.get("server_cpu_us_per_req") and row.get("server_cpu_us_per_req"):
+            # capacity on a core of its own, relative to the floor: what contention cannot skew
+            row["cpu_vs_passthrough"] = floor["server_cpu_us_per_req"] / row["server_cpu_us_per_req"]
     seq = report.summary.get("sequential", {})
     stream_seq = seq.get("stream", {})
     if "corral" in stream_seq and "direct" in stream_seq:
@@ -113,10 +130,12 @@ def show(report: Report) -> None:
     print(f"gateway benchmark: stub={meta['stub']} load={meta['load_generator']} "
           f"{meta['seconds_per_point']:g}s/point pinning={meta['pinning']}")
     print(f"corral features: {meta['corral_features']}")
+    print(f"load average before/after: {meta['loadavg_before']} / {meta['loadavg_after']} (others' work skews results)")
     print_table(report.rows, [("mode", "mode", ""), ("concurrency", "c", "d"), ("target", "target", ""),
                               ("rps", "rps", ".0f"), ("p50_ms", "p50 ms", ".3f"), ("p99_ms", "p99 ms", ".3f"),
                               ("overhead_p50_ms", "+p50 ms", ".3f"), ("overhead_p99_ms", "+p99 ms", ".3f"),
-                              ("vs_passthrough", "/floor", ".2f"), ("errors", "errors", "d")])
+                              ("vs_passthrough", "/floor", ".2f"), ("server_cpu_us_per_req", "cpu us/req", ".0f"),
+                              ("cpu_vs_passthrough", "/floor cpu", ".2f"), ("errors", "errors", "d")])
     seq = report.summary.get("sequential", {})
     print("\nsequential (c=1, one connection): time to first byte of the body / first SSE event")
     rows = [{"mode": mode, "target": name, **vals} for mode, per in seq.items() for name, vals in per.items()]

@@ -187,28 +187,37 @@ def run_load(target: Target, *, concurrency: int, seconds: float, use_wrk: bool,
 # ---- time to first token ----------------------------------------------------------
 
 
-async def _ttft(target: Target, count: int, warmup: int, marker: bytes) -> dict[str, Any]:
-    conn = await RawConnection.open(target.port)
-    firsts: list[float] = []
-    reported: list[float] = []  # what the server says it added (x-corral-overhead-ms), when it says
+async def _sequential(targets: list[Target], count: int, warmup: int, marker: bytes) -> dict[str, Any]:
+    """One connection per target; the targets take turns request by request, so a
+    burst of noise from elsewhere on the machine hits them all alike."""
+    conns = [await RawConnection.open(t.port) for t in targets]
+    firsts: list[list[float]] = [[] for _ in targets]
+    reported: list[list[float]] = [[] for _ in targets]  # x-corral-overhead-ms, when the server sends it
     try:
         for n in range(warmup + count):
-            status, first, headers = await conn.request(target, first_marker=marker)
-            if status != 200 or first is None:
-                raise RuntimeError(f"{target.name}: stream answered {status} without data")
-            if n >= warmup:
-                firsts.append(first * 1000)
-                if "x-corral-overhead-ms" in headers:
-                    reported.append(float(headers["x-corral-overhead-ms"]))
+            for i, (target, conn) in enumerate(zip(targets, conns, strict=True)):
+                status, first, headers = await conn.request(target, first_marker=marker)
+                if status != 200 or first is None:
+                    raise RuntimeError(f"{target.name}: answered {status} without {marker!r}")
+                if n >= warmup:
+                    firsts[i].append(first * 1000)
+                    if "x-corral-overhead-ms" in headers:
+                        reported[i].append(float(headers["x-corral-overhead-ms"]))
     finally:
-        conn.close()
-    result = {"ttft_p50_ms": percentile(firsts, 50), "ttft_p99_ms": percentile(firsts, 99), "ttft_samples": count}
-    if reported:
-        result["reported_overhead_p50_ms"] = percentile(reported, 50)
-    return result
+        for conn in conns:
+            conn.close()
+    results: dict[str, Any] = {}
+    for i, target in enumerate(targets):
+        result = {"ttft_p50_ms": percentile(firsts[i], 50), "ttft_p99_ms": percentile(firsts[i], 99),
+                  "ttft_samples": count}
+        if reported[i]:
+            result["reported_overhead_p50_ms"] = percentile(reported[i], 50)
+        results[target.name] = result
+    return results
 
 
-def measure_ttft(target: Target, *, count: int, warmup: int = 20, marker: bytes = b"data:") -> dict[str, Any]:
-    """Sequential requests on one connection: time from sending the request to the
-    first `marker` bytes of the answer (`data:` for streams: the first token)."""
-    return dict(_run(_ttft(target, count, warmup, marker)))
+def measure_sequential(targets: list[Target], *, count: int, warmup: int = 20, marker: bytes = b"data:"
+                       ) -> dict[str, Any]:
+    """Sequential requests, one connection per target: time from sending the request
+    to the first `marker` bytes of the answer (`data:` for streams: the first token)."""
+    return dict(_run(_sequential(targets, count, warmup, marker)))

@@ -128,6 +128,11 @@ class Stack:
         self.corral = child
         return wait_http(f"http://127.0.0.1:{self.corral_port}/readyz", child, timeout=60)
 
+    def pids(self) -> dict[str, int]:
+        by_name = {c.name: c.pid for c in self.children}
+        stub = by_name.get("stub-nginx") or by_name.get("stub-python") or 0
+        return {"direct": stub, "passthrough": by_name.get("passthrough", 0), "corral": by_name.get("corral", 0)}
+
     def corral_features(self) -> dict[str, Any]:
         """What was on in the Corral under test, probed rather than assumed."""
         base = f"http://127.0.0.1:{self.corral_port}"
