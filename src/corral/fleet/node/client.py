@@ -39,7 +39,7 @@ def build_backends(config: NodeConfig) -> dict[str, Backend]:
             backends[name] = NativeBackend(name, spec)
         else:
             directories = {p.name: Path(p.directory) for p in config.projects if p.backend == name}
-            backends[name] = OpenCodeBackend(name, spec, directories)
+            backends[name] = OpenCodeBackend(name, spec, directories, outbox_path(config).parent)
     return backends
 
 

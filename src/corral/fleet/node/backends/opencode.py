@@ -35,8 +35,8 @@ def _free_port() -> int:
 class _Server:
     """One supervised `opencode serve` for one project directory."""
 
-    def __init__(self, project: str, directory: Path, config: OpenCodeConfig) -> None:
-        self.project, self.directory, self.config = project, directory, config
+    def __init__(self, project: str, directory: Path, config: OpenCodeConfig, log: Path) -> None:
+        self.project, self.directory, self.config, self.log = project, directory, config, log
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.client: httpx.AsyncClient | None = None
@@ -55,9 +55,11 @@ class _Server:
         if self.config.config is not None:
             env["OPENCODE_CONFIG_CONTENT"] = json.dumps(self.config.config)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.config.command, "serve", "--port", str(self.port), "--hostname", "127.0.0.1",
-            cwd=self.directory, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.config.command, "serve", "--port", str(self.port), "--hostname", "127.0.0.1",
+                cwd=self.directory, env=env, stdout=log, stderr=log)
         if self.client is None:
             self.client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
         await self._wait_healthy()
@@ -69,8 +71,8 @@ class _Server:
         deadline = asyncio.get_running_loop().time() + self.config.startup_timeout_seconds
         while asyncio.get_running_loop().time() < deadline:
             if self.proc.returncode is not None:
-                err = (await self.proc.stderr.read()).decode(errors="replace")[-800:] if self.proc.stderr else ""
-                raise BackendError(f"opencode serve for {self.project} exited with {self.proc.returncode}: {err}")
+                tail = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
+                raise BackendError(f"opencode serve for {self.project} exited with {self.proc.returncode}: {tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await self.client.get(f"{self.base_url}/global/health", timeout=2)).status_code == 200:
                     return
@@ -149,9 +151,10 @@ class _Server:
 class OpenCodeBackend:
     kind = "opencode"
 
-    def __init__(self, name: str, config: OpenCodeConfig, directories: dict[str, Path]) -> None:
+    def __init__(self, name: str, config: OpenCodeConfig, directories: dict[str, Path], log_dir: Path) -> None:
         self.name, self.config = name, config
-        self.servers = {project: _Server(project, directory, config) for project, directory in directories.items()}
+        self.servers = {project: _Server(project, directory, config, log_dir / f"opencode-{project}.log")
+                        for project, directory in directories.items()}
 
     async def start(self) -> None:
         await asyncio.gather(*(server.start() for server in self.servers.values()))
