@@ -98,8 +98,51 @@ def _add_backup_commands(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
+def _add_migration_commands(app: typer.Typer) -> None:
+    import asyncio
+
+    @app.command("upgrade")
+    def upgrade(
+        config: Path | None = CONFIG_OPTION,
+        url: str | None = URL_OPTION,
+        revision: str = typer.Option("head", "--revision", help="Target revision."),
+    ) -> None:
+        """Apply pending migrations (`corral serve` also does this on start)."""
+        from corral.store import migrate
+        from corral.store.engine import make_engine
+
+        async def run() -> tuple[str | None, str | None]:
+            engine = make_engine(_resolve(config, url))
+            try:
+                before = await migrate.current(engine)
+                return before, await migrate.upgrade(engine, revision)
+            finally:
+                await engine.dispose()
+
+        before, after = asyncio.run(run())
+        typer.echo(f"database at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+    @app.command("current")
+    def current(config: Path | None = CONFIG_OPTION, url: str | None = URL_OPTION) -> None:
+        """Print the schema revision of the database and the newest one this version ships."""
+        from corral.store import migrate
+        from corral.store.engine import make_engine
+
+        async def run() -> str | None:
+            engine = make_engine(_resolve(config, url))
+            try:
+                return await migrate.current(engine)
+            finally:
+                await engine.dispose()
+
+        revision, head = asyncio.run(run()), migrate.head_revision()
+        state = "up to date" if revision == head else f"behind (run `corral db upgrade` to reach {head})"
+        typer.echo(f"{revision or 'empty'} ({state})")
+
+
 def db_app() -> typer.Typer:
-    app = typer.Typer(help="Database maintenance: backup, restore, check.", no_args_is_help=True)
+    app = typer.Typer(help="Database maintenance: migrations, backup, restore, check.", no_args_is_help=True)
+    _add_migration_commands(app)
     _add_backup_commands(app)
     return app
 

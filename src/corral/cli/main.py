@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "status",
     "monitor",
     "doctor",
+    "keys",
+    "spend",
 ]
 
 

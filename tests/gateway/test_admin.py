@@ -1,0 +1,82 @@
+"""The admin API's spend report and the `corral keys` / `corral spend` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import openai
+from tests.gateway.conftest import ServerFactory
+from typer.testing import CliRunner
+
+from corral.cli.main import build_app
+
+MASTER = "sk-master-admin-0123456789"
+PRICED = {"auth": {"master_key": MASTER}, "pricing": {"scripted": {"input": 1000, "output": 2000}}}
+
+
+async def wait_for_rows(api: httpx.AsyncClient, count: int) -> dict[str, Any]:
+    for _ in range(100):
+        report = (await api.get("/admin/spend", params={"group_by": "model"})).json()
+        if sum(r["requests"] for r in report["data"]) >= count:
+            return dict(report)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"usage rows never reached {count}: {report}")
+
+
+async def test_spend_groups_each_answered_request_once_with_its_cost(scripted_server: ServerFactory) -> None:
+    async with scripted_server(**PRICED) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as api:
+        keys = [(await api.post("/admin/keys", json={"name": n})).json() for n in ("a", "b")]
+        for key, times in zip(keys, (2, 1), strict=True):
+            async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=key["key"], max_retries=0) as sdk:
+                for _ in range(times):
+                    await sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+        by_model = await wait_for_rows(api, 3)
+        [row] = by_model["data"]
+        assert row["model"] == "scripted" and row["requests"] == 3
+        expected = (row["input_tokens"] * 1000 + row["output_tokens"] * 2000) / 1_000_000
+        assert row["cost_usd"] > 0 and abs(row["cost_usd"] - expected) < 1e-9
+        by_key = {r["key"]: r["requests"] for r in (await api.get("/admin/spend?group_by=key")).json()["data"]}
+        assert by_key == {keys[0]["id"]: 2, keys[1]["id"]: 1}
+        by_day = (await api.get("/admin/spend?group_by=day")).json()
+        assert len(by_day["data"]) == 1 and by_day["total_cost_usd"] == by_model["total_cost_usd"]
+        bad = await api.get("/admin/spend?group_by=colour")
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
+        empty = (await api.get("/admin/spend", params={"since": "2999-01-01"})).json()
+        assert empty["data"] == [] and empty["total_cost_usd"] == 0
+
+
+async def test_keys_and_spend_commands_drive_the_admin_api(scripted_server: ServerFactory) -> None:
+    runner = CliRunner()
+    app = build_app()
+    env = {"CORRAL_MASTER_KEY": MASTER}
+
+    async def corral(*args: str) -> str:
+        result = await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    async with scripted_server(**PRICED) as (base_url, _):
+        created = json.loads(await corral("keys", "create", "--server", base_url, "--name", "cli", "--rpm", "7",
+                                          "--model", "scripted", "--format", "json"))
+        assert created["key"].startswith("sk-corral-") and created["rpm"] == 7
+        listed = json.loads(await corral("keys", "list", "--server", base_url, "--format", "json"))
+        assert [k["name"] for k in listed["data"]] == ["cli"]
+        table = await corral("keys", "list", "--server", base_url)
+        assert created["key_prefix"] in table and created["key"] not in table
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=created["key"], max_retries=0) as sdk:
+            await sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+        async with httpx.AsyncClient(base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}) as api:
+            await wait_for_rows(api, 1)
+        report = json.loads(await corral("spend", "--server", base_url, "--group-by", "key", "--format", "json"))
+        assert report["data"][0]["key"] == created["id"] and report["data"][0]["requests"] == 1
+        assert "total: $" in await corral("spend", "--server", base_url, "-g", "model")
+        rotated = json.loads(await corral("keys", "rotate", created["id"], "--server", base_url, "--format", "json"))
+        assert rotated["key"] != created["key"]
+        assert f"revoked {created['id']}" in await corral("keys", "revoke", created["id"], "--server", base_url)
+        missing = await asyncio.to_thread(runner.invoke, app, ["keys", "list", "--server", base_url], env={})
+        assert missing.exit_code == 2
