@@ -68,6 +68,8 @@ def test_one_hardened_unit_per_role(units: Path) -> None:
                                "supervisor.yaml"), ("corral-node", "node", "node.yaml")):
         service = _unit(units / f"{name}.service")["Service"]
         assert service["ExecStart"] == [f"/opt/c/venv/bin/corral {role} --config /etc/c/{config}"]
+        validate = {"serve": "validate /etc/c/corral.yaml"}.get(role, f"{role} --config /etc/c/{config} --validate")
+        assert service["ExecStartPre"] == [f"/opt/c/venv/bin/corral {validate}"]
         assert service["User"] == ["svc"] and service["Group"] == ["svc"]
         assert service["EnvironmentFile"] == ["-/etc/c/corral.env"]
         assert "CORRAL_DATA_DIR=/data/c" in service["Environment"]

@@ -119,6 +119,14 @@ def _hardening(role: str, ports: list[int]) -> list[tuple[str, str]]:
     return lines
 
 
+def _validate_command(role: str, layout: HostLayout) -> str:
+    if role == "serve":
+        return f"{layout.executable} validate {layout.config_path(role)}"
+    if role == "supervisor":
+        return f"{layout.executable} supervisor --config {layout.config_path(role)} --validate"
+    return f"{layout.executable} node --config {layout.config_path(role)} --validate"
+
+
 def render_unit(role: str, layout: HostLayout, configs: RoleConfigs) -> str:
     ports = listen_ports(role, configs)
     name = UNIT_NAMES[role]
@@ -132,6 +140,8 @@ def render_unit(role: str, layout: HostLayout, configs: RoleConfigs) -> str:
         ("Environment", f"CORRAL_DATA_DIR={layout.data_dir}"),
         ("Environment", f"HOME={layout.data_dir}"),
         ("Environment", f"PATH={layout.prefix}/venv/bin:/usr/local/bin:/usr/bin:/bin"),
+        # A config error stops the start with the file's line in the journal, not a crash loop.
+        ("ExecStartPre", _validate_command(role, layout)),
         ("ExecStart", f"{layout.executable} {role} --config {layout.config_path(role)}"),
         ("Restart", "on-failure"),
         ("RestartSec", "5s"),
