@@ -340,3 +340,14 @@ async def test_error_event_inside_a_stream_is_raised_after_the_content(
         async for event in provider.stream(chat()):
             received.append(event)
     assert "".join(e.text for e in received if isinstance(e, TextDelta)) == "partial answer"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+async def test_sequential_requests_reuse_one_connection(provider: Provider, fake: FakeUpstream, stream: bool) -> None:
+    for _ in range(3):
+        if stream:
+            await collect(provider, chat())
+        else:
+            await provider.complete(chat())
+    ports = {r.client_port for r in fake.requests}
+    assert len(fake.requests) == 3 and len(ports) == 1 and None not in ports

@@ -126,12 +126,15 @@ class AnthropicProvider:
         state = _StreamState(request.model, structured=structured_schema(request) is not None)
         payload = build_body(request, stream=True)
         async with self._http.open("POST", "/v1/messages", json_body=payload, seconds=request.timeout) as resp:
-            async for sse in self._http.sse(resp):
+            events = self._http.sse(resp)
+            async for sse in events:
                 data = as_dict(self._http.event_json(sse))
                 for event in self._stream_events(data, state):
                     yield event
                 if state.stopped:
                     break
+            if state.stopped:
+                await self._http.drain(events)  # so the connection returns to the pool
         if state.finish is None:
             raise self._http.truncated()
         if state.finish == "tool_calls" and not state.tool_calls:

@@ -122,6 +122,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
+    client_port: int | None = None  # equal ports mean one reused connection
 
 
 def count_tokens(text: str) -> int:

@@ -121,6 +121,7 @@ class FakeUpstream:
             query=dict(request.query_params),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
+            client_port=request.client.port if request.client else None,
         )
         with self._lock:
             self.requests.append(recorded)
