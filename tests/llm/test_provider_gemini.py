@@ -140,3 +140,12 @@ async def test_blocked_prompt_finishes_as_content_filter(fake: FakeGemini, provi
     result = await provider.complete(ChatRequest(model="g", messages=[Message.text("user", "bad")]))
     assert result.finish_reason == "content_filter"
     assert result.usage.input_tokens == 4
+
+
+async def test_embed_splits_large_inputs_into_batches_of_100(fake: FakeGemini, provider: GeminiProvider) -> None:
+    texts = [f"text {i}" for i in range(230)]
+    vectors, _ = await provider.embed(texts, "text-embedding-004")
+    assert len(vectors) == 230
+    assert [len(r.body["requests"]) for r in fake.requests] == [100, 100, 30]
+    single, _ = await provider.embed(["text 229"], "text-embedding-004")
+    assert vectors[229] == single[0]

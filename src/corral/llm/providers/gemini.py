@@ -50,6 +50,8 @@ _FINISH: dict[str, FinishReason] = {
     "UNEXPECTED_TOOL_CALL": "error",
 }
 
+EMBED_BATCH = 100
+
 # JSON Schema keywords Gemini's OpenAPI-subset `parameters` rejects.
 _UNSUPPORTED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties", "$id", "strict"})
 
@@ -163,15 +165,19 @@ class GeminiProvider:
 
     async def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], int]:
         name = f"models/{model_id(model)}"
-        requests = [{"model": name, "content": {"parts": [{"text": t}]}} for t in texts]
-        body = as_dict(
-            await self._http.request_json("POST", f"/{name}:batchEmbedContents", json_body={"requests": requests})
-        )
-        vectors = [as_dict(e).get("values") for e in as_list(body.get("embeddings"))]
-        if len(vectors) != len(texts) or not all(isinstance(v, list) for v in vectors):
-            raise self._http.bad_payload(f"expected {len(texts)} embeddings, got {len(vectors)}")
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_BATCH):  # the API takes at most 100 per call
+            batch = texts[start : start + EMBED_BATCH]
+            requests = [{"model": name, "content": {"parts": [{"text": t}]}} for t in batch]
+            body = as_dict(
+                await self._http.request_json("POST", f"/{name}:batchEmbedContents", json_body={"requests": requests})
+            )
+            values = [as_dict(e).get("values") for e in as_list(body.get("embeddings"))]
+            if len(values) != len(batch) or not all(isinstance(v, list) for v in values):
+                raise self._http.bad_payload(f"expected {len(batch)} embeddings, got {len(values)}")
+            vectors += [[float(x) for x in v] for v in values if isinstance(v, list)]
         # The embeddings API reports no token count.
-        return [[float(x) for x in v] for v in vectors if isinstance(v, list)], 0
+        return vectors, 0
 
 
 class _Decoder:
