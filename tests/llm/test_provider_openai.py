@@ -107,8 +107,11 @@ async def test_azure_style_uses_api_key_header_and_api_version(fake: FakeOpenAI)
     )
     provider = build_provider("azure", config)
     result = await provider.complete(ChatRequest(model="prod-4o", messages=[Message.text("user", "hi")]))
-    await provider.aclose()
     sent = fake.last_request
+    models = await provider.list_models()
+    await provider.aclose()
+    assert models and fake.last_request.path == "/openai/models"
+    assert fake.last_request.query == {"api-version": "2024-10-21"}
     assert result.message.text_content == "You said: hi"
     assert sent.path == "/openai/deployments/prod-4o/chat/completions"
     assert sent.query == {"api-version": "2024-10-21"}

@@ -64,6 +64,9 @@ class OpenAIProvider:
                 headers["authorization"] = f"Bearer {api_key}"
         if azure and config.api_version:
             params["api-version"] = config.api_version
+        # An Azure deployment URL has no /models; the resource's /openai/models lists them.
+        resource, found, _ = base_url.rstrip("/").partition("/deployments/")
+        self._models_path = f"{resource}/models" if azure and found else "/models"
         self._http = HttpClient(
             name, config, base_url=base_url, headers=headers, api_key=api_key, transport=transport, params=params
         )
@@ -100,7 +103,7 @@ class OpenAIProvider:
         yield FinishEvent(state.finish, model=state.model)
 
     async def list_models(self) -> list[ModelInfo]:
-        body = await self._http.request_json("GET", "/models")
+        body = await self._http.request_json("GET", self._models_path)
         models = []
         for item in as_list(as_dict(body).get("data")):
             item = as_dict(item)

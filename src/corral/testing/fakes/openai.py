@@ -31,6 +31,7 @@ class FakeOpenAI(FakeUpstream):
                 Route(f"{base}/models", self._models, methods=["GET"]),
                 Route(f"{base}/embeddings", self._embeddings, methods=["POST"]),
             ]
+        routes.append(Route("/openai/models", self._models, methods=["GET"]))  # an Azure resource's models
         return routes
 
     def error_body(self, status: int, message: str, error_type: str | None) -> Any:
