@@ -149,3 +149,14 @@ def test_role_templates_are_valid_configs(cli: CliRunner) -> None:
     node = load_fleet_config(template_path("node"), NodeConfig)
     assert node.supervisor_url.endswith(":8420")
     assert invoke(cli, "generate", "template", "supervisor") == template_path("supervisor").read_text()
+
+
+def test_shipped_units_match_the_generator(tmp_path: Path, cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "CORRAL_DATABASE_URL", "CORRAL_REDIS_URL", "CORRAL_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "units"
+    invoke(cli, "generate", "systemd", "--role", "all", "--out", str(out))
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in out.iterdir())
+    for unit in out.iterdir():
+        assert (shipped / unit.name).read_text() == unit.read_text(), f"deploy/systemd/{unit.name} is stale"
