@@ -125,13 +125,14 @@ async def test_queue_depth_deployment_health_and_cost_from_pricing() -> None:
     steps = [ScriptStep(text="ok"), ScriptStep(error="unavailable")]
     async with gateway(steps, router=router, pricing=pricing) as (url, app):
         metrics: GatewayMetrics = app.state.gateway.components["metrics"]
-        metrics.watch_queue("usage", lambda: 7)
+        metrics.watch_queue("audit", lambda: 7)
         async with httpx.AsyncClient(base_url=url) as http:
             body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
             await http.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "x" * 40}]})
             await http.post("/v1/chat/completions", json=body)  # fails: the deployment cools down
         samples = await scrape(url)
-    assert value(samples, "corral_batch_queue_depth", writer="usage") == 7.0
+    assert value(samples, "corral_batch_queue_depth", writer="audit") == 7.0
+    assert ("corral_batch_queue_depth", (("writer", "usage"),)) in samples  # the usage writer, idle: 0
     labels = {"alias": "scripted", "deployment": "script/scripted"}
     assert value(samples, "corral_deployment_healthy", **labels) == 0.0
     assert 200 < value(samples, "corral_deployment_cooldown_seconds", **labels) <= 300

@@ -96,14 +96,17 @@ async def test_every_log_line_of_a_request_carries_its_request_id(captured, scri
                 "router": {"backoff_base": 0.0, "allowed_fails": 1, "cooldown_seconds": 0.5}}
     async with scripted_server([ScriptStep(error="unavailable"), ScriptStep(text="ok")], **retrying) as (url, _):
         async with httpx.AsyncClient(base_url=url) as http:
-            response = await http.post("/v1/chat/completions", headers={"x-request-id": "trace-me-1",
-                                                                         "authorization": f"Bearer {SECRETS[2]}"},
-                                       json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}]})
+            body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+            refused = await http.post("/v1/chat/completions", json=body, headers={
+                "x-request-id": "refused-1", "authorization": f"Bearer {SECRETS[2]}", "x-api-key": SECRETS[1]})
+            response = await http.post("/v1/chat/completions", json=body, headers={"x-request-id": "trace-me-1"})
+    assert refused.status_code == 401  # an unknown key
     assert response.status_code == 200
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert len(lines) >= 2  # the router's cooldown warning and the access line
-    assert any("cooling down" in line["message"] for line in lines)
-    assert {line["request_id"] for line in lines} == {"trace-me-1"}
-    access = [line for line in lines if line["logger"] == "corral.access"]
-    assert [(a["surface"], a["model"], a["status"]) for a in access] == [("openai", "scripted", 200)]
-    assert SECRETS[2] not in stream.getvalue()
+    served = [line for line in lines if line.get("request_id") != "refused-1"]
+    assert len(served) >= 2  # the router's cooldown warning and the request line
+    assert any("cooling down" in line["message"] for line in served)
+    assert {line["request_id"] for line in served} == {"trace-me-1"}
+    calls = [line for line in served if line["logger"] == "corral.request"]
+    assert [(c["surface"], c["model"], c["status"]) for c in calls] == [("openai", "scripted", 200)]
+    assert SECRETS[1] not in stream.getvalue() and SECRETS[2] not in stream.getvalue()

@@ -22,7 +22,7 @@ from corral.llm.errors import ProviderError
 from corral.llm.pricing import PricingTable
 from corral.telemetry.metrics import DeploymentHealth, GatewayMetrics
 
-log = logging.getLogger("corral.access")
+log = logging.getLogger("corral.request")
 
 REJECTED = {401: "unauthorized", 402: "budget_exceeded", 403: "forbidden", 429: "rate_limited"}
 
@@ -107,10 +107,20 @@ def router_health(gateway: Gateway) -> Callable[[], list[DeploymentHealth]]:
     return read
 
 
+def usage_queue_depth(gateway: Gateway) -> Callable[[], int | None]:
+    """The access component's batch writer (usage and spend rows), once it has started."""
+    def read() -> int | None:
+        writer = getattr(gateway.components.get("access"), "writer", None)
+        depth = getattr(writer, "depth", None)
+        return depth if isinstance(depth, int) else None
+    return read
+
+
 def install(gateway: Gateway) -> None:
     metrics = GatewayMetrics() if gateway.config.observability.metrics else None
     if metrics is not None:
         metrics.deployments = router_health(gateway)
+        metrics.watch_queue("usage", usage_queue_depth(gateway))
         gateway.components["metrics"] = metrics
 
         async def worker_exit() -> None:

@@ -97,9 +97,10 @@ class GatewayMetrics:
         self.queue_depth = Gauge("corral_batch_queue_depth", "Records waiting in a batch writer's queue.",
                                  ["writer"], registry=r, multiprocess_mode="livesum")
         self.deployments: Callable[[], Iterable[DeploymentHealth]] | None = None
-        self._queues: dict[str, Callable[[], int]] = {}
+        self._queues: dict[str, Callable[[], int | None]] = {}
 
-    def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
+    def watch_queue(self, name: str, depth: Callable[[], int | None]) -> None:
+        """``depth`` returns None while the queue does not exist (no series is published)."""
         self._queues[name] = depth
 
     def observe_call(
@@ -128,8 +129,10 @@ class GatewayMetrics:
 
     def refresh(self) -> None:
         """Gauges fed by callbacks, read at scrape time (never on the request path)."""
-        for name, depth in self._queues.items():
-            self.queue_depth.labels(name).set(depth())
+        for name, read in self._queues.items():
+            depth = read()
+            if depth is not None:
+                self.queue_depth.labels(name).set(depth)
         if self.deployments is not None:
             for health in self.deployments():
                 self.deployment_healthy.labels(health.alias, health.deployment).set(1 if health.healthy else 0)
