@@ -1,2 +1,137 @@
-"""placeholder"""
-def add_arguments(parser): parser.add_argument("--out", default="bench/results")
+"""`python -m bench soak --requests N`: RSS of the corral process before and after N
+requests (after a warm-up), with usage recording and agent sessions on. Traffic
+cycles through three kinds of request in bounded chunks: non-stream, stream, and an
+agent (`helper`) with a new session id per request, so session rows grow too.
+1M requests: `python -m bench soak --requests 1000000` (about an hour on 2 vCPUs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import MASTER_KEY, RESULTS_DIR, Report, cpu_sets, print_table, rss_kb
+from bench.load import Target, run_load, wrk_path, wrk_script
+from bench.stack import Stack, corral_body
+
+KINDS = ("json", "stream", "agent")
+
+# wrk: a fresh session id on every request (thread id + counter)
+_SESSION_LUA = """
+local counter = 0
+local thread_tag = tostring(math.random(1, 1e9))
+request = function()
+  counter = counter + 1
+  wrk.headers["x-corral-session-id"] = "soak-" .. thread_tag .. "-" .. counter
+  return wrk.format()
+end
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--warmup", type=int, default=10_000, help="Requests before the first RSS reading.")
+    parser.add_argument("--chunk-seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+
+
+def target(stack: Stack, kind: str) -> Target:
+    headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
+    body = corral_body(kind == "stream", model="helper" if kind == "agent" else None)
+    return Target(kind, stack.corral_port, "/v1/chat/completions", body, headers)
+
+
+def load_chunk(t: Target, *, concurrency: int, seconds: float, cpus: list[int] | None) -> dict[str, Any]:
+    if t.name != "agent" or wrk_path() is None:
+        return run_load(t, concurrency=concurrency, seconds=seconds, use_wrk=wrk_path() is not None, cpus=cpus)
+    # the agent chunk needs a per-request header: the same wrk run with a request() hook
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_script(t) + _SESSION_LUA)
+    wrk = wrk_path()
+    assert wrk is not None
+    argv = [wrk, "-t1", "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
+            "-s", script.name, f"http://127.0.0.1:{t.port}{t.path}"]
+    if cpus and shutil.which("taskset"):
+        argv = ["taskset", "-c", ",".join(map(str, cpus)), *argv]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        Path(script.name).unlink(missing_ok=True)
+    raw = json.loads(out.stdout.split("BENCH_JSON ", 1)[1].splitlines()[0])
+    return {"requests": raw["requests"], "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+            "errors": raw["status"] + raw["read"] + raw["timeout"] + raw["connect"] + raw["write"]}
+
+
+def run(args: argparse.Namespace) -> Report:
+    server_cpus, load_cpus = cpu_sets()
+    report = Report("soak")
+    sent = {k: 0 for k in KINDS}
+    errors = 0
+    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, agent=True) as stack:
+        stack.start_stub()
+        stack.start_corral()
+        assert stack.corral is not None
+        pid = stack.corral.pid
+        targets = {k: target(stack, k) for k in KINDS}
+        total, n = 0, 0
+        before: int | None = None
+        started = time.monotonic()
+        while total < args.warmup + args.requests:
+            kind = KINDS[n % len(KINDS)]
+            n += 1
+            result = load_chunk(targets[kind], concurrency=args.concurrency, seconds=args.chunk_seconds,
+                                cpus=load_cpus)
+            total += result["requests"]
+            sent[kind] += result["requests"]
+            errors += result["errors"]
+            rss = rss_kb(pid)
+            if before is None and total >= args.warmup:
+                before = rss
+            report.rows.append({"chunk": n, "kind": kind, "requests_total": total, "rss_mb": rss / 1024,
+                                "rps": result["rps"], "elapsed_s": time.monotonic() - started})
+        after = rss_kb(pid)
+        stack.corral.stop(timeout=60)  # graceful: the batch writer flushes what is queued
+        stored = stack.usage_rows()
+    growth = 100 * (after - (before or after)) / (before or after)
+    report.summary = {"requests": total, "sent": sent, "errors": errors, "rss_before_mb": (before or 0) / 1024,
+                      "rss_after_mb": after / 1024, "growth_pct": growth, "store_rows": stored}
+    report.meta = {"concurrency": args.concurrency, "warmup": args.warmup, "chunk_seconds": args.chunk_seconds,
+                   "features": "master key auth, metrics, usage recording (SQLite), agent sessions (SQLite)"}
+    report.target("RSS growth over the soak", growth, 10.0, unit="%", higher_is_better=False)
+    return report
+
+
+def show(report: Report) -> None:
+    rows = report.rows if len(report.rows) <= 24 else report.rows[:: max(1, len(report.rows) // 24)] + report.rows[-1:]
+    print_table(rows, [("chunk", "chunk", "d"), ("kind", "kind", ""), ("requests_total", "requests", "d"),
+                       ("rps", "rps", ".0f"), ("rss_mb", "RSS MB", ".1f")])
+    s = report.summary
+    print(f"\n{s['requests']} requests ({s['sent']}), {s['errors']} errors; RSS {s['rss_before_mb']:.1f} MB after "
+          f"warm-up -> {s['rss_after_mb']:.1f} MB: {s['growth_pct']:+.1f}%")
+    print(f"store rows after shutdown: {s['store_rows']}")
+    report.print_targets()
+
+
+def chart(report: Report, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot([r["requests_total"] for r in report.rows], [r["rss_mb"] for r in report.rows], marker=".")
+    ax.set_xlabel("requests served")
+    ax.set_ylabel("corral RSS (MB)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"RSS over the soak: {report.summary['growth_pct']:+.1f}% after warm-up")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -22,7 +22,14 @@ MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Say hello."}]
 
 
-def corral_config(stub_port: int, data_dir: Path, *, log_level: str = "warning") -> str:
+AGENT_CONFIG = """agents:
+  helper:
+    model: bench-stream  # the agent runner always streams from its model
+    instructions: You are a helpful assistant.
+"""
+
+
+def corral_config(stub_port: int, data_dir: Path, *, log_level: str = "warning", agent: bool = False) -> str:
     """Corral with the features a production gateway has on: a master key, metrics,
     a SQLite store. Two models on the one stub: `bench` (JSON) and `bench-stream` (SSE)."""
     return f"""version: 1
@@ -51,11 +58,11 @@ observability:
   metrics: true
 verification:
   enabled: false
-"""
+""" + (AGENT_CONFIG if agent else "")
 
 
-def corral_body(stream: bool) -> bytes:
-    return json.dumps({"model": "bench-stream" if stream else "bench", "messages": MESSAGES,
+def corral_body(stream: bool, model: str | None = None) -> bytes:
+    return json.dumps({"model": model or ("bench-stream" if stream else "bench"), "messages": MESSAGES,
                        "max_tokens": 64, "stream": stream}).encode()
 
 
@@ -77,6 +84,7 @@ class Stack:
     load_cpus: list[int] | None = None
     prefer_nginx: bool = True
     log_level: str = "warning"
+    agent: bool = False  # also serve an agent (`helper`), for sessions recording
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="corral-bench-")))
     children: list[Child] = field(default_factory=list)
     stub_port: int = 0
@@ -115,12 +123,15 @@ class Stack:
         data = self.work / "data"
         data.mkdir(exist_ok=True)
         path = self.work / "corral.yaml"
-        path.write_text(corral_config(self.stub_port, data, log_level=self.log_level))
+        path.write_text(corral_config(self.stub_port, data, log_level=self.log_level, agent=self.agent))
         return path
 
     def start_corral(self) -> float:
         """Returns the seconds from exec to /readyz 200."""
         config = self.write_corral_config()
+        if self.corral is not None:  # a restart (startup benchmark): the old one goes first
+            self.corral.stop()
+            self.children.remove(self.corral)
         self.corral_port = free_port()
         child = spawn("corral", corral_argv(config, self.corral_port), log_dir=self.work, cpus=self.server_cpus,
                       env={"CORRAL_DATA_DIR": str(self.work / "data")})
