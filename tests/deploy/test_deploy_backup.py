@@ -123,6 +123,8 @@ def test_sqlite_check_and_restore_reject_damaged_files(tmp_path: Path) -> None:
     restore = cli.invoke(app, ["db", "restore", str(db), "--url", f"sqlite:///{target}", "--yes"])
     assert restore.exit_code == 1 and "restore failed" in restore.output
     assert not target.exists()  # nothing was written
+    itself = cli.invoke(app, ["db", "backup", str(db), "--url", f"sqlite:///{db}"])
+    assert itself.exit_code == 1 and "the live database itself" in itself.output
     wrong = tmp_path / "not-a-db.txt"
     wrong.write_text("hello")
     result = cli.invoke(app, ["db", "restore", str(wrong), "--url", f"sqlite:///{target}", "--yes"])
@@ -191,8 +193,13 @@ def test_postgres_backup_under_write_load_then_restore(postgres_url: str, tmp_pa
     assert invoke(cli, "db", "check", "--url", postgres_url).startswith("postgresql: ok, 1 tables")
 
 
-@pytest.mark.postgres
-def test_postgres_check_reports_an_unreachable_server() -> None:
-    result = CliRunner().invoke(build_app(), ["db", "check", "--url", "postgresql://nobody@127.0.0.1:1/none"])
+def test_postgres_failures_are_reported_and_leave_no_file(tmp_path: Path) -> None:
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    result = CliRunner().invoke(build_app(), ["db", "check", "--url", url])
     assert result.exit_code == 1
     assert "check failed: cannot connect" in result.output
+    if shutil.which("pg_dump"):
+        backup = tmp_path / "x.dump"
+        failed = CliRunner().invoke(build_app(), ["db", "backup", str(backup), "--url", url])
+        assert failed.exit_code == 1 and "backup failed: pg_dump failed" in failed.output
+        assert list(tmp_path.iterdir()) == []

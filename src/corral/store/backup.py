@@ -74,7 +74,10 @@ def backup_sqlite(url: str, dest: Path) -> CheckResult:
 
 
 def _backup_sqlite(url: str, dest: Path) -> CheckResult:
-    source = _open_existing(sqlite_path(url))
+    live = sqlite_path(url)
+    if dest.resolve() == live.resolve():
+        raise BackupError(f"{dest} is the live database itself; write the backup somewhere else")
+    source = _open_existing(live)
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
@@ -167,7 +170,11 @@ def _run(argv: list[str], env: Mapping[str, str]) -> None:
 def backup_postgres(url: str, dest: Path) -> None:
     target, env = libpq_target(url)
     partial = dest.with_name(dest.name + ".partial")
-    _run([_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={partial}", f"--dbname={target}"], env)
+    try:
+        _run([_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={partial}", f"--dbname={target}"], env)
+    except BackupError:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(dest)
 
 
