@@ -103,7 +103,7 @@ async def test_anthropic_sdk_parses_messages_thinking_and_tool_use() -> None:
 
 
 async def test_anthropic_sdk_accumulates_the_stream() -> None:
-    reply = Reply(text="Two tools:", tool_calls=[ReplyToolCall("a", {"x": 1}), ReplyToolCall("b", {})])
+    reply = Reply(text="Two tools:", reasoning="plan it", tool_calls=[ReplyToolCall("a", {"x": 1}), ReplyToolCall("b", {})])
     async with FakeAnthropic(reply) as fake:
         client = anthropic.AsyncAnthropic(base_url=fake.base_url, api_key="sk-ant", max_retries=0)
         async with client.messages.stream(
@@ -113,7 +113,10 @@ async def test_anthropic_sdk_accumulates_the_stream() -> None:
             final = await stream.get_final_message()
         await client.close()
     assert kinds[0] == "message_start" and "message_stop" in kinds
-    assert final.content[0].type == "text" and final.content[0].text == "Two tools:"
+    thinking, text = final.content[0], final.content[1]
+    assert isinstance(thinking, anthropic.types.ThinkingBlock)
+    assert (thinking.thinking, thinking.signature) == ("plan it", "sig-fake")
+    assert isinstance(text, anthropic.types.TextBlock) and text.text == "Two tools:"
     inputs = [(b.name, b.input) for b in final.content if isinstance(b, anthropic.types.ToolUseBlock)]
     assert inputs == [("a", {"x": 1}), ("b", {})]
     assert final.stop_reason == "tool_use"
