@@ -122,3 +122,25 @@ async def test_a_spent_budget_blocks_on_both_replicas_at_once(
         await asyncio.sleep(0.2)
     assert rows[0]["requests"] == len(spends)
     assert rows[0]["cost_usd"] == pytest.approx(spends[-1])
+
+
+async def test_a_key_revoked_on_one_replica_is_refused_by_the_other_at_once(
+    tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str, redis_client: object,
+    serve_processes: list[ServeProcess],
+) -> None:
+    a, b = start_replicas(tmp_path, postgres_url, redis_url, redis_prefix, serve_processes)
+    created = create_key(a.base_url)
+    headers = {"authorization": f"Bearer {created['key']}"}
+    assert httpx.post(f"{b.base_url}/v1/chat/completions", json=BODY, headers=headers, timeout=10).status_code == 200
+    revoked = httpx.delete(f"{a.base_url}/admin/keys/{created['id']}", timeout=10,
+                           headers={"authorization": f"Bearer {MASTER}"})
+    assert revoked.status_code == 200
+    # B had the key cached; the Redis invalidation reaches it well before the 30 s periodic refresh.
+    deadline = time.monotonic() + 2.0
+    status = 200
+    while time.monotonic() < deadline:
+        status = httpx.post(f"{b.base_url}/v1/chat/completions", json=BODY, headers=headers, timeout=10).status_code
+        if status == 401:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 401

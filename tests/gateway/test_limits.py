@@ -132,3 +132,19 @@ async def test_memory_rpm_window_slides(monkeypatch: pytest.MonkeyPatch) -> None
     assert caught.value.retry_after == pytest.approx(30)
     now[0] += 30.001  # the first request left the window
     await limiter.check(principal, "m")
+
+
+async def test_when_redis_is_down_limited_keys_are_refused_not_let_through(scripted_server: Any) -> None:
+    import httpx
+
+    from corral.testing.server import free_port
+
+    master = "sk-master-limits-0123456789"
+    config = {"auth": {"master_key": master}, "cache": {"url": f"redis://127.0.0.1:{free_port()}/0"}}
+    async with scripted_server(**config) as (base_url, _), httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        admin = {"authorization": f"Bearer {master}"}
+        key = (await http.post("/admin/keys", json={"rpm": 1000}, headers=admin)).json()["key"]
+        body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+        refused = await http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "limits_unavailable"
