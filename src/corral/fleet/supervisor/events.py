@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from corral.fleet.protocol import Envelope
 from corral.fleet.store import EventRow, FleetStore
-from corral.fleet.supervisor.state import FleetState
+from corral.fleet.supervisor.state import FleetState, SessionState
 from corral.llm.pricing import PricingTable
 from corral.llm.types import Usage
 
@@ -134,24 +134,24 @@ class EventPipeline:
         rows = [p.row for p in batch]
         attempt = 0
         applied: list[EventRow] = []
+        scratch: dict[str, SessionState] = {}
         while True:
 
             def sessions_for(new: set[tuple[str, int]]) -> list[dict[str, Any]]:
                 applied.clear()
-                touched: dict[str, dict[str, Any]] = {}
+                scratch.clear()
                 for row in rows:
                     if (row.node_id, row.seq) in new:
                         applied.append(row)
-                        session = self.state.apply_event(
+                        self.state.apply_event(
                             row.node_id, row.type, row.session_id,
                             {"project": row.project, "data": row.data},
-                            (row.input_tokens, row.output_tokens), row.cost_usd, row.ts)
-                        if session is not None:
-                            touched[session.session_id] = session.row()
-                return list(touched.values())
+                            (row.input_tokens, row.output_tokens), row.cost_usd, row.ts, scratch)
+                return [s.row() for s in scratch.values()]
 
             try:
                 new = await self.store.insert_events(rows, sessions_for)
+                self.state.commit(scratch)
                 break
             except Exception:  # the store may be briefly unavailable; keep the batch
                 attempt += 1

@@ -6,6 +6,7 @@ Nodes are online while frames arrive; the monitor marks them offline after
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -124,15 +125,21 @@ class FleetState:
         return changed
 
     def apply_event(self, node_id: str, kind: str, session_id: str | None, payload: dict[str, Any],
-                    tokens: tuple[int, int], cost: float, ts: float) -> SessionState | None:
+                    tokens: tuple[int, int], cost: float, ts: float,
+                    scratch: dict[str, SessionState] | None = None) -> SessionState | None:
+        """Applies one stored event. With ``scratch``, changes go to copies kept there, so a
+        batch whose transaction fails leaves the live state untouched (see `commit`)."""
         if not session_id:
             return None
-        session = self.sessions.get(session_id)
+        sessions = self.sessions if scratch is None else scratch
+        session = sessions.get(session_id)
+        if session is None and scratch is not None and session_id in self.sessions:
+            session = sessions[session_id] = dataclasses.replace(self.sessions[session_id])
         if session is None and node_id == "supervisor":
             return None
         if session is None:
             session = SessionState(session_id=session_id, node_id=node_id, created_at=ts, last_activity=ts)
-            self.sessions[session_id] = session
+            sessions[session_id] = session
         data = payload.get("data") or {}
         session.project = payload.get("project") or session.project
         session.backend = data.get("backend") or session.backend
@@ -147,6 +154,15 @@ class FleetState:
         if state:
             session.state = state
         return session
+
+    def commit(self, scratch: dict[str, SessionState]) -> None:
+        for session_id, copy in scratch.items():
+            live = self.sessions.get(session_id)
+            if live is None:
+                self.sessions[session_id] = copy
+            else:
+                # keep the live object (others hold references); take the new values
+                live.__dict__.update(copy.__dict__)
 
     def node_for_project(self, project: str) -> NodeState | None:
         for node in self.nodes.values():
