@@ -106,3 +106,17 @@ def test_dockerfile_is_multistage_nonroot_and_probes_health_without_curl() -> No
     assert yaml.safe_load(cmd) == common.serve_args()
     assert shlex.split(next(rest for k, rest in steps if k == "ENTRYPOINT").strip("[]").replace(",", " ")) == [
         "corral"]
+
+
+def test_services_only_publishes_the_dependencies_for_a_remote_corral(cli: CliRunner, tmp_path: Path) -> None:
+    invoke(cli, "generate", "compose", "--services-only", "--out", str(tmp_path))
+    compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "qdrant"}
+    assert {name: s["ports"] for name, s in services.items()} == {
+        "postgres": ["5432:5432"], "redis": ["6379:6379"], "qdrant": ["6333:6333"]}
+    assert services["redis"]["command"][-2:] == ["--requirepass", "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}"]
+    assert "corral-data" not in compose["volumes"]
+    probe = services["qdrant"]["healthcheck"]["test"][3]
+    assert probe == ("exec 3<>/dev/tcp/127.0.0.1/6333 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && "
+                     "grep -q ' 200 ' <&3")

@@ -123,6 +123,8 @@ def _compose(app: typer.Typer) -> None:
         image: str = typer.Option("corral:latest", "--image"),
         build: str | None = typer.Option(None, "--build", help="Build context for the image, relative to --out."),
         qdrant: bool = typer.Option(True, "--qdrant/--no-qdrant"),
+        services_only: bool = typer.Option(False, "--services-only",
+                                           help="Hybrid: only Postgres, Redis and Qdrant, with published ports."),
     ) -> None:
         """docker-compose.yml: Corral, Postgres, Redis and Qdrant with healthchecks."""
         from corral.deploy import common as c
@@ -132,7 +134,10 @@ def _compose(app: typer.Typer) -> None:
         with _reported():
             source = _source(config)
             text = container_text(source, database_env=c.DATABASE_URL_ENV, cache_env=c.REDIS_URL_ENV)
-            opts = compose.ComposeOptions(image=image, build_context=build, qdrant=qdrant)
+            opts = compose.ComposeOptions(image=image, build_context=build, qdrant=qdrant, services_only=services_only)
+            if services_only:
+                _write_one(yamlio.dump(compose.render(source, opts)), out / "docker-compose.yml" if out else None)
+                return
             if out is None:
                 if text != source.text:
                     raise DeployError("the config names its own database.url/cache.url; use --out DIR so a "

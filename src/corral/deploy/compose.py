@@ -19,6 +19,7 @@ class ComposeOptions:
     dockerfile: str = "deploy/Dockerfile"
     config_source: str = "./corral.yaml"  # host path of the config, relative to the compose file
     qdrant: bool = True
+    services_only: bool = False  # hybrid: only Postgres/Redis/Qdrant, published for a remote Corral
 
 
 def _required(name: str, why: str) -> str:
@@ -95,7 +96,23 @@ def render(source: DeploySource, opts: ComposeOptions) -> dict[str, Any]:
                             "interval": "5s", "timeout": "3s", "retries": 10},
         }
         volumes["qdrant-data"] = {}
+    if opts.services_only:
+        _publish(services)
+        del services["corral"]
+        del volumes["corral-data"]
     return {"name": "corral", "services": services, "volumes": volumes}
+
+
+def _publish(services: dict[str, Any]) -> None:
+    """Open the services to a Corral on another machine; Redis then needs a password."""
+    ports = {"postgres": 5432, "redis": 6379, "qdrant": 6333}
+    for name, port in ports.items():
+        if name in services:
+            services[name]["ports"] = [f"{port}:{port}"]
+    redis_password = _required("REDIS_PASSWORD", "set REDIS_PASSWORD in .env")
+    services["redis"]["command"] += ["--requirepass", redis_password]
+    services["redis"]["healthcheck"]["test"] = ["CMD-SHELL", "redis-cli -a \"$$REDIS_PASSWORD\" ping | grep -q PONG"]
+    services["redis"]["environment"] = {"REDIS_PASSWORD": redis_password}
 
 
 def config_source_for(compose_dir: Path, config_path: Path | None) -> str:
