@@ -10,7 +10,7 @@ import pytest
 from corral.config.schema import ProviderConfig
 from corral.llm.providers.gemini import GeminiProvider
 from corral.llm.registry import build_provider
-from corral.llm.types import ChatRequest, ImagePart, Message, TextPart, ToolCall, ToolSpec
+from corral.llm.types import ChatRequest, ImagePart, Message, StreamAccumulator, TextPart, ToolCall, ToolSpec
 from corral.testing.fakes import FakeGemini, Reply, ReplyToolCall
 
 KEY = "gemini-test-key"
@@ -99,13 +99,13 @@ async def test_tool_call_round_trip_names_the_function(
     fake: FakeGemini, provider: GeminiProvider, issued_id: str | None
 ) -> None:
     fake.add(Reply.tools(ReplyToolCall("get_time", {"tz": "UTC"}, id=issued_id)))
-    result = await provider.complete(ChatRequest(model="g", messages=[Message.text("user", "time?")]))
+    result = await provider.complete(ChatRequest(model="gemini-2.0-flash", messages=[Message.text("user", "time?")]))
     call = result.message.tool_calls[0]
     assert (call.name, call.parsed_arguments()) == ("get_time", {"tz": "UTC"})
     assert call.id == (issued_id or call.id) and call.id
     follow_up = [Message.text("user", "time?"), result.message,
                  Message(role="tool", content=[TextPart("noon")], tool_call_id=call.id)]
-    await provider.complete(ChatRequest(model="g", messages=follow_up))
+    await provider.complete(ChatRequest(model="gemini-2.0-flash", messages=follow_up))
     contents = fake.last_request.body["contents"]
     id_field = {"id": issued_id} if issued_id else {}
     assert contents[1] == {"role": "model", "parts": [
@@ -149,3 +149,44 @@ async def test_embed_splits_large_inputs_into_batches_of_100(fake: FakeGemini, p
     assert [len(r.body["requests"]) for r in fake.requests] == [100, 100, 30]
     single, _ = await provider.embed(["text 229"], "text-embedding-004")
     assert vectors[229] == single[0]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+async def test_gemini_3_call_signatures_travel_back_with_the_calls(
+    fake: FakeGemini, provider: GeminiProvider, stream: bool
+) -> None:
+    fake.add(Reply.tools(ReplyToolCall("a", {"x": 1}, signature="c2lnLWE="), ReplyToolCall("b", {})))
+    request = ChatRequest(model="gemini-3-pro-preview", messages=[Message.text("user", "go")])
+    if stream:
+        acc = StreamAccumulator()
+        async for event in provider.stream(request):
+            acc.add(event)
+        answer = acc.result().message
+    else:
+        answer = (await provider.complete(request)).message
+    results = [Message(role="tool", content=[TextPart("ok")], tool_call_id=c.id) for c in answer.tool_calls]
+    await provider.complete(ChatRequest(model="gemini-3-pro-preview",
+                                        messages=[Message.text("user", "go"), answer, *results]))
+    contents = fake.last_request.body["contents"]
+    assert contents[1]["parts"] == [
+        {"functionCall": {"name": "a", "args": {"x": 1}}, "thoughtSignature": "c2lnLWE="},
+        {"functionCall": {"name": "b", "args": {}}},
+    ]
+    assert [p["functionResponse"]["name"] for p in contents[2]["parts"]] == ["a", "b"]
+
+
+async def test_unsigned_calls_get_the_documented_stand_in_on_gemini_3(
+    fake: FakeGemini, provider: GeminiProvider
+) -> None:
+    history = [
+        Message.text("user", "go"),
+        Message(role="assistant", tool_calls=[ToolCall("toolu_1", "a", "{}"), ToolCall("toolu_2", "b", "{}")]),
+        Message(role="tool", content=[TextPart("ok")], tool_call_id="toolu_1"),
+        Message(role="tool", content=[TextPart("ok")], tool_call_id="toolu_2"),
+    ]
+    await provider.complete(ChatRequest(model="gemini-3-flash", messages=history))
+    model_turn = fake.last_request.body["contents"][1]["parts"]
+    assert model_turn[0]["thoughtSignature"] == "skip_thought_signature_validator"
+    assert "thoughtSignature" not in model_turn[1]
+    await provider.complete(ChatRequest(model="gemini-2.5-flash", messages=history))
+    assert all("thoughtSignature" not in p for p in fake.last_request.body["contents"][1]["parts"])

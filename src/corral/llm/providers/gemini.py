@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +52,15 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 EMBED_BATCH = 100
+
+# Gemini 3 signs its function calls (`thoughtSignature`) and refuses a history whose
+# calls come back unsigned. The neutral ToolCall has no slot for it, so the signature
+# rides inside the call id (clients echo ids verbatim) and is unpacked on the way back.
+SIGNATURE_MARK = "~sig~"
+# Google's documented stand-in for a call whose signature is unknown (history written
+# by another model, or compacted).
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+_UNSIGNED_MODELS = re.compile(r"^(models/)?gemini-[12][.-]")
 
 # JSON Schema keywords Gemini's OpenAPI-subset `parameters` rejects.
 _UNSUPPORTED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties", "$id", "strict"})
@@ -216,7 +226,8 @@ class _Decoder:
             call = as_dict(part["functionCall"])
             index = self._calls
             self._calls += 1
-            call_id = call.get("id") or f"call_{index}_{call.get('name', '')}"
+            call_id = pack_call_id(str(call.get("id") or f"call_{index}_{call.get('name', '')}"),
+                                   part.get("thoughtSignature"))
             arguments = json.dumps(call.get("args") or {})
             return [ToolCallDelta(index=index, id=str(call_id), name=str(call.get("name") or ""), arguments=arguments)]
         text = part.get("text")
@@ -245,7 +256,8 @@ def model_id(model: str) -> str:
 
 def build_body(request: ChatRequest) -> dict[str, Any]:
     system = "\n\n".join(m.text_content for m in request.messages if m.role == "system" and m.text_content)
-    body: dict[str, Any] = {"contents": encode_contents([m for m in request.messages if m.role != "system"])}
+    contents = encode_contents([m for m in request.messages if m.role != "system"], request.model)
+    body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
     if request.tools:
@@ -304,16 +316,31 @@ def clean_schema(schema: Any) -> Any:
     return schema
 
 
-def encode_contents(messages: list[Message]) -> list[dict[str, Any]]:
+def pack_call_id(call_id: str, signature: Any) -> str:
+    return f"{call_id}{SIGNATURE_MARK}{signature}" if isinstance(signature, str) and signature else call_id
+
+
+def unpack_call_id(packed: str) -> tuple[str | None, str | None]:
+    """(the id Gemini issued, if any; the call's signature, if any)."""
+    base, _, signature = packed.partition(SIGNATURE_MARK)
+    issued = base if base and not base.startswith("call_") else None  # "call_..." ids are ours
+    return issued, signature or None
+
+
+def encode_contents(messages: list[Message], model: str = "") -> list[dict[str, Any]]:
     """Roles are ``user`` and ``model``; function responses travel as user turns and
     consecutive turns of one role merge (parallel calls are answered in one turn)."""
     names = {call.id: call.name for m in messages for call in m.tool_calls}
+    sign = not _UNSIGNED_MODELS.match(model)
     out: list[dict[str, Any]] = []
     for message in messages:
         role = "model" if message.role == "assistant" else "user"
         parts = encode_parts(message, names)
         if not parts:
             continue
+        calls = [p for p in parts if "functionCall" in p]
+        if sign and calls and not any("thoughtSignature" in p for p in calls):
+            calls[0]["thoughtSignature"] = SKIP_SIGNATURE
         if out and out[-1]["role"] == role:
             out[-1]["parts"].extend(parts)
         else:
@@ -331,8 +358,9 @@ def encode_parts(message: Message, names: dict[str, str]) -> list[dict[str, Any]
             result = None
         response = result if isinstance(result, dict) else {"result": text}
         function_response: dict[str, Any] = {"name": message.name or names.get(call_id, ""), "response": response}
-        if call_id and not call_id.startswith("call_"):
-            function_response["id"] = call_id  # an id Gemini itself issued
+        issued, _ = unpack_call_id(call_id)
+        if issued:
+            function_response["id"] = issued
         return [{"functionResponse": function_response}]
     parts = [encode_part(p) for p in message.content if not (isinstance(p, TextPart) and not p.text)]
     for call in message.tool_calls:
@@ -341,9 +369,13 @@ def encode_parts(message: Message, names: dict[str, str]) -> list[dict[str, Any]
         except ValueError:
             args = {}
         function_call: dict[str, Any] = {"name": call.name, "args": args}
-        if call.id and not call.id.startswith("call_"):
-            function_call["id"] = call.id
-        parts.append({"functionCall": function_call})
+        issued, signature = unpack_call_id(call.id)
+        if issued:
+            function_call["id"] = issued
+        part: dict[str, Any] = {"functionCall": function_call}
+        if signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
 
 

@@ -21,6 +21,7 @@ class ReplyToolCall:
     name: str
     arguments: dict[str, Any] | str = field(default_factory=dict)
     id: str | None = None
+    signature: str | None = None  # Gemini's thoughtSignature on the call's part
 
     @property
     def arguments_json(self) -> str:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from corral.testing.fakes._script import Reply, fake_embedding, text_pieces
+from corral.testing.fakes._script import Reply, ReplyToolCall, fake_embedding, text_pieces
 from corral.testing.fakes._server import FakeUpstream, Frames
 
 _STATUS = {
@@ -149,7 +149,7 @@ class _Call:
             parts.append({"text": self.reply.reasoning, "thought": True})
         if self.text:
             parts.append({"text": self.text})
-        parts += [_function_call(c.name, c.arguments_object, c.id) for c in self.reply.tool_calls]
+        parts += [_function_call(c) for c in self.reply.tool_calls]
         return parts
 
     def response(self) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class _Call:
         if self.reply.reasoning:
             body.append(self._chunk([{"text": self.reply.reasoning, "thought": True}], final=False))
         pieces = text_pieces(self.text, self.reply.chunk_chars)
-        calls = [_function_call(c.name, c.arguments_object, c.id) for c in self.reply.tool_calls]
+        calls = [_function_call(c) for c in self.reply.tool_calls]
         body += [self._chunk([{"text": p}], final=False) for p in pieces]
         if calls:
             body.append(self._chunk(calls, final=False))
@@ -176,11 +176,14 @@ class _Call:
         return [*body, final]
 
 
-def _function_call(name: str, args: Any, call_id: str | None) -> dict[str, Any]:
-    call: dict[str, Any] = {"name": name, "args": args}
-    if call_id:
-        call["id"] = call_id
-    return {"functionCall": call}
+def _function_call(reply_call: ReplyToolCall) -> dict[str, Any]:
+    call: dict[str, Any] = {"name": reply_call.name, "args": reply_call.arguments_object}
+    if reply_call.id:
+        call["id"] = reply_call.id
+    part: dict[str, Any] = {"functionCall": call}
+    if reply_call.signature:
+        part["thoughtSignature"] = reply_call.signature
+    return part
 
 
 def _sse(payload: Any) -> bytes:
