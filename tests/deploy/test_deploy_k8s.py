@@ -45,6 +45,19 @@ def test_every_required_kind_is_generated_once(manifests: dict[tuple[str, str], 
                if m["kind"] != "Namespace")
 
 
+def test_manifests_pass_strict_kubernetes_schema_validation(
+    manifests: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.latest_version()
+    for (kind, name), manifest in manifests.items():
+        try:
+            # strict: a misspelt or misplaced field is an error, as `kubectl apply` would make it
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{kind}/{name}: {exc}")
+
+
 def test_probes_and_ports_use_the_configured_port(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
     pod = manifests[("Deployment", "corral")]["spec"]["template"]["spec"]
     container = pod["containers"][0]
