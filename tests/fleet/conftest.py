@@ -59,6 +59,8 @@ class Fleet:
         return f"ws://127.0.0.1:{self.sup.ws_port}"
 
     async def start_supervisor(self, **overrides: Any) -> Supervisor:
+        if self.api is not None:
+            await self.api.aclose()
         self.sup = Supervisor(supervisor_config(self.tmp_path, **overrides), TOKEN)
         await self.sup.start()
         self.api = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_http_app(self.sup)),

@@ -194,3 +194,22 @@ async def test_token_rotation_from_the_config_file_keeps_the_old_token_for_the_o
         assert [a["action"] for a in audit] == ["auth.rotate"]
     finally:
         await sup.stop()
+
+
+@pytest.mark.postgres
+async def test_supervisor_runs_on_postgres_and_restarts_without_losing_state(fleet: Fleet, postgres_url: str) -> None:
+    sup = await fleet.start_supervisor(database_url=postgres_url)
+    node = await fleet.start_node("pg-node")
+    started = await fleet.command("start", {"project": "demo"}, {"project": "demo", "prompt": "pg", "wait": True})
+    sid = started["output"]["session_id"]
+    await wait_until(lambda: not node.outbox.pending, 5, "acks")
+    events = await sup.store.list_events(node_id="pg-node", limit=100)
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    await fleet.stop_node(node)
+    await sup.stop()
+    fleet.sup = None
+    again = await fleet.start_supervisor(database_url=postgres_url)
+    assert again.state.sessions[sid].state == "unreachable"  # nobody connected yet
+    assert again.state.sessions[sid].input_tokens == sum(e["input_tokens"] for e in events)
+    await fleet.start_node("pg-node")
+    await wait_until(lambda: again.state.sessions[sid].state == "idle", 5, "session restored")
