@@ -146,3 +146,17 @@ async def test_structured_output_rides_on_a_forced_tool_and_returns_text(
     body = fake.last_request.body
     assert body["tools"][-1]["name"] == "structured_output" and body["tools"][-1]["input_schema"] == schema
     assert body["tool_choice"] == {"type": "tool", "name": "structured_output"}
+
+
+async def test_foreign_tool_ids_are_made_valid_consistently(fake: FakeAnthropic, provider: AnthropicProvider) -> None:
+    gemini_id = "call_0_lookup~sig~c2ln+/="
+    history = [
+        Message.text("user", "look it up"),
+        Message(role="assistant", tool_calls=[ToolCall(gemini_id, "lookup", "{}"), ToolCall("fc.7 x", "other", "{}")]),
+        Message(role="tool", content=[TextPart("found")], tool_call_id=gemini_id),
+        Message(role="tool", content=[TextPart("done")], tool_call_id="fc.7 x"),
+    ]
+    await provider.complete(ChatRequest(model="c", messages=history))
+    turns = fake.last_request.body["messages"]
+    assert [b["id"] for b in turns[1]["content"]] == ["call_0_lookup", "fc_7_x"]
+    assert [b["tool_use_id"] for b in turns[2]["content"]] == ["call_0_lookup", "fc_7_x"]

@@ -184,3 +184,20 @@ async def test_tool_choice_is_left_out_when_there_are_no_tools(fake: FakeOpenAI)
     await provider.complete(ChatRequest(model="m", messages=[Message.text("user", "hi")], tool_choice="none"))
     await provider.aclose()
     assert "tool_choice" not in fake.last_request.body
+
+
+async def test_foreign_tool_ids_fit_openai_limits_consistently(fake: FakeOpenAI) -> None:
+    gemini_id = "call_0_lookup~sig~" + "A" * 300
+    long_id = "x" * 60
+    history = [
+        Message.text("user", "go"),
+        Message(role="assistant", tool_calls=[ToolCall(gemini_id, "lookup", "{}"), ToolCall(long_id, "b", "{}")]),
+        Message(role="tool", content=[TextPart("r1")], tool_call_id=gemini_id),
+        Message(role="tool", content=[TextPart("r2")], tool_call_id=long_id),
+    ]
+    provider = OpenAIProvider("o", ProviderConfig(), base_url=fake.base_url, api_key=KEY)
+    await provider.complete(ChatRequest(model="m", messages=history))
+    await provider.aclose()
+    sent = fake.last_request.body["messages"]
+    assert [c["id"] for c in sent[1]["tool_calls"]] == ["call_0_lookup", "x" * 40]
+    assert [sent[2]["tool_call_id"], sent[3]["tool_call_id"]] == ["call_0_lookup", "x" * 40]

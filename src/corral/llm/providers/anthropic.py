@@ -9,6 +9,7 @@ cache reads, the same meaning as OpenAI's ``prompt_tokens`` / ``cached_tokens``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +41,7 @@ DEFAULT_MAX_TOKENS = 4096
 # Structured output (``response_format``) rides on a forced tool call whose input is
 # the JSON answer; the adapter turns that call back into the message text.
 STRUCTURED_TOOL = "structured_output"
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -338,15 +340,22 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 def encode_blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
-        return [{"type": "tool_result", "tool_use_id": message.tool_call_id or "", "content": message.text_content}]
+        return [{"type": "tool_result", "tool_use_id": safe_id(message.tool_call_id or ""),
+                 "content": message.text_content}]
     blocks = [encode_part(p) for p in message.content if not (isinstance(p, TextPart) and not p.text)]
     for call in message.tool_calls:
         try:
             arguments = json.loads(call.arguments or "{}")
         except ValueError:
             arguments = {}
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+        blocks.append({"type": "tool_use", "id": safe_id(call.id), "name": call.name, "input": arguments})
     return blocks
+
+
+def safe_id(call_id: str) -> str:
+    """Anthropic accepts tool ids of ``[A-Za-z0-9_-]`` only; ids from other providers
+    (Gemini's carry a signature after ``~``) are mapped the same way in calls and results."""
+    return _UNSAFE_ID.sub("_", call_id.split("~", 1)[0]) or "toolu_0"
 
 
 def encode_part(part: TextPart | ImagePart) -> dict[str, Any]:

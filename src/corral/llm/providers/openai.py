@@ -30,6 +30,8 @@ from corral.llm.types import (
     UsageEvent,
 )
 
+MAX_ID = 40
+
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -268,14 +270,15 @@ def build_body(request: ChatRequest, max_tokens_field: str = "max_tokens", *, st
 def encode_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
     if message.role == "tool":
-        out["tool_call_id"] = message.tool_call_id or ""
+        out["tool_call_id"] = wire_id(message.tool_call_id or "")
         out["content"] = message.text_content
         return out
     if message.role == "assistant":
         out["content"] = message.text_content or None
         if message.tool_calls:
             out["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                {"id": wire_id(c.id), "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments or "{}"}}
                 for c in message.tool_calls
             ]
     elif any(isinstance(p, ImagePart) for p in message.content):
@@ -285,6 +288,12 @@ def encode_message(message: Message) -> dict[str, Any]:
     if message.name:
         out["name"] = message.name
     return out
+
+
+def wire_id(call_id: str) -> str:
+    """OpenAI caps tool call ids at 40 characters; ids from other providers (Gemini's
+    carry a signature after ``~``) are cut the same way in calls and results."""
+    return call_id.split("~", 1)[0][:MAX_ID] or call_id[:MAX_ID]
 
 
 def encode_part(part: TextPart | ImagePart) -> dict[str, Any]:
