@@ -120,3 +120,15 @@ def test_services_only_publishes_the_dependencies_for_a_remote_corral(cli: CliRu
     probe = services["qdrant"]["healthcheck"]["test"][3]
     assert probe == ("exec 3<>/dev/tcp/127.0.0.1/6333 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && "
                      "grep -q ' 200 ' <&3")
+
+
+def test_compose_files_pass_the_compose_specification(stack: tuple[dict[str, Any], Path], cli: CliRunner,
+                                                      tmp_path: Path) -> None:
+    compose_spec = pytest.importorskip("compose_spec")
+    _, out = stack
+    hybrid = tmp_path / "hybrid"
+    invoke(cli, "generate", "compose", "--services-only", "--out", str(hybrid))
+    for path in (out / "docker-compose.yml", hybrid / "docker-compose.yml", REPO / "deploy" / "docker-compose.yml"):
+        # Strict: an unknown key or a misspelt depends_on condition is rejected, as compose would.
+        parsed = compose_spec.PyCompose.from_yaml(path.read_text())
+        assert set(parsed.service_names()) <= {"corral", "postgres", "redis", "qdrant"}
