@@ -126,3 +126,14 @@ async def test_admin_routes_refuse_virtual_keys_and_anonymous(scripted_server: S
         assert bad.status_code == 400 and "budget_duration" in bad.json()["error"]["message"]
         unknown = await api.post("/admin/keys", json={"colour": "red"})
         assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "colour"
+
+
+async def test_static_api_keys_from_the_config_may_call_models_but_not_admin(scripted_server: ServerFactory) -> None:
+    async with scripted_server(auth={"api_keys": ["sk-static-one", "sk-static-two"]}) as (base_url, _):
+        answer = await ask(base_url, "sk-static-two")
+        assert answer.choices[0].message.content
+        with pytest.raises(openai.AuthenticationError):
+            await ask(base_url, "sk-static-three")
+        async with httpx.AsyncClient(base_url=base_url) as raw:
+            refused = await raw.get("/admin/keys", headers={"authorization": "Bearer sk-static-one"})
+        assert refused.status_code == 403

@@ -57,7 +57,7 @@ class AuthError(ApiError):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: Literal["anonymous", "master", "key", "jwt"]
+    kind: Literal["anonymous", "master", "static", "key", "jwt"]
     subject: str
     key_id: str | None = None
     team_id: str | None = None
@@ -165,7 +165,9 @@ class Authenticator:
         self.master_key = master_key
         self.keys = keys
         self.jwt = jwt
-        configured = bool(master_key) or jwt is not None
+        # Static keys from the config (``auth.api_keys``), by hash so comparison leaks nothing.
+        self._static = {hash_key(k.get_secret_value()): i for i, k in enumerate(config.api_keys)}
+        configured = bool(master_key) or jwt is not None or bool(self._static)
         self.required = configured if config.required is None else config.required
         self._public = tuple(config.public_paths)
 
@@ -183,6 +185,9 @@ class Authenticator:
     async def authenticate_token(self, token: str) -> Principal:
         if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
             return MASTER
+        index = self._static.get(hash_key(token)) if self._static else None
+        if index is not None:
+            return Principal(kind="static", subject=f"api_keys[{index}]")
         if token.startswith(KEY_PREFIX) and self.keys is not None:
             return await self._virtual_key(token)
         if self.jwt is not None and token.count(".") == 2:
