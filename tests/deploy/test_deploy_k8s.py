@@ -3,8 +3,13 @@ names come from the config it was generated from."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -156,3 +161,31 @@ def test_checked_in_examples_match_the_generator(tmp_path: Path, monkeypatch: py
     assert sorted(p.name for p in shipped.glob("*.yaml")) == sorted(files)
     for name, docs in files.items():
         assert (shipped / name).read_text() == yamlio.dump_all(docs), f"deploy/k8s/{name} is stale"
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(shutil.which("pg_dump") is None or shutil.which("pg_restore") is None,
+                    reason="the PostgreSQL client tools are not installed")
+def test_backup_cronjob_script_dumps_a_real_database(postgres_url: str, tmp_path: Path) -> None:
+    """Run the CronJob's own script against a real Postgres, with only host/db/dir swapped."""
+    files = k8s_data.render(load_source(None), k8s.K8sOptions(namespace="corral"))
+    cronjob = files["60-backup.yaml"][1]
+    script = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    parts = urlsplit(postgres_url)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    stale = backups / "corral-20000101-000000.dump"
+    stale.write_text("old")
+    os.utime(stale, (time.time() - 30 * 86400, time.time() - 30 * 86400))
+    local = (script.replace("--host=corral-postgres.corral.svc", f"--host={parts.hostname} --port={parts.port}")
+             .replace("--username=corral", f"--username={parts.username}")
+             .replace("--dbname=corral", f"--dbname={parts.path.lstrip('/')}")
+             .replace("/backups", str(backups)))
+    assert local.count(str(backups)) == 2 and "corral-postgres" not in local
+    result = subprocess.run(["/bin/sh", "-c", local], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    dumps = sorted(backups.iterdir())
+    assert len(dumps) == 1 and dumps[0] != stale  # the 30-day-old dump was pruned
+    assert dumps[0].read_bytes()[:5] == b"PGDMP"
+    listing = subprocess.run(["pg_restore", "--list", str(dumps[0])], capture_output=True, text=True, check=False)
+    assert listing.returncode == 0, listing.stderr
