@@ -60,15 +60,14 @@ class MemoryCounters:
         amount, expires = self._spend.get(counter, (0.0, 0.0))
         return amount if expires > now else 0.0
 
-    async def add_tokens(self, counters: list[str], tokens: int) -> None:
-        second = int(self._now_ms() // 1000)
-        for counter in counters:
+    async def add_usage(self, tpm_counters: list[str], tokens: int, budget: BudgetRule | None, cost: float) -> None:
+        now = self._now_ms()
+        second = int(now // 1000)
+        for counter in tpm_counters:
             buckets = self._buckets.setdefault(counter, {})
             buckets[second] = buckets.get(second, 0) + tokens
-
-    async def add_spend(self, rule: BudgetRule, amount: float) -> None:
-        now = self._now_ms()
-        self._spend[rule.counter] = (self._spent(rule.counter, now) + amount, now + rule.ttl_seconds * 1000)
+        if budget is not None:
+            self._spend[budget.counter] = (self._spent(budget.counter, now) + cost, now + budget.ttl_seconds * 1000)
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         now = self._now_ms()
@@ -139,12 +138,18 @@ end
 return {0, 0}
 """
 
-_ADD_TOKENS = """
+# KEYS: tpm bucket hashes, [budget counter]; ARGV: tokens, n_tpm, cost, budget ttl seconds
+_ADD_USAGE = """
 local t = redis.call('TIME')
 local second = tostring(tonumber(t[1]))
-for i = 1, #KEYS do
+local n_tpm = tonumber(ARGV[2])
+for i = 1, n_tpm do
   redis.call('HINCRBY', KEYS[i], second, ARGV[1])
   redis.call('EXPIRE', KEYS[i], 61)
+end
+if #KEYS > n_tpm then
+  redis.call('INCRBYFLOAT', KEYS[n_tpm + 1], ARGV[3])
+  redis.call('EXPIRE', KEYS[n_tpm + 1], tonumber(ARGV[4]))
 end
 return 0
 """
@@ -159,7 +164,7 @@ class RedisCounters:
         self.client = client
         self.prefix = prefix
         self._admit = client.register_script(_ADMIT)
-        self._add_tokens = client.register_script(_ADD_TOKENS)
+        self._add_usage = client.register_script(_ADD_USAGE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "corral:") -> RedisCounters:
@@ -183,16 +188,13 @@ class RedisCounters:
             return Refusal("budget", budget_retry_after(budget))
         return Refusal([*rpm, *tpm][index - 1].which, max(retry_ms, 0) / 1000)
 
-    async def add_tokens(self, counters: list[str], tokens: int) -> None:
-        if tokens > 0:
-            await self._add_tokens(keys=[self._k(c) for c in counters], args=[tokens])
-
-    async def add_spend(self, rule: BudgetRule, amount: float) -> None:
-        key = self._k(rule.counter)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.incrbyfloat(key, amount)
-            pipe.expire(key, rule.ttl_seconds)
-            await pipe.execute()
+    async def add_usage(self, tpm_counters: list[str], tokens: int, budget: BudgetRule | None, cost: float) -> None:
+        """One round trip for the tokens and the cost of a call."""
+        keys = [self._k(c) for c in tpm_counters]
+        if budget is not None:
+            keys.append(self._k(budget.counter))
+        ttl = budget.ttl_seconds if budget is not None else 0
+        await self._add_usage(keys=keys, args=[tokens, len(tpm_counters), repr(float(cost)), ttl])
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         await self.client.set(self._k(rule.counter), repr(float(amount)), nx=True, ex=rule.ttl_seconds)

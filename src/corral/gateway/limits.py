@@ -107,9 +107,8 @@ class Counters(Protocol):
     async def admit(self, member: str, rpm: list[Rule], tpm: list[Rule], budget: BudgetRule | None) -> Refusal | None:
         """Check every rule; if all pass, take one rpm slot in each rpm rule (atomically)."""
 
-    async def add_tokens(self, counters: list[str], tokens: int) -> None: ...
-
-    async def add_spend(self, rule: BudgetRule, amount: float) -> None: ...
+    async def add_usage(self, tpm_counters: list[str], tokens: int, budget: BudgetRule | None, cost: float) -> None:
+        """Add a finished call's tokens to its tpm windows and its cost to its budget period."""
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         """Set the period's spend unless a counter already exists (the counter wins)."""
@@ -170,10 +169,11 @@ class Limiter:
         return reservation
 
     async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
-        if usage is not None and reservation.tpm_counters:
-            await self.counters.add_tokens(reservation.tpm_counters, usage.input_tokens + usage.output_tokens)
-        if reservation.budget is not None and cost_usd > 0:
-            await self.counters.add_spend(reservation.budget, cost_usd)
+        tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
+        counters = reservation.tpm_counters if tokens > 0 else []
+        budget = reservation.budget if cost_usd > 0 else None
+        if counters or budget is not None:
+            await self.counters.add_usage(counters, tokens, budget, cost_usd)
 
     async def seed_budget(self, key: KeyRecord, spent: float) -> None:
         rule = self.budget_rule(key)
