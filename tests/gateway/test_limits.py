@@ -148,3 +148,19 @@ async def test_when_redis_is_down_limited_keys_are_refused_not_let_through(scrip
         refused = await http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "limits_unavailable"
+
+
+async def test_rejections_are_counted_in_the_metrics(scripted_server: Any) -> None:
+    import httpx
+
+    master = "sk-master-metrics-0123456789"
+    async with scripted_server(auth={"master_key": master}) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, timeout=10
+    ) as http:
+        key = (await http.post("/admin/keys", json={"rpm": 1}, headers={"authorization": f"Bearer {master}"})).json()
+        body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+        codes = [(await http.post("/v1/chat/completions", json=body,
+                                  headers={"authorization": f"Bearer {key['key']}"})).status_code for _ in range(3)]
+        assert codes == [200, 429, 429]
+        metrics = (await http.get("/metrics")).text
+        assert 'corral_limit_rejections_total{limit="rpm",scope="key"} 2.0' in metrics

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from corral.gateway.auth import Authenticator, KeyCache, Principal
 from corral.gateway.counters import MemoryCounters, RedisCounters
 from corral.gateway.errors import ApiError
-from corral.gateway.limits import Counters, Limiter, Reservation
+from corral.gateway.limits import Counters, Limiter, LimitExceeded, Reservation
 from corral.gateway.state import CallRecord, Gateway
 from corral.llm.pricing import PricingTable
 from corral.store import BatchWriter, KeyRecord, Store, UsageRecord
@@ -95,6 +95,9 @@ class Access:
         self.authenticator.check_model(principal, model)
         try:
             reservation = await self.limiter.check(principal, model)
+        except LimitExceeded as exc:
+            self._count_rejection(exc.which)
+            raise
         except ApiError:
             raise
         except Exception as exc:  # the shared counters are down: refuse rather than go unlimited
@@ -134,6 +137,12 @@ class Access:
         )
         if self.writer is not None:
             await self.writer.put(row)
+
+    def _count_rejection(self, which: str) -> None:
+        metrics = self.gateway.components.get("metrics")
+        if metrics is not None:
+            scope, _, limit = which.rpartition("_") if which != "budget" else ("key", "", "budget")
+            metrics.limit_rejections.labels(limit=limit, scope=scope).inc()
 
     # ---- key changes ----------------------------------------------------------
 
