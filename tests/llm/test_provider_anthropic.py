@@ -4,7 +4,7 @@ headers, the max_tokens default; and stream-level error events."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -18,10 +18,17 @@ from corral.testing.fakes import FakeAnthropic, Reply
 KEY = "sk-ant-test-key"
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_key=KEY) as running:
+        yield running
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=KEY) as server:
-        yield server
+def fake(server: FakeAnthropic) -> FakeAnthropic:
+    server.reset()
+    server.api_key = KEY
+    return server
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ functionCall / functionResponse, toolConfig, generationConfig, the key header.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -16,10 +16,17 @@ from corral.testing.fakes import FakeGemini, Reply, ReplyToolCall
 KEY = "gemini-test-key"
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeGemini]:
+    with FakeGemini(api_key=KEY) as running:
+        yield running
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeGemini]:
-    async with FakeGemini(api_key=KEY) as server:
-        yield server
+def fake(server: FakeGemini) -> FakeGemini:
+    server.reset()
+    server.api_key = KEY
+    return server
 
 
 @pytest.fixture

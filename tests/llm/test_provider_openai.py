@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,10 +18,17 @@ MakeProvider = Callable[..., Provider]
 KEY = "sk-openai-test-key"
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=KEY) as running:
+        yield running
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI(api_key=KEY) as server:
-        yield server
+def fake(server: FakeOpenAI) -> FakeOpenAI:
+    server.reset()
+    server.api_key = KEY
+    return server
 
 
 def conversation() -> list[Message]:
