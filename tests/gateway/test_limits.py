@@ -164,3 +164,31 @@ async def test_rejections_are_counted_in_the_metrics(scripted_server: Any) -> No
         assert codes == [200, 429, 429]
         metrics = (await http.get("/metrics")).text
         assert 'corral_limit_rejections_total{limit="rpm",scope="key"} 2.0' in metrics
+
+
+async def test_spend_already_stored_counts_against_the_budget_after_a_restart(tmp_path: Any) -> None:
+    import httpx
+    from tests.gateway.conftest import scripted_config
+
+    from corral.gateway.app import create_app
+    from corral.store import Store, UsageRecord
+    from corral.testing.scripted import ScriptedProvider
+    from corral.testing.server import serve_app
+
+    master = "sk-master-restart-0123456789"
+    config = scripted_config(auth={"master_key": master}, database={"url": f"sqlite:///{tmp_path / 'c.db'}"})
+    admin = {"authorization": f"Bearer {master}"}
+    body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+    app = create_app(config, providers={"script": ScriptedProvider.from_steps("script", [])})
+    async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        key = (await http.post("/admin/keys", json={"max_budget": 1.0, "budget_duration": "1d"}, headers=admin)).json()
+    # Spend recorded before the restart (by this or another process) ...
+    store = await Store.open(config.database.url)
+    await store.usage.insert_many([UsageRecord(request_id="old", model="scripted", key_id=key["id"], cost_usd=1.5)])
+    await store.aclose()
+    # ... blocks the key as soon as the gateway is back, with no counter in memory.
+    app = create_app(config, providers={"script": ScriptedProvider.from_steps("script", [])})
+    async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        refused = await http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key['key']}"})
+        assert refused.status_code == 402
+        assert (await http.get(f"/admin/keys/{key['id']}", headers=admin)).json()["spend"] == 1.5

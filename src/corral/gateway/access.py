@@ -53,6 +53,9 @@ class Access:
         return f"{self.gateway.config.cache.prefix}keys"
 
     async def startup(self) -> None:
+        config = self.gateway.config
+        if config.server.workers > 1 and not config.cache.url:
+            log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
         store = self.gateway.components.get("store")
         if store is None:
             database = self.gateway.config.database
@@ -164,8 +167,10 @@ class Access:
     async def _seed_budgets(self) -> None:
         assert self.keys is not None and self.store is not None
         for key in await self.store.keys.list():
-            rule = self.limiter.budget_rule(key)
-            if rule is not None:
+            # Only a missing counter (new period, restart without Redis, Redis emptied) costs a query.
+            if await self.limiter.needs_seed(key):
+                rule = self.limiter.budget_rule(key)
+                assert rule is not None
                 spent = await self.store.usage.total_cost(key.id, since=rule.window.start)
                 await self.limiter.seed_budget(key, spent)
 

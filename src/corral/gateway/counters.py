@@ -77,6 +77,9 @@ class MemoryCounters:
     async def spend(self, rule: BudgetRule) -> float:
         return self._spent(rule.counter, self._now_ms())
 
+    async def has_spend(self, rule: BudgetRule) -> bool:
+        return self._spend.get(rule.counter, (0.0, 0.0))[1] > self._now_ms()
+
     def _sweep(self, now: float) -> None:
         for counter in [c for c, log in self._logs.items() if not log or log[-1] <= now - WINDOW_MS]:
             del self._logs[counter]
@@ -202,6 +205,9 @@ class RedisCounters:
     async def spend(self, rule: BudgetRule) -> float:
         value = await self.client.get(self._k(rule.counter))
         return float(value) if value is not None else 0.0
+
+    async def has_spend(self, rule: BudgetRule) -> bool:
+        return bool(await self.client.exists(self._k(rule.counter)))
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -115,6 +115,9 @@ class Counters(Protocol):
 
     async def spend(self, rule: BudgetRule) -> float: ...
 
+    async def has_spend(self, rule: BudgetRule) -> bool:
+        """Whether the period's counter exists (then seeding it from the database is moot)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -179,6 +182,10 @@ class Limiter:
         rule = self.budget_rule(key)
         if rule is not None:
             await self.counters.seed_spend(rule, spent)
+
+    async def needs_seed(self, key: KeyRecord) -> bool:
+        rule = self.budget_rule(key)
+        return rule is not None and not await self.counters.has_spend(rule)
 
     async def spend(self, key: KeyRecord) -> float | None:
         rule = self.budget_rule(key)
