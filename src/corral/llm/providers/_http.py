@@ -132,6 +132,8 @@ class HttpClient:
                 async with self.open(method, path, json_body=json_body, params=params, seconds=seconds) as resp:
                     raw = await self._read(resp)
         except builtins.TimeoutError:
+            if seconds is None:  # not our deadline: an OS-level timeout
+                raise errors.TimeoutError("timed out talking to the upstream", provider=self.provider) from None
             raise errors.TimeoutError(f"no complete answer within {seconds:g}s", provider=self.provider) from None
         return self.parse_json(raw, resp)
 
