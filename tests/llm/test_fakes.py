@@ -99,3 +99,11 @@ def test_module_runs_a_fake_as_a_process() -> None:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_public_surface_is_pinned() -> None:
+    import corral.testing.fakes as fakes
+
+    assert sorted(fakes.__all__) == [
+        "FakeAnthropic", "FakeGemini", "FakeOpenAI", "FakeUpstream", "RecordedRequest", "Reply", "ReplyToolCall",
+    ]

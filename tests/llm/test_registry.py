@@ -95,3 +95,16 @@ async def test_injected_transport_replaces_the_network() -> None:
     await provider.aclose()
     assert [m.id for m in models] == ["m1"]
     assert seen == ["https://api.openai.com/v1/models"]
+
+
+def test_retry_after_accepts_seconds_milliseconds_and_http_dates() -> None:
+    from httpx import Headers
+
+    from corral.llm.providers._http import retry_after_seconds
+
+    assert retry_after_seconds(Headers({"retry-after": "2.5"})) == 2.5
+    assert retry_after_seconds(Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    date = Headers({"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"})
+    assert retry_after_seconds(date, now=1445412500.0) == 10.0
+    assert retry_after_seconds(Headers({"retry-after": "soon"})) is None
+    assert retry_after_seconds(Headers({})) is None
