@@ -208,3 +208,12 @@ async def test_foreign_tool_ids_fit_openai_limits_consistently(fake: FakeOpenAI)
     sent = fake.last_request.body["messages"]
     assert [c["id"] for c in sent[1]["tool_calls"]] == ["call_0_lookup", "x" * 40]
     assert [sent[2]["tool_call_id"], sent[3]["tool_call_id"]] == ["call_0_lookup", "x" * 40]
+
+
+@pytest.mark.parametrize(("version", "field"), [("2024-10-21", "max_completion_tokens"), ("2024-06-01", "max_tokens")])
+async def test_azure_max_tokens_field_follows_the_api_version(fake: FakeOpenAI, version: str, field: str) -> None:
+    config = ProviderConfig(type="azure", base_url=f"{fake.url}/openai/deployments/d", api_key=KEY, api_version=version)
+    provider = build_provider("azure", config)
+    await provider.complete(ChatRequest(model="d", messages=[Message.text("user", "hi")], max_tokens=5))
+    await provider.aclose()
+    assert fake.last_request.body[field] == 5

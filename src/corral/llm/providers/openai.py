@@ -55,8 +55,9 @@ class OpenAIProvider:
     ) -> None:
         self.name = name
         # OpenAI itself rejects `max_tokens` for reasoning models; compatible servers
-        # mostly only know `max_tokens`.
-        self._max_tokens_field = "max_completion_tokens" if config.type in ("openai", "azure") else "max_tokens"
+        # mostly only know `max_tokens`, and Azure learnt the new name in 2024-09-01.
+        modern = config.type == "openai" or (azure and (config.api_version or "") >= "2024-09-01")
+        self._max_tokens_field = "max_completion_tokens" if modern else "max_tokens"
         headers: dict[str, str] = {}
         params: dict[str, str] = {}
         if api_key:
