@@ -21,7 +21,18 @@ from typing import Any
 
 import orjson
 
-from bench.common import RESULTS_DIR, Child, Report, cpu_sets, free_port, percentile, rss_kb, spawn, wait_http
+from bench.common import (
+    RESULTS_DIR,
+    Child,
+    Report,
+    cpu_seconds,
+    cpu_sets,
+    free_port,
+    percentile,
+    rss_kb,
+    spawn,
+    wait_http,
+)
 
 TOKEN = "bench-fleet-token-0123456789abcdef"
 
@@ -155,10 +166,12 @@ async def drive(args: argparse.Namespace, ws_port: int, http_port: int, pid: int
     rss_connected = rss_kb(pid)
     try:
         t1 = time.perf_counter()
+        cpu1, own1 = cpu_seconds(pid), time.process_time()
         beating = asyncio.create_task(_heartbeats(nodes))
         await asyncio.gather(*(n.send_events(args.events) for n in nodes))
         await asyncio.wait_for(asyncio.gather(*(n.done.wait() for n in nodes)), 300)
         stored_s = time.perf_counter() - t1
+        sup_cpu, own_cpu = cpu_seconds(pid) - cpu1, time.process_time() - own1
         beating.cancel()
         rss_after_events = rss_kb(pid)
         rtt = await command_round_trips(http_port, nodes, args.commands)
@@ -167,7 +180,8 @@ async def drive(args: argparse.Namespace, ws_port: int, http_port: int, pid: int
     sent = sum(n.sent for n in nodes)
     acked = sum(len(n.acked) for n in nodes)
     return {"connect_s": connect_s, "stored_s": stored_s, "sent": sent, "acked": acked, "rss_idle_kb": rss_idle,
-            "rss_connected_kb": rss_connected, "rss_after_events_kb": rss_after_events, "rtt_ms": rtt}
+            "rss_connected_kb": rss_connected, "rss_after_events_kb": rss_after_events, "rtt_ms": rtt,
+            "supervisor_cpu_s": sup_cpu, "nodes_cpu_s": own_cpu}
 
 
 async def _heartbeats(nodes: list[Node]) -> None:
@@ -210,6 +224,9 @@ def run(args: argparse.Namespace) -> Report:
         **result, "nodes": args.nodes, "events_per_node": args.events, "expected": expected,
         "stored_rows": rows, "stored_distinct": distinct, "lost": expected - distinct, "duplicates": rows - distinct,
         "events_per_s": expected / result["stored_s"], "rss_per_node_kb": per_node,
+        # the supervisor's CPU per stored event: its capacity on a core of its own, whatever else ran
+        "supervisor_cpu_us_per_event": 1e6 * result["supervisor_cpu_s"] / expected,
+        "supervisor_cpu_share": result["supervisor_cpu_s"] / result["stored_s"],
         "rtt_p50_ms": percentile(rtt, 50), "rtt_p99_ms": percentile(rtt, 99),
         "rtt_mean_ms": statistics.fmean(rtt) if rtt else None,
     }
@@ -228,6 +245,10 @@ def show(report: Report) -> None:
     print(f"fleet: {s['nodes']} nodes connected in {s['connect_s']:.2f} s; {s['expected']} events "
           f"({s['events_per_node']}/node) stored and acknowledged in {s['stored_s']:.2f} s = "
           f"{s['events_per_s']:.0f} events/s")
+    busy = 100 * s["supervisor_cpu_share"]
+    print(f"supervisor CPU {s['supervisor_cpu_us_per_event']:.0f} us/event (busy {busy:.0f}% "
+          f"of the wall time; capacity on a free core ~{1e6 / s['supervisor_cpu_us_per_event']:.0f} events/s); "
+          f"the simulated nodes used {s['nodes_cpu_s']:.1f} s CPU")
     print(f"stored rows {s['stored_rows']} (distinct {s['stored_distinct']}): lost {s['lost']}, "
           f"duplicates {s['duplicates']}; acked {s['acked']} of {s['sent']} sent")
     print(f"supervisor RSS: idle {s['rss_idle_kb'] / 1024:.1f} MB, {s['nodes']} nodes connected "

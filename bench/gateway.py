@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="1 s per point, fewer TTFT samples (a smoke run).")
     parser.add_argument("--seconds", type=float, help="Seconds per point (default 5, or 1 with --quick).")
     parser.add_argument("--rounds", type=int, help="Rounds per point, best kept (default 3, or 1 with --quick).")
+    parser.add_argument("--samples", type=int,
+                        help="Sequential samples per target (default 1000, or 100 with --quick).")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
     parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Report:
     seconds = args.seconds or (1.0 if args.quick else 5.0)
-    ttft_count = 100 if args.quick else 1000
+    ttft_count = args.samples or (100 if args.quick else 1000)
     rounds = args.rounds or (1 if args.quick else 3)
     server_cpus, load_cpus = (None, None) if args.no_pin else cpu_sets()
     use_wrk = not args.no_wrk and wrk_path() is not None
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> Report:
         for stream in (False, True):
             points = targets(stack, stream)
             for target in points.values():  # warm up: connection pools, caches, lazy imports
-                run_load(target, concurrency=16, seconds=1, use_wrk=use_wrk, cpus=load_cpus)
+                run_load(target, concurrency=16, seconds=min(1.0, seconds), use_wrk=use_wrk, cpus=load_cpus)
             mode = "stream" if stream else "json"
             for c in args.concurrency:
                 best: dict[str, dict[str, Any]] = {}

@@ -29,6 +29,10 @@ class Target:
     path: str
     body: bytes
     headers: dict[str, str]
+    fresh_session: bool = False  # a new x-corral-session-id on every request (agent sessions)
+
+
+SESSION_HEADER = "x-corral-session-id"
 
 
 def wrk_path() -> str | None:
@@ -53,10 +57,21 @@ def _lua_string(raw: str) -> str:
     return f"[{'=' * level}[{raw}]{'=' * level}]"
 
 
+_WRK_SESSION = """
+local counter = 0
+local thread_tag = tostring(math.random(1, 1e9))
+request = function()
+  counter = counter + 1
+  wrk.headers["SESSION_HEADER"] = "bench-" .. thread_tag .. "-" .. counter
+  return wrk.format()
+end
+""".replace("SESSION_HEADER", SESSION_HEADER)
+
+
 def wrk_script(target: Target) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(target.body.decode())}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in target.headers.items()]
-    return "\n".join(lines) + "\n" + _WRK_DONE
+    return "\n".join(lines) + "\n" + _WRK_DONE + (_WRK_SESSION if target.fresh_session else "")
 
 
 def run_wrk(target: Target, *, concurrency: int, seconds: float, threads: int,
@@ -104,7 +119,7 @@ class RawConnection:
     def close(self) -> None:
         self.writer.close()
 
-    async def request(self, target: Target, *, first_marker: bytes | None = None
+    async def request(self, target: Target, *, first_marker: bytes | None = None, session: str | None = None
                       ) -> tuple[int, float | None, dict[str, str]]:
         """Sends one request, reads the whole answer; returns (status, seconds until
         `first_marker` was first seen in the body when asked, the response headers)."""
@@ -112,6 +127,8 @@ class RawConnection:
         head = [f"POST {target.path} HTTP/1.1", f"host: 127.0.0.1:{target.port}",
                 f"content-length: {len(target.body)}"]
         head += [f"{k}: {v}" for k, v in target.headers.items()]
+        if session is not None:
+            head.append(f"{SESSION_HEADER}: {session}")
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + target.body)
         raw_head = await self.reader.readuntil(b"\r\n\r\n")
         lines = raw_head.decode("latin-1").split("\r\n")
@@ -141,13 +158,16 @@ async def _load(target: Target, concurrency: int, seconds: float) -> dict[str, A
     errors = 0
     stop_at = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(number: int) -> None:
         nonlocal errors
         conn = await RawConnection.open(target.port)
+        sent = 0
         try:
             while time.perf_counter() < stop_at:
+                sent += 1
+                session = f"bench-{id(conn)}-{number}-{sent}" if target.fresh_session else None
                 t0 = time.perf_counter()
-                status, _, _ = await conn.request(target)
+                status, _, _ = await conn.request(target, session=session)
                 latencies.append(time.perf_counter() - t0)
                 if status >= 400:
                     errors += 1
@@ -155,7 +175,7 @@ async def _load(target: Target, concurrency: int, seconds: float) -> dict[str, A
             conn.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
     elapsed = time.perf_counter() - started
     ms = [x * 1000 for x in latencies]
     return {"requests": len(ms), "seconds": elapsed, "rps": len(ms) / elapsed if elapsed else 0.0,

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
+    parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
     parser.add_argument("--out", default=str(RESULTS_DIR))
 
 
@@ -67,15 +69,15 @@ def run(args: argparse.Namespace) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     collapsed = out / f"profile-{'stream' if args.stream else 'json'}.collapsed"
     report = Report(f"profile-{'stream' if args.stream else 'json'}")
-    with Stack(server_cpus=server_cpus, load_cpus=load_cpus) as stack:
+    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, prefer_nginx=not args.no_nginx) as stack:
         stack.start_stub()
         stack.start_corral()
         stack.passthrough_port = stack.stub_port  # unused here
         target = targets(stack, args.stream)["corral"]
-        use_wrk = wrk_path() is not None
-        run_load(target, concurrency=args.concurrency, seconds=2, use_wrk=use_wrk, cpus=load_cpus)
+        use_wrk = not args.no_wrk and wrk_path() is not None
+        run_load(target, concurrency=args.concurrency, seconds=min(2.0, args.seconds), use_wrk=use_wrk, cpus=load_cpus)
         assert stack.corral is not None
-        record = [pyspy, "record", "--pid", str(stack.corral.pid), "--duration", str(int(args.seconds)),
+        record = [pyspy, "record", "--pid", str(stack.corral.pid), "--duration", str(max(1, round(args.seconds))),
                   "--rate", "250", "--format", "raw", "--nonblocking", "--output", str(collapsed)]
         spy = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         result: dict[str, Any] = {}

@@ -7,37 +7,21 @@ agent (`helper`) with a new session id per request, so session rows grow too.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
 
 from bench.common import MASTER_KEY, RESULTS_DIR, Report, cpu_sets, print_table, rss_kb
-from bench.load import Target, run_load, wrk_path, wrk_script
+from bench.load import Target, run_load, wrk_path
 from bench.stack import Stack, corral_body
 
 KINDS = ("json", "stream", "agent")
-
-# wrk: a fresh session id on every request (thread id + counter)
-_SESSION_LUA = """
-local counter = 0
-local thread_tag = tostring(math.random(1, 1e9))
-request = function()
-  counter = counter + 1
-  wrk.headers["x-corral-session-id"] = "soak-" .. thread_tag .. "-" .. counter
-  return wrk.format()
-end
-"""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=10_000, help="Requests before the first RSS reading.")
     parser.add_argument("--chunk-seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
+    parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", default=str(RESULTS_DIR))
 
@@ -45,36 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def target(stack: Stack, kind: str) -> Target:
     headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
     body = corral_body(kind == "stream", model="helper" if kind == "agent" else None)
-    return Target(kind, stack.corral_port, "/v1/chat/completions", body, headers)
-
-
-def load_chunk(t: Target, *, concurrency: int, seconds: float, cpus: list[int] | None) -> dict[str, Any]:
-    if t.name != "agent" or wrk_path() is None:
-        return run_load(t, concurrency=concurrency, seconds=seconds, use_wrk=wrk_path() is not None, cpus=cpus)
-    # the agent chunk needs a per-request header: the same wrk run with a request() hook
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(wrk_script(t) + _SESSION_LUA)
-    wrk = wrk_path()
-    assert wrk is not None
-    argv = [wrk, "-t1", "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-            "-s", script.name, f"http://127.0.0.1:{t.port}{t.path}"]
-    if cpus and shutil.which("taskset"):
-        argv = ["taskset", "-c", ",".join(map(str, cpus)), *argv]
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    finally:
-        Path(script.name).unlink(missing_ok=True)
-    raw = json.loads(out.stdout.split("BENCH_JSON ", 1)[1].splitlines()[0])
-    return {"requests": raw["requests"], "rps": raw["requests"] / (raw["duration_us"] / 1e6),
-            "errors": raw["status"] + raw["read"] + raw["timeout"] + raw["connect"] + raw["write"]}
+    return Target(kind, stack.corral_port, "/v1/chat/completions", body, headers, fresh_session=kind == "agent")
 
 
 def run(args: argparse.Namespace) -> Report:
     server_cpus, load_cpus = cpu_sets()
+    use_wrk = not args.no_wrk and wrk_path() is not None
     report = Report("soak")
     sent = {k: 0 for k in KINDS}
     errors = 0
-    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, agent=True) as stack:
+    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, agent=True, prefer_nginx=not args.no_nginx) as stack:
         stack.start_stub()
         stack.start_corral()
         assert stack.corral is not None
@@ -86,8 +50,8 @@ def run(args: argparse.Namespace) -> Report:
         while total < args.warmup + args.requests:
             kind = KINDS[n % len(KINDS)]
             n += 1
-            result = load_chunk(targets[kind], concurrency=args.concurrency, seconds=args.chunk_seconds,
-                                cpus=load_cpus)
+            result = run_load(targets[kind], concurrency=args.concurrency, seconds=args.chunk_seconds,
+                              use_wrk=use_wrk, cpus=load_cpus)
             total += result["requests"]
             sent[kind] += result["requests"]
             errors += result["errors"]
@@ -102,7 +66,8 @@ def run(args: argparse.Namespace) -> Report:
     growth = 100 * (after - (before or after)) / (before or after)
     report.summary = {"requests": total, "sent": sent, "errors": errors, "rss_before_mb": (before or 0) / 1024,
                       "rss_after_mb": after / 1024, "growth_pct": growth, "store_rows": stored}
-    report.meta = {"concurrency": args.concurrency, "warmup": args.warmup, "chunk_seconds": args.chunk_seconds,
+    report.meta = {"load_generator": "wrk" if use_wrk else "asyncio", "concurrency": args.concurrency,
+                   "warmup": args.warmup, "chunk_seconds": args.chunk_seconds,
                    "features": "master key auth, metrics, usage recording (SQLite), agent sessions (SQLite)"}
     report.target("RSS growth over the soak", growth, 10.0, unit="%", higher_is_better=False)
     return report

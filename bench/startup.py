@@ -16,6 +16,7 @@ from bench.stack import Stack
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
     parser.add_argument("--out", default=str(RESULTS_DIR))
 
 
@@ -27,7 +28,7 @@ def import_seconds(module: str) -> float:
 
 def run(args: argparse.Namespace) -> Report:
     report = Report("startup")
-    with Stack() as stack:
+    with Stack(prefer_nginx=not args.no_nginx) as stack:
         stack.start_stub()
         for n in range(args.runs):
             seconds = stack.start_corral()

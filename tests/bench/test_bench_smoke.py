@@ -1,0 +1,89 @@
+"""Every benchmark runs end to end in a tiny configuration, so the harness cannot rot.
+Nothing here asserts a speed: the numbers are measured by `python -m bench`, not here.
+Each run is a real subprocess (`python -m bench <name>`) from the repository root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(tmp_path: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(tmp_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"python -m bench {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    data: dict[str, Any] = json.loads((tmp_path / f"{args[0]}.json").read_text())
+    assert data["machine"]["nproc"] >= 1
+    return data
+
+
+def test_gateway_benchmark_measures_all_three_targets_with_the_fallback_tools(tmp_path: Path) -> None:
+    data = bench(tmp_path, "gateway", "--quick", "--no-wrk", "--no-nginx", "--seconds", "0.3", "--rounds", "1",
+                 "--samples", "5", "--concurrency", "1", "4")
+    assert data["stub"] == "python" and data["load_generator"] == "asyncio (built-in)"
+    points = {(r["mode"], r["concurrency"], r["target"]) for r in data["rows"]}
+    assert points == {(m, c, t) for m in ("json", "stream") for c in (1, 4) for t in ("direct", "passthrough", "corral")}
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in data["rows"])
+    assert data["corral_features"]["metrics"] is True
+    assert set(data["summary"]["sequential"]["stream"]) == {"direct", "passthrough", "corral"}
+    assert "ttft_overhead_ms" in data["summary"]
+    assert {t["target"] for t in data["targets"]} >= {"overhead over direct p50, c=1, non-stream"}
+    assert (tmp_path / "gateway.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="no nginx")
+def test_nginx_stub_answers_the_completion_and_the_stream(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.common import free_port
+        from bench.stub import COMPLETION, STREAM, start_stub
+    finally:
+        sys.path.remove(str(ROOT))
+    port = free_port()
+    child, kind = start_stub(port, tmp_path)
+    try:
+        assert kind == "nginx"
+        for path, expected in (("/v1/chat/completions", COMPLETION), ("/sse/v1/chat/completions", STREAM)):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert resp.read().decode() == expected
+    finally:
+        child.stop()
+    assert STREAM.endswith("data: [DONE]\n\n")
+    assert json.loads(COMPLETION)["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_startup_benchmark_times_readiness(tmp_path: Path) -> None:
+    data = bench(tmp_path, "startup", "--runs", "1", "--no-nginx")
+    assert len(data["rows"]) == 1 and data["rows"][0]["ready_s"] > 0
+    assert data["targets"][0]["target"] == "ready after exec (median)"
+
+
+def test_soak_benchmark_counts_requests_rss_and_stored_usage(tmp_path: Path) -> None:
+    data = bench(tmp_path, "soak", "--requests", "60", "--warmup", "10", "--chunk-seconds", "0.3",
+                 "--concurrency", "2", "--no-wrk", "--no-nginx")
+    summary = data["summary"]
+    assert summary["requests"] >= 70 and summary["errors"] == 0
+    assert summary["rss_before_mb"] > 0 and summary["rss_after_mb"] > 0
+    assert set(summary["sent"]) == {"json", "stream", "agent"}
+    assert (tmp_path / "soak.png").exists()
+
+
+def test_fleet_benchmark_stores_every_event_it_sends(tmp_path: Path) -> None:
+    data = bench(tmp_path, "fleet", "--nodes", "5", "--events", "10", "--commands", "3")
+    summary = data["summary"]
+    assert summary["expected"] == 50
+    assert summary["stored_distinct"] == 50 and summary["lost"] == 0 and summary["duplicates"] == 0
+    assert summary["acked"] == 50
+    assert summary["rtt_p50_ms"] > 0
