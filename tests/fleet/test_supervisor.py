@@ -197,7 +197,7 @@ async def test_token_rotation_from_the_config_file_keeps_the_old_token_for_the_o
 
 
 @pytest.mark.postgres
-async def test_supervisor_runs_on_postgres_and_restarts_without_losing_state(fleet: Fleet, postgres_url: str) -> None:
+async def test_supervisor_runs_on_postgres_and_restarts_without_losing_state(postgres_url: str, fleet: Fleet) -> None:
     sup = await fleet.start_supervisor(database_url=postgres_url)
     node = await fleet.start_node("pg-node")
     started = await fleet.command("start", {"project": "demo"}, {"project": "demo", "prompt": "pg", "wait": True})

@@ -137,11 +137,17 @@ class FleetStore:
     # ---- nodes and sessions -------------------------------------------------------
 
     async def upsert_node(self, node: dict[str, Any]) -> None:
-        stmt = self._insert(t.nodes).values(**node)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["node_id"], set_={k: v for k, v in node.items() if k != "node_id"})
+        await self.upsert_nodes([node])
+
+    async def upsert_nodes(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
         async with self.engine.begin() as conn:
-            await conn.execute(stmt)
+            for node in rows:
+                stmt = self._insert(t.nodes).values(**node)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["node_id"], set_={k: v for k, v in node.items() if k != "node_id"})
+                await conn.execute(stmt)
 
     async def set_node_status(self, node_id: str, status: str, last_seen: float) -> None:
         async with self.engine.begin() as conn:

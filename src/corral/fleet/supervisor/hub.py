@@ -55,6 +55,8 @@ class Hub:
         self.rejected: dict[str, int] = {}
         self.server: Server | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._node_writes: dict[str, dict[str, Any]] = {}  # registrations not yet written
+        self._node_writer: asyncio.Task[None] | None = None
         dispatcher.sender = self
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -67,13 +69,16 @@ class Hub:
             max_size=self.max_frame * 4, ping_interval=None, compression=None,
         )
         self._monitor = asyncio.create_task(self._watch_liveness(), name="fleet-liveness")
+        self._node_writer = asyncio.create_task(self._write_nodes(), name="fleet-node-writer")
         sock = next(iter(self.server.sockets))
         return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        if self._monitor:
-            self._monitor.cancel()
-            await asyncio.gather(self._monitor, return_exceptions=True)
+        for task in (self._monitor, self._node_writer):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self._flush_nodes()
         if self.server:
             self.server.close()
             await self.server.wait_closed()
@@ -140,11 +145,11 @@ class Hub:
             # a reconnect whose old socket has not timed out yet: the new one wins
             await previous.ws.close(1000, "replaced by a new connection")
         node, sessions = self.state.register(reg, address, time.time())
-        await self.store.upsert_node(node.row())
+        # the node row is informational (the live registry is in memory): written in batches
+        self._node_writes[node.node_id] = node.row()
         await self.store.upsert_sessions([s.row() for s in sessions])
         await conn.send(Envelope(type="registered", payload={
-            "node_id": reg.node_id, "heartbeat_interval_seconds": self.interval, "max_frame_bytes": self.max_frame,
-            "last_seq": await self.store.max_seq(reg.node_id)}))
+            "node_id": reg.node_id, "heartbeat_interval_seconds": self.interval, "max_frame_bytes": self.max_frame}))
         self.pipeline.emit("node.online", {"node_id": reg.node_id, "address": address})
         log.info("node %s registered from %s with %d sessions", reg.node_id, address, len(reg.sessions))
         return conn
@@ -185,6 +190,24 @@ class Hub:
         except ConnectionClosed:
             return False
 
+    async def _write_nodes(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            try:
+                await self._flush_nodes()
+            except Exception:  # the rows stay queued for the next try
+                log.exception("writing node rows failed")
+
+    async def _flush_nodes(self) -> None:
+        if not self._node_writes:
+            return
+        rows, self._node_writes = self._node_writes, {}
+        try:
+            await self.store.upsert_nodes(list(rows.values()))
+        except Exception:
+            self._node_writes = {**rows, **self._node_writes}
+            raise
+
     # ---- liveness ---------------------------------------------------------------------
 
     async def _watch_liveness(self) -> None:
@@ -198,7 +221,7 @@ class Hub:
                 if n.status == "online" and now - n.last_seen > limit]
         for node_id in gone:
             changed: list[SessionState] = self.state.mark_offline(node_id)
-            await self.store.set_node_status(node_id, "offline", self.state.nodes[node_id].last_seen)
+            self._node_writes[node_id] = self.state.nodes[node_id].row()
             await self.store.upsert_sessions([s.row() for s in changed])
             silent = round(now - self.state.nodes[node_id].last_seen, 3)
             self.pipeline.emit("node.offline", {"node_id": node_id, "silent_seconds": silent,
