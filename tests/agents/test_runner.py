@@ -83,7 +83,7 @@ async def test_handoff_switches_agent_instructions_and_tools(harness) -> None:
                 {"assistant": {"model": "scripted", "sub_agents": ["billing"], "instructions": "triage"},
                  "billing": {"model": "scripted", "instructions": "You do billing.", "tools": ["time"]}})
     events, state = await h.run("my invoice")
-    assert [e for e in events if isinstance(e, HandedOff)][0].target == "billing"
+    assert next(e for e in events if isinstance(e, HandedOff)).target == "billing"
     assert [t.name for t in h.provider.requests[0].tools] == ["transfer_to_billing"]
     second = h.provider.requests[1]
     assert second.messages[0].text_content == "You do billing."

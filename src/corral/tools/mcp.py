@@ -136,8 +136,10 @@ class McpToolset:
             except ToolError:
                 raise
             except Exception as exc:
-                if not _is_connection_error(exc) or attempt == attempts - 1:
-                    raise ToolError(f"MCP server {self.name!r}: {exc}") from None
+                # A dropped connection, or an HTTP server that restarted and forgot our session:
+                # either way a fresh connection is the cure. Tool failures are results, not exceptions.
+                if attempt == attempts - 1:
+                    raise ToolError(f"MCP server {self.name!r}: {_describe(exc)}") from None
                 log.info("MCP server %r: %s; reconnecting", self.name, exc)
                 async with self._lock:
                     await self._drop()
@@ -147,12 +149,12 @@ class McpToolset:
             await self._drop()
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    import anyio
-
-    names = {type(e).__name__ for e in _chain(exc)}
-    connection = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError, OSError)
-    return any(isinstance(e, connection) for e in _chain(exc)) or bool(names & {"ConnectError", "RemoteProtocolError"})
+def _describe(exc: BaseException) -> str:
+    """The innermost useful message (task groups wrap the real error)."""
+    for inner in reversed(_chain(exc)):
+        if not isinstance(inner, BaseExceptionGroup) and str(inner):
+            return f"{type(inner).__name__}: {inner}"
+    return type(exc).__name__
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

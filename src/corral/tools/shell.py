@@ -44,8 +44,8 @@ def shell_toolset(name: str, config: ShellToolConfig) -> FunctionToolset:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )
         try:
-            output, truncated = await asyncio.wait_for(_capped(process, config.max_output_bytes), config.timeout)
-            code = await process.wait()
+            output, truncated, code = await asyncio.wait_for(_capped(process, config.max_output_bytes),
+                                                             config.timeout)
         except TimeoutError:
             _kill(process)
             await process.wait()
@@ -59,13 +59,20 @@ def shell_toolset(name: str, config: ShellToolConfig) -> FunctionToolset:
     return FunctionToolset(name, {"shell": (SHELL_SPEC, run)})
 
 
-async def _capped(process: asyncio.subprocess.Process, limit: int) -> tuple[bytes, bool]:
+async def _capped(process: asyncio.subprocess.Process, limit: int) -> tuple[bytes, bool, int]:
+    """Output up to ``limit`` bytes and the exit code; a command that writes more is killed
+    (its output would be thrown away, and a full pipe would block it forever)."""
     assert process.stdout is not None
-    data = await process.stdout.read(limit + 1)
-    if len(data) <= limit:
-        return data, False
-    _kill(process)  # the rest would be thrown away; don't let a chatty command run on
-    return data[:limit], True
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await process.stdout.read(65536)
+        if not chunk:
+            return b"".join(chunks), False, await process.wait()
+        chunks.append(chunk)
+        size += len(chunk)
+    _kill(process)
+    return b"".join(chunks)[:limit], True, await process.wait()
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
