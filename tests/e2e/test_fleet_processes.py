@@ -213,3 +213,4 @@ def test_ctl_and_node_report_wrong_token_and_unreachable_supervisor(tmp_path: Pa
     wait_for(lambda: "HTTP 401 (wrong token?)" in node.output(), 10, "the node's error")
     assert node.proc.poll() is None  # it keeps retrying with backoff
     assert Api(http).get("/api/v1/nodes") == []
+    assert node.stop() == 0 and procs[0].stop() == 0  # SIGTERM: clean shutdown, exit status 0

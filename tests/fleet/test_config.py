@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from corral.cli.main import build_app
 from corral.config.fleet import FleetConfigError, NodeConfig, SupervisorConfig, load_fleet_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fleet"
@@ -48,9 +48,18 @@ def test_project_with_unknown_backend_is_rejected(tmp_path: Path) -> None:
     ("long-enough-token-123", 0, "valid"),
     ("short", 1, "at least 16 characters"),
 ])
-def test_supervisor_validate_exits_0_or_1_with_the_errors(token: str, code: int, text: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "corral", "supervisor", "--config", str(EXAMPLES / "supervisor.yaml"), "--validate"],
-        capture_output=True, text=True, env={"CORRAL_FLEET_TOKEN": token, "PATH": ""}, timeout=60)
-    assert proc.returncode == code
-    assert text in proc.stdout + proc.stderr
+def test_supervisor_validate_exits_0_or_1_with_the_errors(token: str, code: int, text: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_FLEET_TOKEN", token)
+    result = CliRunner().invoke(build_app(), ["supervisor", "--config", str(EXAMPLES / "supervisor.yaml"),
+                                              "--validate"])
+    assert result.exit_code == code
+    assert text in result.output
+
+
+def test_node_validate_reports_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "node.yaml"
+    bad.write_text("backends: {x: {type: native, model: m}}\n")
+    result = CliRunner().invoke(build_app(), ["node", "--config", str(bad), "--token", "t" * 20, "--validate"])
+    assert result.exit_code == 1
+    assert "exactly one of `url` or `provider`" in result.output
