@@ -6,12 +6,12 @@ snapshot, so the transcript stays complete while the model sees the short form."
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from corral.agents.messages import message_to_json, messages_from_json, messages_to_json
 from corral.agents.spec import RunState
 from corral.llm.types import Message
-from corral.store import MessageRecord, SessionRecord, Store
+from corral.store import SessionRecord, Store
 
 SUMMARY_ROLE = "summary"
 
@@ -37,8 +37,7 @@ async def ensure_session(store: Store, session_id: str, agent: str, *, owner: st
 
 
 async def load_history(store: Store, session_id: str) -> list[Message]:
-    # cast: the repository's `list` method shadows the builtin in its annotations
-    records = cast("list[MessageRecord]", await store.sessions.messages(session_id))
+    records = await store.sessions.messages(session_id)
     start = 0
     history: list[Message] = []
     for index in range(len(records) - 1, -1, -1):

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -41,7 +41,7 @@ from corral.llm.types import (
     Usage,
     UsageEvent,
 )
-from corral.store import MessageRecord, RunRecord, SessionRecord, Store
+from corral.store import RunRecord, SessionRecord, Store
 
 log = logging.getLogger("corral.gateway.agents")
 SESSION_HEADER = "x-corral-session-id"
@@ -297,7 +297,7 @@ class _Api:
         if record is None:
             raise ApiError(404, f"unknown session {request.path_params['session_id']!r}", code="not_found")
         await self.gateway.admit(request, record.agent, "agents")
-        stored = cast("list[MessageRecord]", await store.sessions.messages(record.id))
+        stored = await store.sessions.messages(record.id)
         messages = [{"seq": m.seq, "role": m.role, "run_id": m.run_id, "created_at": m.created_at.isoformat(),
                      **({"content": m.content} if m.role == SUMMARY_ROLE else _plain(m.content))}
                     for m in stored]

@@ -1,0 +1,225 @@
+"""A2A: each public agent is an A2A server (JSON-RPC + SSE) at ``/a2a/{name}``.
+
+The official `a2a-sdk` does the wire format: its JSON-RPC dispatcher accepts the v1.0
+method names (``SendMessage``, ``SendStreamingMessage``, ``GetTask``, ``CancelTask``...)
+and, through its v0.3 adapter, ``message/send``, ``message/stream``, ``tasks/get`` and
+``tasks/cancel``. Corral supplies the `RequestHandler`: an A2A task is an agent run, its
+``contextId`` is the session. Cards: ``/a2a/{name}/.well-known/agent-card.json`` per
+agent, and ``/.well-known/agent-card.json`` for the first public agent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.request_handler import RequestHandler
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    Artifact,
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from corral.agents.events import RunFinished, TextOutput
+from corral.agents.service import AgentService, RunConflict, RunNotFound
+from corral.agents.sessions import SessionConflict
+from corral.agents.spec import Agent
+from corral.gateway.agents import Agents
+from corral.gateway.state import Gateway
+from corral.llm.types import Message as ChatMessage
+from corral.store import RunRecord
+
+STATES = {
+    "queued": TaskState.TASK_STATE_SUBMITTED,
+    "running": TaskState.TASK_STATE_WORKING,
+    "input-required": TaskState.TASK_STATE_INPUT_REQUIRED,
+    "succeeded": TaskState.TASK_STATE_COMPLETED,
+    "failed": TaskState.TASK_STATE_FAILED,
+    "cancelled": TaskState.TASK_STATE_CANCELED,
+}
+
+
+def agent_message(text: str, task_id: str, context_id: str) -> Message:
+    return Message(role=Role.ROLE_AGENT, message_id=uuid.uuid4().hex, task_id=task_id, context_id=context_id,
+                   parts=[Part(text=text)])
+
+
+def task_from_run(record: RunRecord) -> Task:
+    output = record.output.get("output") if isinstance(record.output, dict) else None
+    text = output if isinstance(output, str) else (None if output is None else _json(output))
+    context_id = record.session_id or record.id
+    status = TaskStatus(state=STATES.get(record.state, TaskState.TASK_STATE_UNSPECIFIED))
+    if record.error:
+        status.message.CopyFrom(agent_message(record.error, record.id, context_id))
+    elif record.state == "input-required":
+        names = ", ".join(c["name"] for c in record.input.get("pending_approvals", []))
+        status.message.CopyFrom(agent_message(f"waiting for approval of: {names}", record.id, context_id))
+    task = Task(id=record.id, context_id=context_id, status=status)
+    if text is not None:
+        task.artifacts.append(Artifact(artifact_id=f"{record.id}-output", name="output", parts=[Part(text=text)]))
+    return task
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+class AgentRequestHandler(RequestHandler):
+    def __init__(self, agents: Agents, agent: Agent) -> None:
+        self.agents = agents
+        self.agent = agent
+
+    @property
+    def service(self) -> AgentService:
+        return self.agents.require()
+
+    async def _start(self, params: SendMessageRequest, *, background: bool) -> tuple[RunRecord, Any, str]:
+        text = "".join(p.text for p in params.message.parts if p.HasField("text"))
+        if not text:
+            raise InvalidParamsError(message="the message has no text part")
+        context_id = params.message.context_id or f"ctx-{uuid.uuid4().hex}"
+        try:
+            record, live = await self.service.start_run(
+                self.agent.name, [ChatMessage.text("user", text)], session_id=context_id,
+                mode="background" if background else "foreground")
+        except SessionConflict as exc:
+            raise InvalidParamsError(message=str(exc)) from None
+        return record, live, context_id
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        background = params.configuration.return_immediately
+        record, live, _ = await self._start(params, background=background)
+        if live is not None:
+            record = await self.service.wait(record.id, self.agent.config.timeout + 10)
+        return task_from_run(record)
+
+    async def on_message_send_stream(self, params: SendMessageRequest,
+                                     context: ServerCallContext) -> AsyncGenerator[Any]:
+        record, live, context_id = await self._start(params, background=False)
+        yield Task(id=record.id, context_id=context_id, status=TaskStatus(state=TaskState.TASK_STATE_WORKING),
+                   history=[params.message])
+        artifact_id = f"{record.id}-output"
+        first = True
+        try:
+            async for event in live.follow():
+                if isinstance(event, TextOutput):
+                    yield TaskArtifactUpdateEvent(
+                        task_id=record.id, context_id=context_id, append=not first,
+                        artifact=Artifact(artifact_id=artifact_id, name="output", parts=[Part(text=event.text)]))
+                    first = False
+                elif isinstance(event, RunFinished):
+                    final = await self.service.wait(record.id, 10)
+                    yield TaskStatusUpdateEvent(task_id=record.id, context_id=context_id,
+                                                status=task_from_run(final).status)
+        finally:
+            if live.finished is None and live.task is not None:
+                live.task.cancel()
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        try:
+            record = await self.service.get(params.id)
+        except RunNotFound:
+            raise TaskNotFoundError from None
+        if record.agent != self.agent.name:
+            raise TaskNotFoundError
+        return task_from_run(record)
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        await self.on_get_task(GetTaskRequest(id=params.id), context)
+        try:
+            return task_from_run(await self.service.cancel(params.id))
+        except RunConflict as exc:
+            raise TaskNotCancelableError(message=str(exc)) from None
+
+    async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        size = params.page_size or 50
+        records = await self.service.store.runs.list(session_id=params.context_id or None, limit=size)
+        tasks = [task_from_run(r) for r in records if r.agent == self.agent.name]
+        return ListTasksResponse(tasks=tasks, page_size=size, total_size=len(tasks))
+
+    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        raise UnsupportedOperationError(message="push notifications are not supported")
+
+    async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        raise UnsupportedOperationError(message="push notifications are not supported")
+
+    async def on_list_task_push_notification_configs(self, params: Any, context: ServerCallContext) -> Any:
+        raise UnsupportedOperationError(message="push notifications are not supported")
+
+    async def on_delete_task_push_notification_config(self, params: Any, context: ServerCallContext) -> None:
+        raise UnsupportedOperationError(message="push notifications are not supported")
+
+    async def on_subscribe_to_task(self, params: Any, context: ServerCallContext) -> AsyncGenerator[Any]:
+        raise UnsupportedOperationError(message="resubscribing is not supported; use tasks/get")
+        yield
+
+    async def on_get_extended_agent_card(self, params: Any, context: ServerCallContext) -> AgentCard:
+        raise UnsupportedOperationError(message="there is no extended agent card")
+
+
+def agent_card(agent: Agent, base_url: str) -> AgentCard:
+    url = f"{base_url.rstrip('/')}/a2a/{agent.name}"
+    return AgentCard(
+        name=agent.name, description=agent.config.description or f"Corral agent {agent.name}", version="1.0.0",
+        supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
+                              AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="0.3")],
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        default_input_modes=["text/plain"], default_output_modes=["text/plain"],
+        skills=[AgentSkill(id=agent.name, name=agent.name, description=agent.config.description or agent.name,
+                           tags=["corral"])],
+    )
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    agents: Agents = gateway.components["agents"]
+    public = agents.registry.public()
+    dispatchers = {a.name: JsonRpcDispatcher(AgentRequestHandler(agents, a), enable_v0_3_compat=True)
+                   for a in public}
+
+    async def rpc(request: Request) -> Response:
+        name = request.path_params["name"]
+        dispatcher = dispatchers.get(name)
+        if dispatcher is None:
+            return JSONResponse({"jsonrpc": "2.0", "id": None,
+                                 "error": {"code": -32601, "message": f"unknown agent {name!r}"}}, status_code=404)
+        await gateway.admit(request, name, "a2a")
+        return await dispatcher.handle_requests(request)
+
+    async def card(request: Request) -> Response:
+        name = request.path_params.get("name") or (public[0].name if public else None)
+        agent = agents.registry.get(name) if name else None
+        if agent is None or agent.config.visibility != "public":
+            return JSONResponse({"error": f"unknown agent {name!r}"}, status_code=404)
+        return JSONResponse(agent_card_to_dict(agent_card(agent, str(request.base_url))))
+
+    return [
+        Route("/.well-known/agent-card.json", card, methods=["GET"]),
+        Route("/.well-known/agent.json", card, methods=["GET"]),  # the pre-0.3 path many clients still use
+        Route("/a2a/{name}/.well-known/agent-card.json", card, methods=["GET"]),
+        Route("/a2a/{name}", rpc, methods=["POST"]),
+    ]
