@@ -214,3 +214,14 @@ async def test_models_health_and_readiness(client, scripted_server) -> None:
     assert health["status"] == "ok" and health["version"]
     assert ready.status_code == 200
     assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("Unknown route")
+
+
+async def test_request_id_is_echoed_only_when_it_is_a_plain_token(client, scripted_server) -> None:
+    async with scripted_server() as (base_url, _):
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            plain = await http.get("/health", headers={"x-request-id": "trace-42.a:b"})
+            hostile = await http.get("/health", headers={"x-request-id": "x" * 500})
+            injected = await http.get("/health", headers={"x-request-id": "a\tb<script>"})
+    assert plain.headers["x-request-id"] == "trace-42.a:b"
+    assert len(hostile.headers["x-request-id"]) == 32  # replaced by a generated id
+    assert injected.headers["x-request-id"] != "a\tb<script>"

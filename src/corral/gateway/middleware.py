@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -31,7 +32,7 @@ class CorralMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        request_id = _client_request_id(scope) or uuid.uuid4().hex
         state["request_id"] = request_id
         state["upstream_seconds"] = 0.0
         REQUEST_ID.set(request_id)  # every log line of this request carries it
@@ -96,6 +97,16 @@ class CorralMiddleware:
 
 async def _no_body() -> Message:
     return {"type": "http.disconnect"}
+
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    """The client's `x-request-id`, if it is a plain token: it is echoed into logs and
+    headers, so anything else (control characters, huge values) is replaced."""
+    value = _header(scope, b"x-request-id")
+    return value if value is not None and _SAFE_REQUEST_ID.fullmatch(value) else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
