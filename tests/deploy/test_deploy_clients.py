@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -165,5 +166,10 @@ def test_real_opencode_gets_an_answer_from_corral(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    # The key mattered: the server refuses the same request without it.
+    base = json.loads(config.read_text())["provider"]["corral"]["options"]["baseURL"]
+    keyless = httpx.post(f"{base}/chat/completions", json={"model": "helper", "messages": [
+        {"role": "user", "content": "hi"}]}, timeout=10)
+    assert keyless.status_code == 401
     # The scripted model echoes the user's message: the request went through Corral.
     assert "You said:" in result.stdout and "ping from opencode" in result.stdout
