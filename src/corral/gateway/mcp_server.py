@@ -1,0 +1,109 @@
+"""``/mcp``: public agents (with ``mcp: true``, the default) served as MCP tools over
+streamable HTTP, with the official `mcp` SDK's server.
+
+A tool call is an agent run (``input``, and optionally ``session_id`` to continue a
+session); its final answer is the tool's text result, a failed run an error result.
+The endpoint is stateless (no MCP session to pin a replica) and passes through the
+gateway's interceptors first, so the same auth applies as on every other route.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import mcp_types as types
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from corral.agents.service import FINAL_STATES
+from corral.gateway.agents import Agents
+from corral.gateway.errors import ApiError, error_response
+from corral.gateway.state import Gateway
+from corral.llm.types import Message
+
+INPUT_SCHEMA = {
+    "type": "object", "required": ["input"],
+    "properties": {"input": {"type": "string", "description": "the message for the agent"},
+                   "session_id": {"type": "string", "description": "continue this session (optional)"}},
+}
+
+
+def build_server(agents: Agents) -> Server[Any]:
+    exposed = {a.name: a for a in agents.registry.public() if a.config.mcp}
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[
+            types.Tool(name=a.name, description=a.config.description or f"Ask the agent {a.name}.",
+                       input_schema=INPUT_SCHEMA) for a in exposed.values()])
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        agent = exposed.get(params.name)
+        if agent is None:
+            return _error(f"unknown tool {params.name!r}")
+        arguments = params.arguments or {}
+        text = arguments.get("input")
+        if not isinstance(text, str) or not text:
+            return _error("`input` (a non-empty string) is required")
+        service = agents.require()
+        session_id = arguments.get("session_id")
+        record, _ = await service.start_run(agent.name, [Message.text("user", text)],
+                                            session_id=str(session_id) if session_id else None)
+        record = await service.wait(record.id, agent.config.timeout + 10)
+        output = record.output.get("output") if isinstance(record.output, dict) else None
+        if record.state != "succeeded":
+            reason = record.error or ("waiting for approval" if record.state not in FINAL_STATES else record.state)
+            return _error(f"run {record.id} {record.state}: {reason}")
+        structured = output if isinstance(output, dict) else None
+        body = output if isinstance(output, str) else json.dumps(output)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=body)],
+                                    structured_content=structured)
+
+    return Server("corral", version="1", instructions="Corral agents as tools.", on_list_tools=list_tools,
+                  on_call_tool=call_tool)
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+class McpEndpoint:
+    """ASGI: the gateway's interceptors (auth, limits), then the SDK's transport."""
+
+    def __init__(self, gateway: Gateway, manager: StreamableHTTPSessionManager) -> None:
+        self.gateway = gateway
+        self.manager = manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.gateway.admit(Request(scope, receive), "", "mcp")
+        except ApiError as exc:
+            await error_response(exc, "openai")(scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
+
+
+def install(gateway: Gateway) -> None:
+    agents: Agents = gateway.components["agents"]
+    manager = StreamableHTTPSessionManager(app=build_server(agents), stateless=True)
+    stack = contextlib.AsyncExitStack()
+
+    async def start() -> None:
+        await stack.enter_async_context(manager.run())
+
+    async def stop() -> None:
+        await stack.aclose()
+
+    gateway.components["mcp.manager"] = manager
+    gateway.startup_hooks.append(start)
+    gateway.shutdown_hooks.append(stop)
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    endpoint = McpEndpoint(gateway, gateway.components["mcp.manager"])
+    return [Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/mcp/", endpoint, methods=["GET", "POST", "DELETE"])]
