@@ -80,3 +80,39 @@ async def test_keys_and_spend_commands_drive_the_admin_api(scripted_server: Serv
         assert f"revoked {created['id']}" in await corral("keys", "revoke", created["id"], "--server", base_url)
         missing = await asyncio.to_thread(runner.invoke, app, ["keys", "list", "--server", base_url], env={})
         assert missing.exit_code == 2
+
+
+async def test_a_locked_database_never_holds_up_answers_and_rows_land_once_it_frees(tmp_path: Any) -> None:
+    import sqlite3
+    import time
+
+    from tests.gateway.conftest import scripted_config
+
+    from corral.gateway.app import create_app
+    from corral.testing.scripted import ScriptedProvider
+    from corral.testing.server import serve_app
+
+    db = tmp_path / "corral.db"
+    config = scripted_config(auth={"master_key": MASTER}, database={"url": f"sqlite:///{db}"})
+    app = create_app(config, providers={"script": ScriptedProvider.from_steps("script", [])})
+    async with serve_app(app) as base_url, openai.AsyncOpenAI(
+        base_url=f"{base_url}/v1", api_key=MASTER, max_retries=0
+    ) as sdk:
+        blocker = sqlite3.connect(db, timeout=10, check_same_thread=False)
+        # In a thread: waiting for a lock on the loop's thread would stall the server under test.
+        await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")  # no other connection can write now (WAL readers still read)
+        try:
+            started = time.perf_counter()
+            for _ in range(5):
+                await sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(1.5)  # past the writer's flush interval: it is stuck on the lock
+            writer = app.state.gateway.components["access"].writer
+            assert writer.stats.written == 0 and writer.stats.queued == 5
+        finally:
+            blocker.rollback()
+            blocker.close()
+        async with httpx.AsyncClient(base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}) as api:
+            report = await wait_for_rows(api, 5)
+        assert report["data"][0]["requests"] == 5
+        assert elapsed < 5  # answers did not wait for the database (its busy timeout is 30 s)
