@@ -66,3 +66,22 @@ def test_sigterm_during_a_stream_lets_it_complete_and_exits_zero(tmp_path: Path,
     chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == words
+
+
+def test_sigterm_during_startup_stops_the_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "corral.yaml"
+    config.write_text(CONFIG.format(words="hi"))
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--config", str(config), "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # importing or building the app, not yet serving
+        proc.send_signal(signal.SIGTERM)
+        # Stopped, not ignored: exit 0 once our handler is in place, -SIGTERM before that.
+        assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -70,14 +70,19 @@ def run_server(
 
 
 def _exit_cleanly_after_graceful_shutdown() -> None:
-    """uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish in-flight requests
-    up to the shutdown timeout, run lifespan shutdown) and then re-raises the signal into
-    the handler that was installed before it started. A no-op handler there makes a
-    graceful shutdown end with exit status 0, as service managers expect."""
+    """uvicorn handles SIGTERM/SIGINT itself once it runs (stop accepting, finish in-flight
+    requests up to the shutdown timeout, run lifespan shutdown), then re-raises the signal
+    into the handler that was installed before it started. This handler exits 0 there
+    (service managers expect 0 after a clean stop), and also stops the process at once
+    when the signal arrives before uvicorn took over (during startup)."""
     import signal
+    import sys
+
+    def _exit(*_: object) -> None:
+        sys.exit(0)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, _exit)
 
 
 def register(app: typer.Typer) -> None:
