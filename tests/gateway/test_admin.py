@@ -116,3 +116,24 @@ async def test_a_locked_database_never_holds_up_answers_and_rows_land_once_it_fr
             report = await wait_for_rows(api, 5)
         assert report["data"][0]["requests"] == 5
         assert elapsed < 5  # answers did not wait for the database (its busy timeout is 30 s)
+
+
+async def test_team_budget_through_the_gateway_blocks_all_its_keys(scripted_server: ServerFactory) -> None:
+    async with scripted_server(**PRICED) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as api:
+        team = (await api.post("/admin/teams", json={"name": "research", "max_budget": 0.000001,
+                                                       "budget_duration": "1d"})).json()
+        assert team["spend"] == 0.0
+        duplicate = await api.post("/admin/teams", json={"name": "research"})
+        assert duplicate.status_code == 409
+        keys = [(await api.post("/admin/keys", json={"team_id": team["id"]})).json()["key"] for _ in range(2)]
+        body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+        first = await api.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {keys[0]}"})
+        assert first.status_code == 200
+        blocked = await api.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {keys[1]}"})
+        assert blocked.status_code == 402 and blocked.json()["error"]["code"] == "budget_exceeded"
+        [listed] = (await api.get("/admin/teams")).json()["data"]
+        assert listed["spend"] > listed["max_budget"]
+        unknown = await api.post("/admin/keys", json={"team_id": "nope"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "team_id"

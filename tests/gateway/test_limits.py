@@ -13,7 +13,7 @@ from corral.gateway.auth import Principal
 from corral.gateway.counters import MemoryCounters, RedisCounters
 from corral.gateway.limits import Limiter, LimitExceeded, budget_window, parse_duration
 from corral.llm.types import Usage
-from corral.store import KeyRecord
+from corral.store import KeyRecord, TeamRecord
 
 
 def key_principal(**limits: Any) -> Principal:
@@ -87,6 +87,23 @@ async def test_budget_blocks_once_spend_reaches_it_and_counts_only_this_period(l
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 86400
     assert principal.key is not None
     assert await limiter.spend(principal.key) == pytest.approx(1.2)
+
+
+async def test_a_team_budget_spent_by_one_key_blocks_every_key_of_the_team(limiter: Limiter) -> None:
+    team = TeamRecord(id="t1", name="research", max_budget=1.0, budget_duration="30d")
+    first, second = (
+        Principal(kind="key", subject=k, key_id=k, team_id="t1", team=team,
+                  key=KeyRecord(id=k, key_hash=k, key_prefix="p", team_id="t1", max_budget=10.0))
+        for k in ("k1", "k2")
+    )
+    reservation = await limiter.check(first, "m")
+    await limiter.record(reservation, Usage(1, 1), 1.25)
+    with pytest.raises(LimitExceeded) as caught:
+        await limiter.check(second, "m")
+    assert caught.value.which == "team_budget" and caught.value.status == 402
+    assert "team" in caught.value.message
+    assert await limiter.spend(team) == pytest.approx(1.25)
+    assert second.key is not None and await limiter.spend(second.key) == 0.0
 
 
 async def test_seeded_spend_from_the_database_counts_but_never_overwrites(limiter: Limiter) -> None:

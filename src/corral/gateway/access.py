@@ -166,13 +166,19 @@ class Access:
 
     async def _seed_budgets(self) -> None:
         assert self.keys is not None and self.store is not None
+        # Only a missing counter (new period, restart without Redis, Redis emptied) costs a query.
         for key in await self.store.keys.list():
-            # Only a missing counter (new period, restart without Redis, Redis emptied) costs a query.
             if await self.limiter.needs_seed(key):
                 rule = self.limiter.budget_rule(key)
                 assert rule is not None
                 spent = await self.store.usage.total_cost(key.id, since=rule.window.start)
                 await self.limiter.seed_budget(key, spent)
+        for team in await self.store.teams.list():
+            if await self.limiter.needs_seed(team):
+                rule = self.limiter.budget_rule(team)
+                assert rule is not None
+                spent = await self.store.usage.total_cost(team_id=team.id, since=rule.window.start)
+                await self.limiter.seed_budget(team, spent)
 
     async def _refresh_loop(self) -> None:
         assert self.keys is not None

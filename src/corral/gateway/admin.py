@@ -67,6 +67,13 @@ class TeamCreate(_Body):
     budget_duration: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("budget_duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
 
 def json_response(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
@@ -207,12 +214,15 @@ class AdminApi:
         if any(t.name == body.name for t in await self.access.store.teams.list()):
             raise ApiError(409, f"A team named '{body.name}' exists", param="name")
         await self.access.store.teams.create(record)
+        if self.access.keys is not None:
+            self.access.keys.put_team(record)
         await self._audit("team.create", record.id, {"name": record.name})
-        return json_response(_team_json(record), 201)
+        return json_response(_team_json(record, spend=0.0 if record.max_budget is not None else None), 201)
 
     async def list_teams(self, request: Request) -> Response:
         assert self.access.store is not None
-        return json_response({"data": [_team_json(t) for t in await self.access.store.teams.list()]})
+        teams = await self.access.store.teams.list()
+        return json_response({"data": [_team_json(t, spend=await self.access.limiter.spend(t)) for t in teams]})
 
     async def spend(self, request: Request) -> Response:
         assert self.access.store is not None
@@ -230,9 +240,9 @@ class AdminApi:
         return json_response({"group_by": group_by, "data": data, "total_cost_usd": total})
 
 
-def _team_json(record: TeamRecord) -> dict[str, Any]:
+def _team_json(record: TeamRecord, *, spend: float | None = None) -> dict[str, Any]:
     return {"id": record.id, "name": record.name, "max_budget": record.max_budget,
-            "budget_duration": record.budget_duration, "metadata": record.metadata,
+            "budget_duration": record.budget_duration, "spend": spend, "metadata": record.metadata,
             "created_at": _iso(record.created_at)}
 
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from corral.config.schema import AuthConfig
 from corral.gateway.errors import ApiError
-from corral.store import KeyRecord, Store
+from corral.store import KeyRecord, Store, TeamRecord
 
 if TYPE_CHECKING:
     from corral.gateway.auth_jwt import JWTVerifier
@@ -63,6 +63,7 @@ class Principal:
     team_id: str | None = None
     models: tuple[str, ...] = ()  # empty: every model
     key: KeyRecord | None = None
+    team: TeamRecord | None = None  # the key's team, whose budget also applies
     claims: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,6 +97,7 @@ class KeyCache:
     def __init__(self, store: Store, *, negative_ttl: float = 5.0, negative_max: int = 10_000) -> None:
         self.store = store
         self._by_hash: dict[str, KeyRecord] = {}
+        self._teams: dict[str, TeamRecord] = {}
         self._hash_of: dict[str, str] = {}
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._negative_ttl = negative_ttl
@@ -107,9 +109,22 @@ class KeyCache:
 
     async def load(self) -> None:
         records = await self.store.keys.list()
+        self._teams = {t.id: t for t in await self.store.teams.list()}
         self._by_hash = {r.key_hash: r for r in records}
         self._hash_of = {r.id: r.key_hash for r in records}
         self._unknown.clear()
+
+    def team(self, team_id: str | None) -> TeamRecord | None:
+        return self._teams.get(team_id) if team_id is not None else None
+
+    def put_team(self, team: TeamRecord) -> None:
+        self._teams[team.id] = team
+
+    async def _ensure_team(self, record: KeyRecord) -> None:
+        if record.team_id is not None and record.team_id not in self._teams:
+            team = await self.store.teams.get(record.team_id)
+            if team is not None:
+                self._teams[team.id] = team
 
     def put(self, record: KeyRecord) -> None:
         self.drop(record.id)
@@ -129,6 +144,7 @@ class KeyCache:
         if record is None:
             self.drop(key_id)
         else:
+            await self._ensure_team(record)
             self.put(record)
         return record
 
@@ -148,6 +164,7 @@ class KeyCache:
             while len(self._unknown) > self._negative_max:
                 self._unknown.popitem(last=False)
             return None
+        await self._ensure_team(record)
         self.put(record)
         return record
 
@@ -205,7 +222,7 @@ class Authenticator:
             raise AuthError(401, "This API key has expired", code="expired_api_key")
         return Principal(
             kind="key", subject=record.name or record.id, key_id=record.id, team_id=record.team_id,
-            models=record.models, key=record,
+            models=record.models, key=record, team=self.keys.team(record.team_id),
         )
 
     def check_model(self, principal: Principal, model: str) -> None:

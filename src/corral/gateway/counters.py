@@ -26,7 +26,9 @@ class MemoryCounters:
     def _now_ms(self) -> float:
         return float(self._clock()) * 1000
 
-    async def admit(self, member: str, rpm: list[Rule], tpm: list[Rule], budget: BudgetRule | None) -> Refusal | None:
+    async def admit(
+        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule]
+    ) -> Refusal | None:
         now = self._now_ms()
         self._calls += 1
         if self._calls % 1000 == 0:
@@ -41,8 +43,9 @@ class MemoryCounters:
             total, oldest = self._tokens(rule.counter, now)
             if total >= rule.limit:
                 return Refusal(rule.which, (oldest + 60) - now / 1000 if oldest is not None else 1.0)
-        if budget is not None and self._spent(budget.counter, now) >= budget.max_budget:
-            return Refusal("budget", budget_retry_after(budget))
+        for budget in budgets:
+            if self._spent(budget.counter, now) >= budget.max_budget:
+                return Refusal(budget.which, budget_retry_after(budget))
         for rule in rpm:
             self._logs[rule.counter].append(now)
         return None
@@ -60,13 +63,13 @@ class MemoryCounters:
         amount, expires = self._spend.get(counter, (0.0, 0.0))
         return amount if expires > now else 0.0
 
-    async def add_usage(self, tpm_counters: list[str], tokens: int, budget: BudgetRule | None, cost: float) -> None:
+    async def add_usage(self, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule], cost: float) -> None:
         now = self._now_ms()
         second = int(now // 1000)
         for counter in tpm_counters:
             buckets = self._buckets.setdefault(counter, {})
             buckets[second] = buckets.get(second, 0) + tokens
-        if budget is not None:
+        for budget in budgets:
             self._spend[budget.counter] = (self._spent(budget.counter, now) + cost, now + budget.ttl_seconds * 1000)
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
@@ -93,8 +96,8 @@ class MemoryCounters:
         return None
 
 
-# KEYS: rpm logs, tpm bucket hashes, [budget counter]
-# ARGV: member, n_rpm, n_tpm, n_budget, rpm limits..., tpm limits..., [max budget]
+# KEYS: rpm logs, tpm bucket hashes, budget counters
+# ARGV: member, n_rpm, n_tpm, n_budget, rpm limits..., tpm limits..., max budgets...
 # Returns {0} when admitted, else {index of the failing rule (1-based), retry after ms}.
 # Time comes from the Redis server so every replica shares one clock.
 _ADMIT = """
@@ -128,10 +131,10 @@ for j = 1, n_tpm do
     return {n_rpm + j, (oldest + 60) * 1000 - now}
   end
 end
-if n_budget == 1 then
-  local spent = tonumber(redis.call('GET', KEYS[n_rpm + n_tpm + 1]) or '0')
-  if spent >= tonumber(ARGV[4 + n_rpm + n_tpm + 1]) then
-    return {n_rpm + n_tpm + 1, -1}
+for b = 1, n_budget do
+  local spent = tonumber(redis.call('GET', KEYS[n_rpm + n_tpm + b]) or '0')
+  if spent >= tonumber(ARGV[4 + n_rpm + n_tpm + b]) then
+    return {n_rpm + n_tpm + b, -1}
   end
 end
 for i = 1, n_rpm do
@@ -141,7 +144,7 @@ end
 return {0, 0}
 """
 
-# KEYS: tpm bucket hashes, [budget counter]; ARGV: tokens, n_tpm, cost, budget ttl seconds
+# KEYS: tpm bucket hashes, budget counters; ARGV: tokens, n_tpm, cost, budget ttls (seconds)...
 _ADD_USAGE = """
 local t = redis.call('TIME')
 local second = tostring(tonumber(t[1]))
@@ -150,9 +153,9 @@ for i = 1, n_tpm do
   redis.call('HINCRBY', KEYS[i], second, ARGV[1])
   redis.call('EXPIRE', KEYS[i], 61)
 end
-if #KEYS > n_tpm then
-  redis.call('INCRBYFLOAT', KEYS[n_tpm + 1], ARGV[3])
-  redis.call('EXPIRE', KEYS[n_tpm + 1], tonumber(ARGV[4]))
+for b = n_tpm + 1, #KEYS do
+  redis.call('INCRBYFLOAT', KEYS[b], ARGV[3])
+  redis.call('EXPIRE', KEYS[b], tonumber(ARGV[4 + b - n_tpm - 1]))
 end
 return 0
 """
@@ -178,26 +181,26 @@ class RedisCounters:
     def _k(self, counter: str) -> str:
         return f"{self.prefix}limits:{counter}"
 
-    async def admit(self, member: str, rpm: list[Rule], tpm: list[Rule], budget: BudgetRule | None) -> Refusal | None:
-        keys = [self._k(r.counter) for r in [*rpm, *tpm]]
-        args: list[Any] = [member, len(rpm), len(tpm), 1 if budget else 0, *(r.limit for r in [*rpm, *tpm])]
-        if budget is not None:
-            keys.append(self._k(budget.counter))
-            args.append(budget.max_budget)
+    async def admit(
+        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule]
+    ) -> Refusal | None:
+        keys = [self._k(r.counter) for r in [*rpm, *tpm]] + [self._k(b.counter) for b in budgets]
+        args: list[Any] = [member, len(rpm), len(tpm), len(budgets), *(r.limit for r in [*rpm, *tpm])]
+        args.extend(repr(float(b.max_budget)) for b in budgets)
         index, retry_ms = (int(v) for v in await self._admit(keys=keys, args=args))
         if index == 0:
             return None
-        if budget is not None and index == len(keys):
-            return Refusal("budget", budget_retry_after(budget))
+        if index > len(rpm) + len(tpm):
+            budget = budgets[index - len(rpm) - len(tpm) - 1]
+            return Refusal(budget.which, budget_retry_after(budget))
         return Refusal([*rpm, *tpm][index - 1].which, max(retry_ms, 0) / 1000)
 
-    async def add_usage(self, tpm_counters: list[str], tokens: int, budget: BudgetRule | None, cost: float) -> None:
+    async def add_usage(self, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule], cost: float) -> None:
         """One round trip for the tokens and the cost of a call."""
         keys = [self._k(c) for c in tpm_counters]
-        if budget is not None:
-            keys.append(self._k(budget.counter))
-        ttl = budget.ttl_seconds if budget is not None else 0
-        await self._add_usage(keys=keys, args=[tokens, len(tpm_counters), repr(float(cost)), ttl])
+        keys.extend(self._k(b.counter) for b in budgets)
+        args: list[Any] = [tokens, len(tpm_counters), repr(float(cost)), *(b.ttl_seconds for b in budgets)]
+        await self._add_usage(keys=keys, args=args)
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         await self.client.set(self._k(rule.counter), repr(float(amount)), nx=True, ex=rule.ttl_seconds)

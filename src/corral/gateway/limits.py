@@ -32,7 +32,7 @@ from typing import Protocol
 from corral.gateway.auth import Principal
 from corral.gateway.errors import ApiError
 from corral.llm.types import Usage
-from corral.store import KeyRecord
+from corral.store import KeyRecord, TeamRecord
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -52,13 +52,14 @@ class BudgetWindow:
     end: datetime | None  # None: a lifetime budget
 
 
-def budget_window(key: KeyRecord, now: datetime | None = None) -> BudgetWindow:
-    if not key.budget_duration:
-        return BudgetWindow(0, key.created_at, None)
-    period = parse_duration(key.budget_duration)
-    elapsed = (now or datetime.now(UTC)) - key.created_at
+def budget_window(owner: KeyRecord | TeamRecord, now: datetime | None = None) -> BudgetWindow:
+    """The current budget period of a key or team; periods count from its creation."""
+    if not owner.budget_duration:
+        return BudgetWindow(0, owner.created_at, None)
+    period = parse_duration(owner.budget_duration)
+    elapsed = (now or datetime.now(UTC)) - owner.created_at
     index = max(0, math.floor(elapsed / period))
-    start = key.created_at + index * period
+    start = owner.created_at + index * period
     return BudgetWindow(index, start, start + period)
 
 
@@ -67,7 +68,7 @@ class LimitExceeded(ApiError):
         self.which = which
         self.retry_after = retry_after
         headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-        if which == "budget":
+        if which in BUDGETS:
             super().__init__(402, message, code="budget_exceeded", type="insufficient_quota", headers=headers)
         else:
             super().__init__(429, message, code="rate_limit_exceeded", headers=headers)
@@ -80,8 +81,12 @@ class Rule:
     limit: int
 
 
+BUDGETS = ("budget", "team_budget")
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetRule:
+    which: str  # "budget" (the key's) or "team_budget"
     counter: str
     max_budget: float
     ttl_seconds: int
@@ -94,7 +99,7 @@ class Reservation:
     model: str
     principal: Principal
     tpm_counters: list[str] = field(default_factory=list)
-    budget: BudgetRule | None = None
+    budgets: list[BudgetRule] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +109,13 @@ class Refusal:
 
 
 class Counters(Protocol):
-    async def admit(self, member: str, rpm: list[Rule], tpm: list[Rule], budget: BudgetRule | None) -> Refusal | None:
+    async def admit(
+        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule]
+    ) -> Refusal | None:
         """Check every rule; if all pass, take one rpm slot in each rpm rule (atomically)."""
 
-    async def add_usage(self, tpm_counters: list[str], tokens: int, budget: BudgetRule | None, cost: float) -> None:
-        """Add a finished call's tokens to its tpm windows and its cost to its budget period."""
+    async def add_usage(self, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule], cost: float) -> None:
+        """Add a finished call's tokens to its tpm windows and its cost to its budget periods."""
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         """Set the period's spend unless a counter already exists (the counter wins)."""
@@ -152,56 +159,62 @@ class Limiter:
         return rpm, tpm
 
     @staticmethod
-    def budget_rule(key: KeyRecord | None, now: datetime | None = None) -> BudgetRule | None:
-        if key is None or key.max_budget is None:
+    def budget_rule(owner: KeyRecord | TeamRecord | None, now: datetime | None = None) -> BudgetRule | None:
+        if owner is None or owner.max_budget is None:
             return None
-        window = budget_window(key, now)
+        window = budget_window(owner, now)
         ttl = int((window.end - window.start).total_seconds()) + 3600 if window.end else 400 * 86400
-        return BudgetRule(f"spend:key:{key.id}:{window.index}", key.max_budget, ttl, window)
+        scope = "team" if isinstance(owner, TeamRecord) else "key"
+        which = "team_budget" if scope == "team" else "budget"
+        return BudgetRule(which, f"spend:{scope}:{owner.id}:{window.index}", owner.max_budget, ttl, window)
+
+    def _budgets(self, principal: Principal) -> list[BudgetRule]:
+        rules = [self.budget_rule(principal.key), self.budget_rule(principal.team)]
+        return [r for r in rules if r is not None]
 
     async def check(self, principal: Principal, model: str) -> Reservation:
         rpm, tpm = self._rules(principal, model)
-        budget = self.budget_rule(principal.key)
-        reservation = Reservation(uuid.uuid4().hex, model, principal, [r.counter for r in tpm], budget)
-        if not rpm and not tpm and budget is None:
+        budgets = self._budgets(principal)
+        reservation = Reservation(uuid.uuid4().hex, model, principal, [r.counter for r in tpm], budgets)
+        if not rpm and not tpm and not budgets:
             return reservation
-        refusal = await self.counters.admit(reservation.id, rpm, tpm, budget)
+        refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets)
         if refusal is not None:
             self.rejections[refusal.which] = self.rejections.get(refusal.which, 0) + 1
-            raise _exceeded(refusal, rpm + tpm, budget)
+            raise _exceeded(refusal, rpm + tpm, budgets)
         return reservation
 
     async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         counters = reservation.tpm_counters if tokens > 0 else []
-        budget = reservation.budget if cost_usd > 0 else None
-        if counters or budget is not None:
-            await self.counters.add_usage(counters, tokens, budget, cost_usd)
+        budgets = reservation.budgets if cost_usd > 0 else []
+        if counters or budgets:
+            await self.counters.add_usage(counters, tokens, budgets, cost_usd)
 
-    async def seed_budget(self, key: KeyRecord, spent: float) -> None:
-        rule = self.budget_rule(key)
+    async def seed_budget(self, owner: KeyRecord | TeamRecord, spent: float) -> None:
+        rule = self.budget_rule(owner)
         if rule is not None:
             await self.counters.seed_spend(rule, spent)
 
-    async def needs_seed(self, key: KeyRecord) -> bool:
-        rule = self.budget_rule(key)
+    async def needs_seed(self, owner: KeyRecord | TeamRecord) -> bool:
+        rule = self.budget_rule(owner)
         return rule is not None and not await self.counters.has_spend(rule)
 
-    async def spend(self, key: KeyRecord) -> float | None:
-        rule = self.budget_rule(key)
+    async def spend(self, owner: KeyRecord | TeamRecord) -> float | None:
+        rule = self.budget_rule(owner)
         return None if rule is None else await self.counters.spend(rule)
 
     async def aclose(self) -> None:
         await self.counters.aclose()
 
 
-def _exceeded(refusal: Refusal, rules: list[Rule], budget: BudgetRule | None) -> LimitExceeded:
-    if refusal.which == "budget":
-        assert budget is not None
+def _exceeded(refusal: Refusal, rules: list[Rule], budgets: list[BudgetRule]) -> LimitExceeded:
+    if refusal.which in BUDGETS:
+        budget = next(b for b in budgets if b.which == refusal.which)
         until = f"; it resets at {budget.window.end.isoformat()}" if budget.window.end else ""
-        return LimitExceeded(
-            "budget", refusal.retry_after, f"Budget exceeded: this key's budget is ${budget.max_budget:g}{until}"
-        )
+        owner = "this key's team" if budget.which == "team_budget" else "this key"
+        message = f"Budget exceeded: the budget of {owner} is ${budget.max_budget:g}{until}"
+        return LimitExceeded(budget.which, refusal.retry_after, message)
     rule = next(r for r in rules if r.which == refusal.which)
     unit = "requests" if rule.which.endswith("rpm") else "tokens"
     scope = {"key": "this key", "key_model": "this key on this model", "model": "this model"}[

@@ -94,8 +94,16 @@ class UsageRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(usage_records))).scalar_one())
 
-    async def total_cost(self, key_id: str, *, since: datetime | None = None) -> float:
-        query = select(func.coalesce(func.sum(usage_records.c.cost_usd), 0.0)).where(usage_records.c.key_id == key_id)
+    async def total_cost(
+        self, key_id: str | None = None, *, team_id: str | None = None, since: datetime | None = None
+    ) -> float:
+        """Spend of one key (or, with ``team_id``, of all a team's keys) since a time."""
+        if (key_id is None) == (team_id is None):
+            raise ValueError("give exactly one of key_id and team_id")
+        column = usage_records.c.key_id if key_id is not None else usage_records.c.team_id
+        query = select(func.coalesce(func.sum(usage_records.c.cost_usd), 0.0)).where(
+            column == (key_id if key_id is not None else team_id)
+        )
         if since is not None:
             query = query.where(usage_records.c.ts >= since)
         async with self._engine.connect() as conn:
