@@ -1,6 +1,7 @@
-"""A finished stream hands its upstream connection back to the pool: closing a
-response before its end would drop the connection, and every streamed request would
-pay a new connect (and, against a real provider, a TLS handshake)."""
+"""Upstream connection pooling: a finished stream hands its connection back to the
+pool (closing a response before its end would drop the connection, and every streamed
+request would pay a new connect and, against a real provider, a TLS handshake); and a
+pooled connection the upstream closed while idle is noticed and replaced, not used."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ STREAM = (
 class CountingUpstream:
     """Keep-alive HTTP/1.1 server that answers every request with STREAM and counts connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, close_after_each: bool = False) -> None:
+        self.close_after_each = close_after_each
         self.connections = 0
         self.requests = 0
         self.port = 0
@@ -43,6 +45,8 @@ class CountingUpstream:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                              + f"content-length: {len(STREAM)}\r\n\r\n".encode() + STREAM)
                 await writer.drain()
+                if self.close_after_each:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -70,3 +74,22 @@ async def test_sequential_streams_share_one_upstream_connection(upstream: Counti
         await provider.aclose()
     assert upstream.requests == 5
     assert upstream.connections == 1
+
+
+async def test_a_connection_the_upstream_closed_while_idle_is_replaced() -> None:
+    counting = CountingUpstream(close_after_each=True)
+    server = await asyncio.start_server(counting.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = ProviderConfig(type="openai-compatible", base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-x")
+    provider = build_provider("stub", config)
+    try:
+        async with server:
+            for _ in range(3):
+                request = ChatRequest(model="m", messages=[Message.text("user", "hi")])
+                events = [e async for e in provider.stream(request)]
+                assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hi"]
+                await asyncio.sleep(0.05)  # the close reaches the client's idle socket
+    finally:
+        await provider.aclose()
+    assert counting.requests == 3
+    assert counting.connections == 3
