@@ -33,6 +33,8 @@ async def ensure_session(store: Store, session_id: str, agent: str, *, owner: st
                 raise
     if record.agent != agent:
         raise SessionConflict(f"session {session_id!r} belongs to agent {record.agent!r}, not {agent!r}")
+    if owner is not None and record.owner not in (None, owner):
+        raise SessionConflict(f"session {session_id!r} belongs to another key")
     return record
 
 

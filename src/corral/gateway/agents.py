@@ -78,7 +78,8 @@ class Agents:
     registry: AgentRegistry
     service: AgentService | None = None
     own_store: Store | None = None
-    pending_sessions: dict[str, str] = field(default_factory=dict)  # request id -> session id header
+    # request id -> (x-corral-session-id, owner): the chat routes hand agents only the request id
+    pending_sessions: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def require(self) -> AgentService:
         if self.service is None:
@@ -127,10 +128,10 @@ class AgentTarget:
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
         service = self.agents.require()
-        session_id = ctx.extra.get("session_id") or self.agents.pending_sessions.pop(ctx.request_id, None)
+        session_id, owner = self.agents.pending_sessions.pop(ctx.request_id, (None, None))
         messages = chat_input(request.messages, continuing=session_id is not None)
         try:
-            _, live = await service.start_run(self.name, messages, session_id=str(session_id) if session_id else None,
+            _, live = await service.start_run(self.name, messages, session_id=session_id, owner=owner,
                                               request_id=ctx.request_id)
         except SessionConflict as exc:
             raise AgentRunError(str(exc)) from None
@@ -166,6 +167,14 @@ def chat_input(messages: list[Message], *, continuing: bool) -> list[Message]:
     return kept
 
 
+def owner_of(request: Request) -> str | None:
+    """Who a session belongs to: the authenticated subject (set by the access interceptor)."""
+    principal = getattr(request.state, "corral_principal", None)
+    if principal is None or principal.kind == "anonymous" or principal.is_admin:
+        return None
+    return str(principal.subject)
+
+
 class SessionHeader:
     """Interceptor: remembers ``x-corral-session-id`` for the agent target of the request."""
 
@@ -175,7 +184,7 @@ class SessionHeader:
     async def admit(self, request: Request, model: str, surface: str) -> None:
         session_id = request.headers.get(SESSION_HEADER)
         if session_id and model in self.agents.registry.agents:
-            self.agents.pending_sessions[request.state.request_id] = session_id
+            self.agents.pending_sessions[request.state.request_id] = (session_id, owner_of(request))
 
     async def finish(self, request: Request, record: Any) -> None:
         self.agents.pending_sessions.pop(request.state.request_id, None)
@@ -219,7 +228,27 @@ class _Api:
         self.gateway = gateway
         self.agents = agents
 
-    async def list_agents(self, _: Request) -> Response:
+    async def _principal(self, request: Request) -> Any:
+        """Authenticate without naming a model (listing routes); None without the access module."""
+        access = self.gateway.components.get("access")
+        if access is None:
+            return None
+        principal = await access.principal(request)
+        request.state.corral_principal = principal
+        return principal
+
+    async def _session(self, request: Request) -> SessionRecord:
+        store = self.agents.require().store
+        record = await store.sessions.get(request.path_params["session_id"])
+        if record is not None:
+            await self.gateway.admit(request, record.agent, "agents")
+            owner = owner_of(request)
+            if owner is None or record.owner in (None, owner):
+                return record
+        raise ApiError(404, f"unknown session {request.path_params['session_id']!r}", code="not_found")
+
+    async def list_agents(self, request: Request) -> Response:
+        await self._principal(request)
         data = [{"id": a.name, "object": "agent", "description": a.config.description, "type": a.config.type,
                  "model": a.config.model} for a in self.agents.registry.public()]
         return json_response({"object": "list", "data": data})
@@ -238,7 +267,8 @@ class _Api:
         try:
             record, live = await self.agents.require().start_run(
                 name, parse_input(body), session_id=session_id, request_id=request.state.request_id,
-                mode="background" if mode == "background" else "foreground", variables=body.get("variables") or {})
+                mode="background" if mode == "background" else "foreground", variables=body.get("variables") or {},
+                owner=owner_of(request))
         except (RunNotFound, SessionConflict) as exc:
             raise errors_to_api(exc) from None
         if live is None:
@@ -287,16 +317,19 @@ class _Api:
 
     async def list_sessions(self, request: Request) -> Response:
         store = self.agents.require().store
-        limit = min(int(request.query_params.get("limit", "100")), 1000)
-        records = await store.sessions.list(agent=request.query_params.get("agent"), limit=limit)
+        await self._principal(request)
+        try:
+            limit = min(int(request.query_params.get("limit", "100")), 1000)
+        except ValueError:
+            raise ApiError(400, "limit must be an integer", param="limit") from None
+        # A key sees its own sessions; the master key (or no auth at all) sees every session.
+        records = await store.sessions.list(agent=request.query_params.get("agent"), owner=owner_of(request),
+                                            limit=limit)
         return json_response({"object": "list", "data": [session_json(r) for r in records]})
 
     async def get_session(self, request: Request) -> Response:
         store = self.agents.require().store
-        record = await store.sessions.get(request.path_params["session_id"])
-        if record is None:
-            raise ApiError(404, f"unknown session {request.path_params['session_id']!r}", code="not_found")
-        await self.gateway.admit(request, record.agent, "agents")
+        record = await self._session(request)
         stored = await store.sessions.messages(record.id)
         messages = [{"seq": m.seq, "role": m.role, "run_id": m.run_id, "created_at": m.created_at.isoformat(),
                      **({"content": m.content} if m.role == SUMMARY_ROLE else _plain(m.content))}
@@ -305,10 +338,7 @@ class _Api:
 
     async def delete_session(self, request: Request) -> Response:
         store = self.agents.require().store
-        record = await store.sessions.get(request.path_params["session_id"])
-        if record is None:
-            raise ApiError(404, f"unknown session {request.path_params['session_id']!r}", code="not_found")
-        await self.gateway.admit(request, record.agent, "agents")
+        record = await self._session(request)
         await store.sessions.delete(record.id)
         return json_response({"id": record.id, "object": "session.deleted", "deleted": True})
 
