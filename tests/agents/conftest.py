@@ -47,3 +47,10 @@ class Harness:
 @pytest.fixture
 def harness() -> Callable[..., Harness]:
     return Harness
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'corral.db'}"
+    return str(request.getfixturevalue("postgres_url"))
