@@ -20,7 +20,7 @@ from corral import __version__
 from corral.config.fleet import NativeBackend as NativeConfig
 from corral.config.fleet import NodeConfig
 from corral.fleet.backoff import Backoff
-from corral.fleet.node.backends.base import Backend
+from corral.fleet.node.backends.base import Backend, BackendError
 from corral.fleet.node.outbox import Outbox
 from corral.fleet.node.sessions import CommandFailed, SessionManager
 from corral.fleet.protocol import Envelope, ProtocolError, decode, encode, error_frame
@@ -202,7 +202,7 @@ class Node:
             result.update(status="success", output=output)
         except TimeoutError:
             result.update(status="timeout", error=f"{kind} did not finish within {limit:g}s")
-        except CommandFailed as exc:
+        except (CommandFailed, BackendError) as exc:
             result.update(status="failure", error=str(exc))
         except Exception as exc:  # a broken command must not take the node down
             log.exception("command %s failed", kind)

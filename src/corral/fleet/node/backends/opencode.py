@@ -41,6 +41,7 @@ class _Server:
         self.proc: asyncio.subprocess.Process | None = None
         self.client: httpx.AsyncClient | None = None
         self.restarts = 0
+        self.generation = 0  # bumped on every (re)start
         self.listeners: dict[str, Emit] = {}  # opencode session id -> emit
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -63,6 +64,7 @@ class _Server:
         if self.client is None:
             self.client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
         await self._wait_healthy()
+        self.generation += 1
         self._tasks = [asyncio.create_task(self._watch(), name=f"opencode-watch-{self.project}"),
                        asyncio.create_task(self._follow_events(), name=f"opencode-events-{self.project}")]
 
@@ -155,6 +157,7 @@ class OpenCodeBackend:
         self.name, self.config = name, config
         self.servers = {project: _Server(project, directory, config, log_dir / f"opencode-{project}.log")
                         for project, directory in directories.items()}
+        self._generation: dict[str, int] = {}  # ref -> server generation it last talked to
 
     async def start(self) -> None:
         await asyncio.gather(*(server.start() for server in self.servers.values()))
@@ -176,6 +179,13 @@ class OpenCodeBackend:
         if self.config.model:
             provider_id, _, model_id = self.config.model.partition("/")
             body["model"] = {"providerID": provider_id, "modelID": model_id}
+        seen = self._generation.get(ref)
+        if seen is not None and seen != server.generation:
+            # the server was restarted under this session: a turn cut off by the crash would
+            # otherwise hold the session busy, so clear it first
+            with contextlib.suppress(BackendError):
+                await server.request("POST", f"/session/{session}/abort")
+        self._generation[ref] = server.generation
         server.listeners[session] = emit
         try:
             reply = await server.request("POST", f"/session/{session}/message", body)
