@@ -15,6 +15,18 @@ async def _policy_events(fleet: Fleet, kind: str = "policy.") -> list[dict[str, 
     return await fleet.sup.store.list_events(node_id="supervisor", type_prefix=kind, limit=1000)
 
 
+async def _first_policy_events(fleet: Fleet, kind: str) -> list[dict[str, Any]]:
+    """The events are stored a moment after the action they record."""
+    found: list[dict[str, Any]] = []
+
+    async def some() -> bool:
+        found[:] = await _policy_events(fleet, kind)
+        return bool(found)
+
+    await wait_until(some, 5, f"a {kind} event")
+    return found
+
+
 async def test_resume_on_idle_prompts_an_idle_session_and_audits_it(fleet: Fleet) -> None:
     sup = await fleet.start_supervisor(policies={"check_interval_seconds": 0.05, "resume_on_idle": {
         "enabled": True, "idle_threshold_seconds": 0.3, "message": "keep going"}})
@@ -27,12 +39,18 @@ async def test_resume_on_idle_prompts_an_idle_session_and_audits_it(fleet: Fleet
         return any(r["data"]["text"] == "You said: keep going" for r in replies)
 
     await wait_until(resumed, 5, "a resume turn")
-    actions = await _policy_events(fleet, "policy.action")
+    actions = await _first_policy_events(fleet, "policy.action")
     assert actions[0]["session_id"] == sid
     assert {k: actions[0]["data"][k] for k in ("policy", "action", "result", "retry_count")} == {
         "policy": "resume_on_idle", "action": "resume", "result": "success", "retry_count": 0}
-    audit = await sup.store.list_audit(action="policy.resume_on_idle")
-    assert audit and audit[-1]["actor"] == "policy-engine" and audit[-1]["target"] == sid
+    audit: list[dict[str, Any]] = []
+
+    async def audited() -> bool:
+        audit[:] = await sup.store.list_audit(action="policy.resume_on_idle")
+        return bool(audit)
+
+    await wait_until(audited, 5, "an audit entry")
+    assert audit[-1]["actor"] == "policy-engine" and audit[-1]["target"] == sid
 
 
 async def test_retry_cap_stops_a_failing_policy_and_alerts_until_the_reset_window(fleet: Fleet) -> None:
@@ -69,7 +87,7 @@ async def test_kill_on_cost_kills_a_session_over_budget(fleet: Fleet) -> None:
     await wait_until(lambda: sup.state.sessions[sid].state == "completed", 5, "the session killed")
     killed = await sup.store.list_events(session_id=sid, type_prefix="session.killed")
     assert killed and killed[0]["node_id"] == "n1"
-    action = (await _policy_events(fleet, "policy.action"))[0]["data"]
+    action = (await _first_policy_events(fleet, "policy.action"))[0]["data"]
     assert (action["policy"], action["action"], action["result"]) == ("kill_on_cost", "kill", "success")
     assert sup.state.sessions[sid].cost_usd > 1.0
 
