@@ -112,11 +112,11 @@ def _command(ctx: typer.Context, kind: str, target: dict[str, Any], args: dict[s
 def _nodes(app: typer.Typer) -> None:
     nodes = typer.Typer(help="Nodes known to the supervisor.", no_args_is_help=True)
 
-    @nodes.command("list")
+    @nodes.command("list", help="List nodes and whether they are online.")
     def nodes_list(ctx: typer.Context, status: str | None = typer.Option(None, help="online or offline")) -> None:
         emit(ctx.obj, ctx.obj.call("GET", "/api/v1/nodes", params={"status": status}), NODE_COLS)
 
-    @nodes.command("get")
+    @nodes.command("get", help="Show one node and its sessions.")
     def nodes_get(ctx: typer.Context, node_id: str) -> None:
         emit(ctx.obj, ctx.obj.call("GET", f"/api/v1/nodes/{node_id}"), NODE_COLS)
 
@@ -129,18 +129,18 @@ def _sessions(app: typer.Typer) -> None:
     key_opt = typer.Option(None, "--idempotency-key", help="Repeat-safe key for this command.")
     wait_opt = typer.Option(False, "--wait", help="Wait for the turn to finish and show the reply.")
 
-    @s.command("list")
+    @s.command("list", help="List sessions across all nodes.")
     def sessions_list(ctx: typer.Context, node: str | None = typer.Option(None, "--node"),
                       project: str | None = typer.Option(None, "--project"),
                       state: str | None = typer.Option(None, "--state")) -> None:
         data = ctx.obj.call("GET", "/api/v1/sessions", params={"node_id": node, "project": project, "state": state})
         emit(ctx.obj, data, SESSION_COLS)
 
-    @s.command("get")
+    @s.command("get", help="Show one session.")
     def sessions_get(ctx: typer.Context, session_id: str) -> None:
         emit(ctx.obj, ctx.obj.call("GET", f"/api/v1/sessions/{session_id}"), SESSION_COLS)
 
-    @s.command("start")
+    @s.command("start", help="Start a session in a project (optionally with a first prompt).")
     def sessions_start(ctx: typer.Context, project: str = typer.Option(..., "--project"),
                        prompt: str | None = typer.Option(None, "--prompt"),
                        node: str | None = typer.Option(None, "--node", help="Run on this node."),
@@ -148,22 +148,22 @@ def _sessions(app: typer.Typer) -> None:
         target = {"node_id": node} if node else {"project": project}
         _command(ctx, "start", target, {"project": project, "prompt": prompt, "wait": wait}, timeout, key)
 
-    @s.command("prompt")
+    @s.command("prompt", help="Send a prompt to a session.")
     def sessions_prompt(ctx: typer.Context, session_id: str, message: str, wait: bool = wait_opt,
                         timeout: float | None = timeout_opt, key: str | None = key_opt) -> None:
         _command(ctx, "prompt", {"session_id": session_id}, {"message": message, "wait": wait}, timeout, key)
 
-    @s.command("resume")
+    @s.command("resume", help="Resume a session (prompts 'continue' or --message).")
     def sessions_resume(ctx: typer.Context, session_id: str, message: str | None = typer.Option(None, "--message"),
                         wait: bool = wait_opt, timeout: float | None = timeout_opt, key: str | None = key_opt) -> None:
         _command(ctx, "resume", {"session_id": session_id}, {"message": message, "wait": wait}, timeout, key)
 
-    @s.command("restart")
+    @s.command("restart", help="Replace a session with a new one running its last prompt.")
     def sessions_restart(ctx: typer.Context, session_id: str, timeout: float | None = timeout_opt,
                          key: str | None = key_opt) -> None:
         _command(ctx, "restart", {"session_id": session_id}, {}, timeout, key)
 
-    @s.command("kill")
+    @s.command("kill", help="Stop a session.")
     def sessions_kill(ctx: typer.Context, session_id: str, timeout: float | None = timeout_opt,
                       key: str | None = key_opt) -> None:
         _command(ctx, "kill", {"session_id": session_id}, {}, timeout, key)
@@ -190,7 +190,7 @@ def _rest(app: typer.Typer) -> None:
 
     events = typer.Typer(help="Stored fleet events.", no_args_is_help=True)
 
-    @events.command("tail")
+    @events.command("tail", help="Show recent events; --follow to keep watching.")
     def events_tail(ctx: typer.Context, session: str | None = typer.Option(None, "--session"),
                     node: str | None = typer.Option(None, "--node"), kind: str | None = typer.Option(None, "--type"),
                     limit: int = typer.Option(20, "--limit"), follow: bool = typer.Option(False, "--follow", "-f"),
@@ -211,7 +211,7 @@ def _rest(app: typer.Typer) -> None:
 
     audit = typer.Typer(help="The audit log.", no_args_is_help=True)
 
-    @audit.command("list")
+    @audit.command("list", help="Show the audit log, newest first.")
     def audit_list(ctx: typer.Context, limit: int = typer.Option(50, "--limit"),
                    action: str | None = typer.Option(None, "--action")) -> None:
         data = ctx.obj.call("GET", "/api/v1/audit", params={"limit": limit, "action": action})
