@@ -57,9 +57,6 @@ async def test_stdio_filesystem_server_reads_writes_and_refuses_outside_paths(mc
     assert outside.is_error and "denied" in outside.content.lower()
 
 
-# Killing the server under the SDK's open GET stream can leave that socket to the garbage
-# collector (inside the SDK's HTTP client); the reconnect itself is what this test checks.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_streamable_http_server_with_reconnect_after_a_restart(everything_http) -> None:
     async with everything_http("streamableHttp") as (port, _):
         toolset = McpToolset("remote", mcp(url=f"http://127.0.0.1:{port}/mcp", timeout=20))

@@ -32,7 +32,7 @@ class McpToolset:
         self._lock = asyncio.Lock()
         self.connects = 0  # how many times a connection was made (reconnects show here)
 
-    def _server(self) -> Any:
+    def _server(self, stack: contextlib.AsyncExitStack) -> Any:
         from mcp.client.sse import sse_client
         from mcp.client.stdio import StdioServerParameters
         from mcp.client.streamable_http import streamable_http_client
@@ -47,13 +47,18 @@ class McpToolset:
         assert c.url
         if transport == "sse":
             return sse_client(c.url, headers=c.headers or None, timeout=c.connect_timeout)
-        return streamable_http_client(c.url, http_client=create_mcp_http_client(headers=c.headers or None))
+        # The SDK leaves a client it was given open: the exit stack closes it with the connection.
+        http = create_mcp_http_client(headers=c.headers or None)
+        stack.push_async_callback(http.aclose)
+        return streamable_http_client(c.url, http_client=http)
 
     async def _hold(self, ready: asyncio.Future[None]) -> None:
         from mcp import Client
 
         try:
-            async with Client(self._server(), read_timeout_seconds=self.config.timeout, cache=None) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await stack.enter_async_context(
+                    Client(self._server(stack), read_timeout_seconds=self.config.timeout, cache=None))
                 self._client = client
                 self.connects += 1
                 ready.set_result(None)
