@@ -137,3 +137,15 @@ async def test_static_api_keys_from_the_config_may_call_models_but_not_admin(scr
         async with httpx.AsyncClient(base_url=base_url) as raw:
             refused = await raw.get("/admin/keys", headers={"authorization": "Bearer sk-static-one"})
         assert refused.status_code == 403
+
+
+async def test_non_model_routes_need_a_key_too_and_public_paths_stay_open(scripted_server: ServerFactory) -> None:
+    async with scripted_server(auth={"master_key": MASTER}) as (base_url, _):
+        async with httpx.AsyncClient(base_url=base_url) as anonymous, admin(base_url) as keyed:
+            for path in ("/v1/models", "/v1/models/scripted", "/metrics", "/v1/startup/verification"):
+                refused = await anonymous.get(path)
+                assert refused.status_code == 401, path
+                assert refused.json()["error"]["code"] == "missing_api_key"
+                assert (await keyed.get(path)).status_code == 200, path
+            for path in ("/health", "/healthz", "/readyz"):
+                assert (await anonymous.get(path)).status_code == 200, path

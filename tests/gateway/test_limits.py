@@ -179,7 +179,7 @@ async def test_rejections_are_counted_in_the_metrics(scripted_server: Any) -> No
         codes = [(await http.post("/v1/chat/completions", json=body,
                                   headers={"authorization": f"Bearer {key['key']}"})).status_code for _ in range(3)]
         assert codes == [200, 429, 429]
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get("/metrics", headers={"authorization": f"Bearer {master}"})).text
         assert 'corral_limit_rejections_total{limit="rpm",scope="key"} 2.0' in metrics
 
 

@@ -236,5 +236,6 @@ def install(gateway: Gateway) -> None:
     access = build_access(gateway)
     gateway.components["access"] = access
     gateway.interceptors.append(access)
+    gateway.guards.append(access.authenticator.authenticate)
     gateway.startup_hooks.append(access.startup)
     gateway.shutdown_hooks.append(access.shutdown)

@@ -138,7 +138,8 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
     if not isinstance(metrics, GatewayMetrics):
         return []
 
-    async def scrape(_: Request) -> Response:
+    async def scrape(request: Request) -> Response:
+        await gateway.guard(request)
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 

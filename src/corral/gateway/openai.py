@@ -58,13 +58,15 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         result = await complete_chat(gateway, request, target, chat, record)
         return json_response(completion_json(result, id=completion_id, created=created, model=body.model))
 
-    async def list_models(_: Request) -> Response:
+    async def list_models(request: Request) -> Response:
+        await gateway.guard(request)
         models = gateway.list_models()
         data = [{"id": m.id, "object": "model", "created": int(gateway.started_at), "owned_by": m.owned_by}
                 for m in models]
         return json_response({"object": "list", "data": data})
 
     async def get_model(request: Request) -> Response:
+        await gateway.guard(request)
         model_id = request.path_params["model"]
         for m in gateway.list_models():
             if m.id == model_id:

@@ -15,6 +15,7 @@ from corral.llm.router import CallContext, Router
 from corral.llm.types import ChatRequest, ChatResult, ModelInfo, StreamEvent, Usage
 
 Hook = Callable[[], Awaitable[None]]
+Guard = Callable[[Request], Awaitable[object]]
 
 
 class ChatTarget(Protocol):
@@ -80,6 +81,7 @@ class Gateway:
     # Features attach themselves here at build time (auth, limits, store, agents, ...).
     components: dict[str, Any] = field(default_factory=dict)
     interceptors: list[Interceptor] = field(default_factory=list)
+    guards: list[Guard] = field(default_factory=list)  # for routes that are not model calls
     resolvers: list[TargetResolver] = field(default_factory=list)
     model_listers: list[ModelLister] = field(default_factory=list)
     startup_hooks: list[Hook] = field(default_factory=list)
@@ -94,6 +96,12 @@ class Gateway:
         if self.router.has_model(model):
             return RouterTarget(self.router, model)
         return None
+
+    async def guard(self, request: Request) -> None:
+        """Authenticate a request to a route that is not a model call (model lists,
+        metrics, reports): raises `ApiError` like `admit` does."""
+        for check in self.guards:
+            await check(request)
 
     async def admit(self, request: Request, model: str, surface: str) -> None:
         for interceptor in self.interceptors:

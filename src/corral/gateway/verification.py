@@ -95,7 +95,8 @@ def install(gateway: Gateway) -> None:
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:
-    async def report(_: Request) -> Response:
+    async def report(request: Request) -> Response:
+        await gateway.guard(request)
         return json_response(gateway.components["verification"].to_json())
 
     return [Route("/v1/startup/verification", report, methods=["GET"])]
