@@ -59,7 +59,8 @@ def _lua_string(raw: str) -> str:
 
 _WRK_SESSION = """
 local counter = 0
-local thread_tag = tostring(math.random(1, 1e9))
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))  -- a new tag per run: ids never repeat across runs
+local thread_tag = tostring(os.time()) .. "-" .. tostring(math.random(1, 1e9))
 request = function()
   counter = counter + 1
   wrk.headers["SESSION_HEADER"] = "bench-" .. thread_tag .. "-" .. counter

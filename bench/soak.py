@@ -7,7 +7,9 @@ agent (`helper`) with a new session id per request, so session rows grow too.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from typing import Any
 
 from bench.common import MASTER_KEY, RESULTS_DIR, Report, cpu_sets, print_table, rss_kb
 from bench.load import Target, run_load, wrk_path
@@ -65,12 +67,25 @@ def run(args: argparse.Namespace) -> Report:
         stored = stack.usage_rows()
     growth = 100 * (after - (before or after)) / (before or after)
     report.summary = {"requests": total, "sent": sent, "errors": errors, "rss_before_mb": (before or 0) / 1024,
-                      "rss_after_mb": after / 1024, "growth_pct": growth, "store_rows": stored}
+                      "rss_after_mb": after / 1024, "growth_pct": growth, "store_rows": stored,
+                      **trend(report.rows, args.warmup)}
     report.meta = {"load_generator": "wrk" if use_wrk else "asyncio", "concurrency": args.concurrency,
                    "warmup": args.warmup, "chunk_seconds": args.chunk_seconds,
                    "features": "master key auth, metrics, usage recording (SQLite), agent sessions (SQLite)"}
     report.target("RSS growth over the soak", growth, 10.0, unit="%", higher_is_better=False)
     return report
+
+
+def trend(rows: list[dict[str, Any]], warmup: int) -> dict[str, float]:
+    """RSS swings by several MB between two readings (allocator arenas, GC timing), so
+    one reading against another is noisy: also compare the median of the first and the
+    last five readings after the warm-up, and give the peak."""
+    samples = [r["rss_mb"] for r in rows if r["requests_total"] >= warmup]
+    if len(samples) < 2:
+        return {}
+    first, last = statistics.median(samples[:5]), statistics.median(samples[-5:])
+    return {"rss_peak_mb": max(samples), "rss_first5_median_mb": first, "rss_last5_median_mb": last,
+            "growth_median_pct": 100 * (last - first) / first}
 
 
 def show(report: Report) -> None:
@@ -80,6 +95,9 @@ def show(report: Report) -> None:
     s = report.summary
     print(f"\n{s['requests']} requests ({s['sent']}), {s['errors']} errors; RSS {s['rss_before_mb']:.1f} MB after "
           f"warm-up -> {s['rss_after_mb']:.1f} MB: {s['growth_pct']:+.1f}%")
+    if "growth_median_pct" in s:
+        print(f"median of the first/last five readings: {s['rss_first5_median_mb']:.1f} -> "
+              f"{s['rss_last5_median_mb']:.1f} MB ({s['growth_median_pct']:+.1f}%), peak {s['rss_peak_mb']:.1f} MB")
     print(f"store rows after shutdown: {s['store_rows']}")
     report.print_targets()
 
