@@ -156,9 +156,10 @@ class Stack:
                 features["overhead_header"] = resp.headers.get("x-corral-overhead-ms") is not None
         except urllib.error.HTTPError as exc:
             features["auth_enforced"] = exc.code == 401
+        scrape = urllib.request.Request(f"{base}/metrics", headers={"authorization": f"Bearer {MASTER_KEY}"})
         try:
-            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
-                features["metrics"] = resp.status == 200
+            with urllib.request.urlopen(scrape, timeout=10) as resp:
+                features["metrics"] = resp.status == 200 and b"corral_" in resp.read()
         except urllib.error.HTTPError:
             features["metrics"] = False
         from corral.gateway.app import MODULES
