@@ -174,3 +174,11 @@ async def test_tool_calls_are_reported_before_results(harness) -> None:
     assert json.loads(called.arguments) == {"timezone": "Europe/Paris"}
     returned = next(e for e in events if isinstance(e, ToolReturned))
     assert json.loads(returned.content)["timezone"] == "Europe/Paris"
+
+
+async def test_instructions_template_reads_session_variables(harness) -> None:
+    h = harness([ScriptStep(text="hi")], {"assistant": {
+        "model": "scripted", "instructions": "Help {session.user} in {session.lang?}. Unset: [{session.nope}]"}})
+    state = RunState("assistant", [Message.text("user", "x")], variables={"user": "Ada", "lang": "French"})
+    await h.run(state=state)
+    assert h.provider.requests[0].messages[0].text_content == "Help Ada in French. Unset: []"

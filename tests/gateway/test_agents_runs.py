@@ -145,3 +145,18 @@ async def test_unknown_agent_and_run_are_404_in_openai_error_format() -> None:
     assert run.status_code == 404 and run.json()["error"]["code"] == "not_found"
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
     assert [a["id"] for a in listed["data"]] == ["assistant"]
+
+
+async def test_joining_a_background_run_streams_its_events_to_the_end() -> None:
+    steps = [ScriptStep(tool_calls=[{"name": "current_time", "arguments": {}}]), ScriptStep(text="late", delay=1.0)]
+    async with api(steps, assistant={"model": "scripted", "tools": ["time"]}) as client:
+        queued = (await client.post("/v1/agents/assistant/runs", json={"input": "t", "mode": "background"})).json()
+        await poll(client, queued["id"], {"running"})
+        await asyncio.sleep(0.1)
+        async with client.stream("GET", f"/v1/runs/{queued['id']}/events") as response:
+            events = [json.loads(line[6:]) async for line in response.aiter_lines() if line.startswith("data: ")]
+        after = [json.loads(line[6:]) for line in (await client.get(f"/v1/runs/{queued['id']}/events")).text
+                 .splitlines() if line.startswith("data: ")]
+    assert events[0]["type"] == "run.created" and events[-1]["type"] == "run.finished"
+    assert events[-1]["output"] == "late"
+    assert after == [{"type": "run.state", "run": after[0]["run"]}] and after[0]["run"]["state"] == "succeeded"

@@ -52,6 +52,14 @@ async def test_http_fetch_honours_allow_and_deny_hosts() -> None:
     assert [str(r.url) for r in seen] == ["https://api.example.com/x", "http://10.1.2.3/"]
 
 
+async def test_http_fetch_refuses_cloud_metadata_by_default() -> None:
+    tools, seen = fetcher(HttpFetchToolConfig(type="http_fetch"))
+    with pytest.raises(ToolError, match="host '169.254.169.254' is not allowed"):
+        await tools.call("http_fetch", {"url": "http://169.254.169.254/latest/meta-data/"}, CTX)
+    assert json.loads((await tools.call("http_fetch", {"url": "http://127.0.0.1:9/x"}, CTX)).content)["status"] == 200
+    assert len(seen) == 1
+
+
 async def test_http_fetch_truncates_at_the_size_limit() -> None:
     tools, _ = fetcher(HttpFetchToolConfig(type="http_fetch", max_bytes=5), body=b"0123456789")
     result = json.loads((await tools.call("http_fetch", {"url": "http://h/"}, CTX)).content)

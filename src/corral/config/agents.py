@@ -37,7 +37,8 @@ class TimeToolConfig(_ToolsetCommon):
 class HttpFetchToolConfig(_ToolsetCommon):
     type: Literal["http_fetch"]
     allow_hosts: list[str] | None = None  # None: any host not denied; "*.example.com" matches subdomains
-    deny_hosts: list[str] = Field(default_factory=list)
+    # Cloud metadata endpoints are the classic target of server-side request forgery.
+    deny_hosts: list[str] = Field(default_factory=lambda: ["169.254.0.0/16", "metadata.google.internal"])
     max_bytes: int = Field(default=1_000_000, ge=1)
     methods: list[str] = Field(default_factory=lambda: ["GET"])
 

@@ -215,6 +215,7 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/v1/agents", api.list_agents, methods=["GET"]),
         Route("/v1/agents/{name}/runs", api.create_run, methods=["POST"]),
         Route("/v1/runs/{run_id}", api.get_run, methods=["GET"]),
+        Route("/v1/runs/{run_id}/events", api.run_events, methods=["GET"]),
         Route("/v1/runs/{run_id}/cancel", api.cancel_run, methods=["POST"]),
         Route("/v1/runs/{run_id}/approve", api.approve_run, methods=["POST"]),
         Route("/v1/sessions", api.list_sessions, methods=["GET"]),
@@ -288,6 +289,24 @@ class _Api:
             raise errors_to_api(exc) if isinstance(exc, RunNotFound) else ApiError(400, "bad wait") from None
         await self.gateway.admit(request, record.agent, "agents")
         return json_response(run_json(record))
+
+    async def run_events(self, request: Request) -> Response:
+        """Join a run's event stream (SSE): every event so far, then live ones. A run that is
+        not executing on this replica gets its current state as one ``run.state`` event."""
+        service = self.agents.require()
+        try:
+            record = await service.get(request.path_params["run_id"])
+        except RunNotFound as exc:
+            raise errors_to_api(exc) from None
+        await self.gateway.admit(request, record.agent, "agents")
+        live = service.live.get(record.id)
+        if live is not None:
+            return stream_response(_run_events(live, record))
+
+        async def once() -> AsyncIterator[dict[str, Any]]:
+            yield {"type": "run.state", "run": run_json(record)}
+
+        return stream_response(once())
 
     async def cancel_run(self, request: Request) -> Response:
         service = self.agents.require()
