@@ -54,7 +54,7 @@ async def test_http_fetch_honours_allow_and_deny_hosts() -> None:
 
 async def test_http_fetch_refuses_cloud_metadata_by_default() -> None:
     tools, seen = fetcher(HttpFetchToolConfig(type="http_fetch"))
-    with pytest.raises(ToolError, match="host '169.254.169.254' is not allowed"):
+    with pytest.raises(ToolError, match=r"host '169\.254\.169\.254' is not allowed"):
         await tools.call("http_fetch", {"url": "http://169.254.169.254/latest/meta-data/"}, CTX)
     assert json.loads((await tools.call("http_fetch", {"url": "http://127.0.0.1:9/x"}, CTX)).content)["status"] == 200
     assert len(seen) == 1
