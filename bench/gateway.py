@@ -13,18 +13,22 @@ from bench.load import Target, measure_sequential, run_load, wrk_path
 from bench.stack import Stack, corral_body, upstream_body
 from bench.stub import STREAM_PREFIX
 
-TARGETS = ("direct", "passthrough", "corral")
+TARGETS = ("direct", "passthrough", "baseline", "corral")
 
 
 def targets(stack: Stack, stream: bool) -> dict[str, Target]:
     json_headers = {"content-type": "application/json"}
     path = f"{STREAM_PREFIX}/v1/chat/completions" if stream else "/v1/chat/completions"
-    return {
+    found = {
         "direct": Target("direct", stack.stub_port, path, upstream_body(stream), json_headers),
         "passthrough": Target("passthrough", stack.passthrough_port, path, upstream_body(stream), json_headers),
         "corral": Target("corral", stack.corral_port, "/v1/chat/completions", corral_body(stream),
                          {**json_headers, "authorization": f"Bearer {MASTER_KEY}"}),
     }
+    if stack.baseline_port:
+        found["baseline"] = Target("baseline", stack.baseline_port, "/v1/chat/completions", corral_body(stream),
+                                   {**json_headers, "authorization": f"Bearer {MASTER_KEY}"})
+    return found
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
     parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin the server under test to its own CPU.")
+    parser.add_argument("--baseline-src", help="Also run a Corral from this source tree (the directory holding "
+                        "the `corral` package) as target `baseline`: an A/B of a change under the same load.")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="Where to write gateway.json and gateway.png.")
 
@@ -52,6 +58,9 @@ def run(args: argparse.Namespace) -> Report:
         stack.start_stub()
         stack.start_passthrough()
         ready = stack.start_corral()
+        if args.baseline_src:
+            stack.start_baseline(args.baseline_src)
+        names = [n for n in TARGETS if n != "baseline" or args.baseline_src]
         report.meta = {
             "seconds_per_point": seconds, "concurrency": args.concurrency,
             "load_generator": tool_version(["wrk", "--version"]) if use_wrk else "asyncio (built-in)",
@@ -68,7 +77,7 @@ def run(args: argparse.Namespace) -> Report:
             for c in args.concurrency:
                 best: dict[str, dict[str, Any]] = {}
                 for round_n in range(rounds):  # targets interleaved, best round kept: noise only ever slows
-                    for name in TARGETS:
+                    for name in names:
                         cpu_before = cpu_seconds(pids[name])
                         result = run_load(points[name], concurrency=c, seconds=seconds, use_wrk=use_wrk,
                                           cpus=load_cpus)
@@ -80,7 +89,7 @@ def run(args: argparse.Namespace) -> Report:
                         else:
                             best[name]["rounds_rps"] = result["rounds_rps"]
                         time.sleep(0.1)
-                report.rows += [{"mode": mode, "concurrency": c, "target": n, **best[n]} for n in TARGETS]
+                report.rows += [{"mode": mode, "concurrency": c, "target": n, **best[n]} for n in names]
             seq = measure_sequential(list(points.values()), count=ttft_count, marker=b"data:" if stream else b"{")
             report.summary.setdefault("sequential", {})["stream" if stream else "json"] = seq
         report.meta["corral_store_rows"] = stack.usage_rows()
@@ -105,6 +114,10 @@ def summarise(report: Report) -> None:
             row["overhead_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
         if floor is not None and floor["rps"]:
             row["vs_passthrough"] = row["rps"] / floor["rps"]
+        base = _row(report, row["mode"], row["concurrency"], "baseline")
+        if base is not None and row["target"] == "corral" and base["rps"] and base.get("server_cpu_us_per_req"):
+            row["vs_baseline"] = row["rps"] / base["rps"]
+            row["cpu_vs_baseline"] = base["server_cpu_us_per_req"] / row["server_cpu_us_per_req"]
         if floor is not None and floor.get("server_cpu_us_per_req") and row.get("server_cpu_us_per_req"):
             # capacity on a core of its own, relative to the floor: what contention cannot skew
             row["cpu_vs_passthrough"] = floor["server_cpu_us_per_req"] / row["server_cpu_us_per_req"]
@@ -137,7 +150,9 @@ def show(report: Report) -> None:
                               ("rps", "rps", ".0f"), ("p50_ms", "p50 ms", ".3f"), ("p99_ms", "p99 ms", ".3f"),
                               ("overhead_p50_ms", "+p50 ms", ".3f"), ("overhead_p99_ms", "+p99 ms", ".3f"),
                               ("vs_passthrough", "/floor", ".2f"), ("server_cpu_us_per_req", "cpu us/req", ".0f"),
-                              ("cpu_vs_passthrough", "/floor cpu", ".2f"), ("errors", "errors", "d")])
+                              ("cpu_vs_passthrough", "/floor cpu", ".2f"), ("errors", "errors", "d")]
+                + ([("vs_baseline", "/baseline", ".2f"), ("cpu_vs_baseline", "/baseline cpu", ".2f")]
+                   if any(r["target"] == "baseline" for r in report.rows) else []))
     seq = report.summary.get("sequential", {})
     print("\nsequential (c=1, one connection): time to first byte of the body / first SSE event")
     rows = [{"mode": mode, "target": name, **vals} for mode, per in seq.items() for name, vals in per.items()]
@@ -155,15 +170,16 @@ def chart(report: Report, path: str) -> None:
     metrics = (("rps", "requests/s"), ("p50_ms", "p50 latency (ms)"),
                ("server_cpu_us_per_req", "server CPU us/request"))
     fig, axes = plt.subplots(len(metrics), 2, figsize=(10, 9))
-    colours = {"direct": "#999999", "passthrough": "#4c72b0", "corral": "#dd8452"}
+    colours = {"direct": "#999999", "passthrough": "#4c72b0", "baseline": "#c4ad66", "corral": "#dd8452"}
+    names = [n for n in TARGETS if any(r["target"] == n for r in report.rows)]
     concurrencies = sorted({r["concurrency"] for r in report.rows})
     for col, mode in enumerate(("json", "stream")):
         for row_n, (metric, label) in enumerate(metrics):
             ax = axes[row_n][col]
-            width = 0.27
-            for n, name in enumerate(TARGETS):
+            width = 0.8 / len(names)
+            for n, name in enumerate(names):
                 values = [(_row(report, mode, c, name) or {}).get(metric) or 0 for c in concurrencies]
-                xs = [i + (n - 1) * width for i in range(len(concurrencies))]
+                xs = [i + (n - (len(names) - 1) / 2) * width for i in range(len(concurrencies))]
                 ax.bar(xs, values, width, label=name, color=colours[name])
             ax.set_xticks(range(len(concurrencies)), [f"c={c}" for c in concurrencies])
             ax.set_yscale("log")  # the stub is two orders of magnitude faster than any Python server

@@ -91,6 +91,7 @@ class Stack:
     stub_kind: str = ""
     corral_port: int = 0
     passthrough_port: int = 0
+    baseline_port: int = 0
     corral: Child | None = None
 
     def __enter__(self) -> Stack:
@@ -142,7 +143,20 @@ class Stack:
     def pids(self) -> dict[str, int]:
         by_name = {c.name: c.pid for c in self.children}
         stub = by_name.get("stub-nginx") or by_name.get("stub-python") or 0
-        return {"direct": stub, "passthrough": by_name.get("passthrough", 0), "corral": by_name.get("corral", 0)}
+        return {"direct": stub, "passthrough": by_name.get("passthrough", 0), "corral": by_name.get("corral", 0),
+                "baseline": by_name.get("baseline", 0)}
+
+    def start_baseline(self, src: str) -> float:
+        """A second Corral from another source tree (`src` holds the `corral` package),
+        same config: an A/B of a change, side by side, under the same load."""
+        config = self.write_corral_config()
+        self.baseline_port = free_port()
+        argv = [sys.executable, "-m", "corral", "serve", "--config", str(config), "--port", str(self.baseline_port),
+                "--workers", "1"]
+        child = spawn("baseline", argv, log_dir=self.work, cpus=self.server_cpus,
+                      env={"CORRAL_DATA_DIR": str(self.work / "data-baseline"), "PYTHONPATH": src})
+        self.children.append(child)
+        return wait_http(f"http://127.0.0.1:{self.baseline_port}/readyz", child, timeout=60)
 
     def corral_features(self) -> dict[str, Any]:
         """What was on in the Corral under test, probed rather than assumed."""
