@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from corral.agents.events import ApprovalRequested, HandedOff, RunFinished, ToolReturned, UsageReported
+from corral.agents.events import ApprovalRequested, HandedOff, RunFinished, ToolReturned
 from corral.agents.live import LiveRun
 from corral.agents.registry import AgentRegistry
 from corral.agents.runner import RunContext, Runner
@@ -148,13 +148,15 @@ class AgentService:
     async def _loop(self, record: RunRecord, live: LiveRun, state: RunState) -> RunFinished:
         agent = self.registry.agents[state.agent]
         ctx = RunContext(record.id, record.session_id, str(record.input.get("request_id", "")))
+        # Only background runs are ever resumed, so only they pay for checkpoints.
+        resumable = record.input.get("mode") == "background"
         try:
             async with asyncio.timeout(agent.config.timeout):
                 async for event in self.runner.run(state, ctx):
                     if isinstance(event, RunFinished):
                         return event
                     live.publish(event)
-                    if isinstance(event, ToolReturned | HandedOff | UsageReported):
+                    if resumable and isinstance(event, ToolReturned | HandedOff):
                         await self._checkpoint(record, state)
                     if isinstance(event, ApprovalRequested):
                         record.input["pending_approvals"] = event.calls
