@@ -8,6 +8,7 @@ background), ``GET /v1/runs/{id}``, ``POST /v1/runs/{id}/cancel``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -78,6 +79,7 @@ class Agents:
     registry: AgentRegistry
     service: AgentService | None = None
     own_store: Store | None = None
+    warmup: asyncio.Task[None] | None = None
     # request id -> (x-corral-session-id, owner): the chat routes hand agents only the request id
     pending_sessions: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
@@ -99,8 +101,24 @@ class Agents:
         runner = Runner(self.registry.agents, RouterModels(self.gateway.router), remote=remote.call)
         self.service = AgentService(self.registry, runner, store, self.gateway.config.runs)
         await self.service.start()
+        # Connect MCP servers now rather than on the first run (``npx -y`` may download):
+        # the first caller does not wait, and a broken server shows in the log at startup.
+        self.warmup = asyncio.create_task(self._warm(), name="agents-warmup")
+
+    async def _warm(self) -> None:
+        for name, toolset in self.registry.toolsets.items():
+            try:
+                tools = await toolset.list_tools()
+            except Exception as exc:
+                log.warning("toolset %r is not available yet: %s", name, exc)
+            else:
+                log.info("toolset %r: %d tools", name, len(tools))
 
     async def shutdown(self) -> None:
+        if self.warmup is not None:
+            self.warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.warmup
         if self.service is not None:
             await self.service.stop()
         remote = self.gateway.components.get("agents.remote")
