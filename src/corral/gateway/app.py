@@ -40,6 +40,8 @@ MODULES = [
     "corral.gateway.access",
     "corral.gateway.admin",
     "corral.gateway.agents",
+    "corral.gateway.a2a",
+    "corral.gateway.mcp_server",
 ]
 
 
