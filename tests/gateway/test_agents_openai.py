@@ -1,4 +1,4 @@
-"""Agents as models on `/v1/chat/completions`, through the official `openai` SDK."""
+"""Agents as models on `/v1/chat/completions` (and `/v1/messages`), through the official SDKs."""
 
 from __future__ import annotations
 
@@ -100,3 +100,17 @@ async def test_failed_agent_run_is_an_openai_error() -> None:
                 error = exc
     assert error.status_code == 500
     assert "failed" in error.message and "model error (400)" in error.message
+
+
+async def test_agent_answers_the_anthropic_sdk_too() -> None:
+    import anthropic
+
+    async with agent_server(TIME_THEN_ANSWER, assistant={"model": "scripted", "tools": ["time"]}) as (url, _):
+        client = anthropic.AsyncAnthropic(base_url=url, api_key="unused", max_retries=0)
+        try:
+            message = await client.messages.create(model="assistant", max_tokens=100,
+                                                   messages=[{"role": "user", "content": "time?"}])
+        finally:
+            await client.close()
+    assert message.content[0].type == "text" and message.content[0].text == "It is late."
+    assert message.stop_reason == "end_turn"
