@@ -129,3 +129,17 @@ async def test_failed_run_maps_to_failed_task_state_with_the_reason() -> None:
         task = replies[0].task
     assert task.status.state == TaskState.TASK_STATE_FAILED
     assert "model error (400)" in task.status.message.parts[0].text
+
+
+async def test_run_waiting_for_approval_is_an_input_required_task() -> None:
+    agent = {"model": "scripted", "tools": ["time"], "require_approval": ["current_time"]}
+    async with server(TIME_FLOW, assistant=agent) as url, a2a(url, streaming=False) as client:
+        replies = [r async for r in client.send_message(user("time?"))]
+        task = replies[0].task
+        async with httpx.AsyncClient(base_url=url) as http:
+            approved = (await http.post(f"/v1/runs/{task.id}/approve", json={"wait": True})).json()
+        done = await client.get_task(GetTaskRequest(id=task.id))
+    assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert task.status.message.parts[0].text == "waiting for approval of: current_time"
+    assert approved["state"] == "succeeded"
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED and done.artifacts[0].parts[0].text == "It is noon."
