@@ -160,3 +160,12 @@ async def test_joining_a_background_run_streams_its_events_to_the_end() -> None:
     assert events[0]["type"] == "run.created" and events[-1]["type"] == "run.finished"
     assert events[-1]["output"] == "late"
     assert after == [{"type": "run.state", "run": after[0]["run"]}] and after[0]["run"]["state"] == "succeeded"
+
+
+async def test_runs_and_tool_calls_are_counted_on_the_metrics_endpoint() -> None:
+    async with api(TIME_FLOW, assistant={"model": "scripted", "tools": ["time"]}) as client:
+        await client.post("/v1/agents/assistant/runs", json={"input": "t"})
+        text = (await client.get("/metrics")).text
+    assert 'corral_agent_runs_total{agent="assistant",status="completed"} 1.0' in text
+    assert 'corral_tool_calls_total{agent="assistant",outcome="ok",tool="current_time"} 1.0' in text
+    assert 'corral_agent_run_duration_seconds_count{agent="assistant"} 1.0' in text

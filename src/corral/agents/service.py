@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from corral.agents.events import ApprovalRequested, HandedOff, RunFinished, ToolReturned
 from corral.agents.live import LiveRun
@@ -43,9 +43,18 @@ class RunConflict(Exception):
     pass
 
 
+class RunObserver(Protocol):
+    """Metrics hook: told about each tool result and each finished run (must not block)."""
+
+    def tool_returned(self, agent: str, tool: str, is_error: bool) -> None: ...
+
+    def run_finished(self, agent: str, status: str, seconds: float) -> None: ...
+
+
 class AgentService:
     def __init__(self, registry: AgentRegistry, runner: Runner, store: Store, runs: RunsConfig,
-                 *, worker_id: str | None = None) -> None:
+                 *, worker_id: str | None = None, observer: RunObserver | None = None) -> None:
+        self.observer = observer
         self.registry = registry
         self.runner = runner
         self.store = store
@@ -125,6 +134,7 @@ class AgentService:
     # ---- executing ----------------------------------------------------------
 
     async def _drive(self, record: RunRecord, live: LiveRun) -> None:
+        started = asyncio.get_running_loop().time()
         heartbeat = asyncio.create_task(self._heartbeat(record.id, live))
         state: RunState | None = None
         final: RunFinished | None = None
@@ -144,6 +154,9 @@ class AgentService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await asyncio.shield(self._settle(record, live, state, final))
+            if self.observer is not None:
+                status = final.status if final is not None else "requeued"
+                self.observer.run_finished(record.agent, status, asyncio.get_running_loop().time() - started)
 
     async def _loop(self, record: RunRecord, live: LiveRun, state: RunState) -> RunFinished:
         agent = self.registry.agents[state.agent]
@@ -156,6 +169,8 @@ class AgentService:
                     if isinstance(event, RunFinished):
                         return event
                     live.publish(event)
+                    if self.observer is not None and isinstance(event, ToolReturned):
+                        self.observer.tool_returned(event.agent, event.name, event.is_error)
                     if resumable and isinstance(event, ToolReturned | HandedOff):
                         await self._checkpoint(record, state)
                     if isinstance(event, ApprovalRequested):

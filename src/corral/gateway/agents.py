@@ -71,6 +71,29 @@ class RouterModels:
         return model.context_window if model is not None else None
 
 
+class AgentMetrics:
+    """``corral_agent_runs``, ``corral_agent_run_duration_seconds`` and ``corral_tool_calls``,
+    in the gateway's metrics registry."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.runs = Counter("corral_agent_runs", "Agent runs by agent and outcome (completed, failed, cancelled, "
+                            "input-required, requeued).", ["agent", "status"], registry=registry)
+        self.duration = Histogram("corral_agent_run_duration_seconds", "Time an agent run spent executing.",
+                                  ["agent"], registry=registry,
+                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+        self.tools = Counter("corral_tool_calls", "Tool calls by agent, tool and outcome (ok, error).",
+                             ["agent", "tool", "outcome"], registry=registry)
+
+    def tool_returned(self, agent: str, tool: str, is_error: bool) -> None:
+        self.tools.labels(agent=agent, tool=tool, outcome="error" if is_error else "ok").inc()
+
+    def run_finished(self, agent: str, status: str, seconds: float) -> None:
+        self.runs.labels(agent=agent, status=status).inc()
+        self.duration.labels(agent=agent).observe(seconds)
+
+
 @dataclass
 class Agents:
     """The gateway component (``gateway.components["agents"]``)."""
@@ -80,6 +103,7 @@ class Agents:
     service: AgentService | None = None
     own_store: Store | None = None
     warmup: asyncio.Task[None] | None = None
+    metrics: AgentMetrics | None = None
     # request id -> (x-corral-session-id, owner): the chat routes hand agents only the request id
     pending_sessions: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
@@ -99,7 +123,7 @@ class Agents:
         remote = RemoteAgents()
         self.gateway.components["agents.remote"] = remote
         runner = Runner(self.registry.agents, RouterModels(self.gateway.router), remote=remote.call)
-        self.service = AgentService(self.registry, runner, store, self.gateway.config.runs)
+        self.service = AgentService(self.registry, runner, store, self.gateway.config.runs, observer=self.metrics)
         await self.service.start()
         # Connect MCP servers now rather than on the first run (``npx -y`` may download):
         # the first caller does not wait, and a broken server shows in the log at startup.
@@ -211,6 +235,9 @@ class SessionHeader:
 def install(gateway: Gateway) -> None:
     registry = AgentRegistry.from_config(gateway.config)
     agents = Agents(gateway, registry)
+    gateway_metrics = gateway.components.get("metrics")
+    if gateway_metrics is not None:
+        agents.metrics = AgentMetrics(gateway_metrics.registry)
     gateway.components["agents"] = agents
     gateway.interceptors.append(SessionHeader(agents))
 
