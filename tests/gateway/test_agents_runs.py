@@ -169,3 +169,13 @@ async def test_runs_and_tool_calls_are_counted_on_the_metrics_endpoint() -> None
     assert 'corral_agent_runs_total{agent="assistant",status="completed"} 1.0' in text
     assert 'corral_tool_calls_total{agent="assistant",outcome="ok",tool="current_time"} 1.0' in text
     assert 'corral_agent_run_duration_seconds_count{agent="assistant"} 1.0' in text
+
+
+async def test_rest_runs_are_accounted_like_model_calls() -> None:
+    steps = [ScriptStep(text="counted", usage={"input_tokens": 11, "output_tokens": 5})]
+    async with api(steps, assistant={"model": "scripted"}) as client:
+        await client.post("/v1/agents/assistant/runs", json={"input": "t"})
+        text = (await client.get("/metrics")).text
+    assert 'corral_requests_total{model="assistant",status="200",surface="agents"} 1.0' in text
+    assert 'corral_tokens_total{kind="output",model="assistant"} 5.0' in text
+    assert 'corral_tokens_total{kind="input",model="assistant"} 11.0' in text

@@ -11,23 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from corral.agents.events import RunFinished, TextOutput, UsageReported, event_json
+from corral.agents.live import LiveRun
 from corral.agents.messages import message_from_json, message_to_json
 from corral.agents.registry import AgentRegistry
 from corral.agents.runner import Runner
 from corral.agents.service import AgentService, RunConflict, RunNotFound
 from corral.agents.sessions import SUMMARY_ROLE, SessionConflict
 from corral.gateway.errors import ApiError
-from corral.gateway.state import Gateway
+from corral.gateway.state import CallRecord, Gateway
 from corral.llm.errors import ProviderError
 from corral.llm.router import CallContext, Router
 from corral.llm.types import (
@@ -304,6 +307,7 @@ class _Api:
         agent = self.agents.registry.get(name)
         if agent is None or agent.config.visibility != "public":
             raise ApiError(404, f"unknown agent {name!r}", code="not_found")
+        request.state.corral_started = time.perf_counter()
         await self.gateway.admit(request, name, "agents")
         body = await _body(request)
         mode = body.get("mode", "wait")
@@ -320,9 +324,33 @@ class _Api:
         if live is None:
             return json_response(run_json(record), 202)
         if mode == "stream":
-            return stream_response(_run_events(live, record))
-        final = await self.agents.require().wait(record.id, float(body.get("timeout") or agent.config.timeout + 10))
+            return stream_response(self._accounted(request, name, live, _run_events(live, record)))
+        try:
+            final = await self.agents.require().wait(record.id, float(body.get("timeout") or agent.config.timeout + 10))
+        finally:
+            await self._account(request, name, live, stream=False)
         return json_response(run_json(final))
+
+    async def _account(self, request: Request, name: str, live: LiveRun, *, stream: bool) -> None:
+        """The run's tokens go through the interceptors like a model call's: usage records,
+        spend, budgets and metrics see agent runs made over REST."""
+        usage = Usage()
+        for event in live.events:
+            if isinstance(event, UsageReported):
+                usage = usage + event.usage
+        started = getattr(request.state, "corral_started", time.perf_counter())
+        record = CallRecord(request.state.request_id, "agents", name, stream,
+                            CallContext(request_id=request.state.request_id), started, usage=usage)
+        await self.gateway.finish(request, record)
+
+    async def _accounted(self, request: Request, name: str, live: LiveRun,
+                         events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._account(request, name, live, stream=True)
 
     async def get_run(self, request: Request) -> Response:
         service = self.agents.require()
