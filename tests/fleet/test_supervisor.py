@@ -55,10 +55,12 @@ async def test_start_and_prompt_run_turns_and_store_their_events(fleet: Fleet) -
     assert fleet.api is not None and fleet.sup is not None
 
     async def settled() -> bool:
+        # Both turns' events stored: the prompt's reply can arrive before its events do.
+        stored = (await fleet.api.get("/api/v1/events", params={"session_id": sid})).json()["data"]  # type: ignore[union-attr]
         s = fleet.sup.state.sessions.get(sid)  # type: ignore[union-attr]
-        return s is not None and s.state == "idle" and s.output_tokens > 0 and fleet.sup.pipeline.backlog == 0  # type: ignore[union-attr]
+        return len(stored) >= 9 and s is not None and s.state == "idle" and fleet.sup.pipeline.backlog == 0  # type: ignore[union-attr]
 
-    await wait_until(settled, 5, "session idle with usage")
+    await wait_until(settled, 5, "both turns stored, session idle")
     session = (await fleet.api.get(f"/api/v1/sessions/{sid}")).json()["data"]
     events = (await fleet.api.get("/api/v1/events", params={"session_id": sid})).json()["data"]
     kinds = [e["type"] for e in events]
