@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.agents.registry import AgentRegistry
-from corral.agents.validate import check_agent_references
+from corral.config.agent_refs import check_agent_references
 from corral.config.loader import load_config, parse_source
 from corral.tools.base import ToolContext
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.agents.validate import check_agent_references
+from corral.config.agent_refs import check_agent_references
 from corral.config.loader import parse_source
 
 CONFIG = """\

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from corral.config.agent_refs import check_agent_references
 from corral.config.environment import apply_overrides, merged_env, read_dotenv
 from corral.config.errors import QUOTED, ConfigError, ConfigIssue, KeyPath, did_you_mean, pydantic_message
 from corral.config.loaded import LoadedConfig
@@ -93,6 +94,7 @@ def _load_file(path: Path, real_env: Mapping[str, str], model: str | None) -> Lo
     config, validation_issues = validate(source.data, source.positions, file)
     issues.extend(validation_issues)
     issues.extend(check_references(source.data, file, source.line_of))
+    issues.extend(check_agent_references(source.data, file, source.line_of))
     if issues or config is None:
         raise ConfigError(issues)
     config = drop_disabled(config, notes)
