@@ -51,3 +51,10 @@ async def test_models_match_the_migrations_without_pending_changes(database_url:
         assert diff == []
     finally:
         await store.aclose()
+
+
+def test_shipped_head_constant_is_alembics_head() -> None:
+    """`upgrade` skips Alembic when the stored revision is SHIPPED_HEAD: it must be the real head."""
+    from corral.store import migrate
+
+    assert migrate.SHIPPED_HEAD == migrate.head_revision()

@@ -42,8 +42,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _add_backup_commands(app: typer.Typer) -> None:
-    from corral.store.backup import BackupError, backup_database, check_database, restore_database
-
+    # The store (SQLAlchemy, Alembic) is imported inside each command: every `corral`
+    # invocation builds this group, and most never touch the database.
     @app.command("backup")
     def backup(
         file: Path = typer.Argument(..., help="Backup file to write (SQLite database or pg_dump custom format)."),
@@ -51,6 +51,8 @@ def _add_backup_commands(app: typer.Typer) -> None:
         url: str | None = URL_OPTION,
     ) -> None:
         """Back up the database; safe while `corral serve` is running."""
+        from corral.store.backup import BackupError, backup_database
+
         try:
             result = backup_database(_resolve(config, url), file)
         except BackupError as exc:
@@ -66,6 +68,8 @@ def _add_backup_commands(app: typer.Typer) -> None:
         yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     ) -> None:
         """Replace the database's contents with a backup. Stop the servers first."""
+        from corral.store.backup import BackupError, restore_database
+
         target = _resolve(config, url)
         if not yes:
             typer.confirm(f"Replace the contents of the database with {file}?", abort=True)
@@ -82,6 +86,8 @@ def _add_backup_commands(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Check the database: SQLite integrity_check, or Postgres reachable with its tables."""
+        from corral.store.backup import BackupError, check_database
+
         try:
             result = check_database(_resolve(config, url))
         except BackupError as exc:

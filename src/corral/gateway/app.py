@@ -43,6 +43,9 @@ MODULES = [
     "corral.gateway.a2a",
     "corral.gateway.mcp_server",
 ]
+# Modules that only serve agents and cost most of the startup time in imports (the A2A
+# and MCP SDKs): loaded only when the config declares agents.
+AGENT_ONLY_MODULES = frozenset({"corral.gateway.a2a", "corral.gateway.mcp_server"})
 
 
 def build_providers(config: CorralConfig) -> dict[str, Provider]:
@@ -73,6 +76,8 @@ def create_app(
     gateway = build_gateway(config, providers=providers, notes=notes)
     routes: list[BaseRoute] = []
     for name in modules or MODULES:
+        if name in AGENT_ONLY_MODULES and not config.agents:
+            continue
         module = importlib.import_module(name)
         if hasattr(module, "install"):
             module.install(gateway)
