@@ -70,7 +70,7 @@ class UpstreamUnavailableError(ProviderError):
     retryable = True
 
 
-class TimeoutError(ProviderError):  # noqa: A001 - deliberately shadows within this namespace
+class TimeoutError(ProviderError):
     status = 504
     code = "upstream_timeout"
     retryable = True
