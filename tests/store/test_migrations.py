@@ -57,4 +57,4 @@ def test_shipped_head_constant_is_alembics_head() -> None:
     """`upgrade` skips Alembic when the stored revision is SHIPPED_HEAD: it must be the real head."""
     from corral.store import migrate
 
-    assert migrate.SHIPPED_HEAD == migrate.head_revision()
+    assert migrate.head_revision() == migrate.SHIPPED_HEAD
