@@ -98,3 +98,19 @@ async def test_cancel_from_another_replica_stops_the_run_where_it_runs(harness, 
         await store.aclose()
     assert cancelled.state == "cancelled"
     assert not still_running
+
+
+async def test_no_background_workers_poll_the_store_when_no_agent_is_configured(tmp_path) -> None:
+    from corral.config.schema import CorralConfig
+    from corral.gateway.app import create_app
+
+    config = CorralConfig.model_validate({
+        "providers": {"s": {"type": "scripted"}}, "models": {"m": {"provider": "s", "model": "x"}},
+        "database": {"url": f"sqlite:///{tmp_path / 'c.db'}"}, "verification": {"enabled": False}})
+    gateway = create_app(config).state.gateway
+    await gateway.startup()
+    try:
+        service = gateway.components["agents"].service
+        assert service._workers == []
+    finally:
+        await gateway.shutdown()

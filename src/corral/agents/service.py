@@ -68,6 +68,8 @@ class AgentService:
     # ---- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
+        if not self.registry.agents:
+            return  # nothing could run: no workers polling the store on every replica
         for slot in range(self.settings.workers):
             self._workers.append(asyncio.create_task(self._work(), name=f"agent-worker-{slot}"))
 
