@@ -125,7 +125,11 @@ def start_supervisor(work: Path, cpus: list[int] | None) -> tuple[Child, int, in
             "--http-port", str(http_port), "--log-level", "warning"]
     child = spawn("supervisor", argv, log_dir=work, cpus=cpus, env={"CORRAL_FLEET_TOKEN": TOKEN,
                                                                     "CORRAL_DATA_DIR": str(work)})
-    wait_http(f"http://127.0.0.1:{http_port}/readyz", child, timeout=60)
+    try:
+        wait_http(f"http://127.0.0.1:{http_port}/readyz", child, timeout=60)
+    except BaseException:
+        child.stop()
+        raise
     return child, ws_port, http_port, db
 
 

@@ -95,7 +95,11 @@ def start_stub(port: int, work: Path, *, prefer_nginx: bool = True, cpus: list[i
         child = spawn("stub-python", [sys.executable, "-m", "bench.stub", "--port", str(port)], log_dir=work,
                       cpus=cpus)
         kind = "python"
-    wait_http(f"http://127.0.0.1:{port}/health", child, timeout=15)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", child, timeout=15)
+    except BaseException:
+        child.stop()  # not handed to anyone yet: nobody else would stop it
+        raise
     return child, kind
 
 
