@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -221,6 +222,7 @@ def run(args: argparse.Namespace) -> Report:
         rows, distinct = count_stored(db)
     finally:
         child.stop(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
     expected = args.nodes * args.events
     per_node = (result["rss_connected_kb"] - result["rss_idle_kb"]) / args.nodes
     rtt = result.pop("rtt_ms")
