@@ -211,12 +211,14 @@ class Access:
 
 
 def build_access(gateway: Gateway) -> Access:
-    from corral.gateway.auth_jwt import JWTVerifier
-
     config = gateway.config
     secret = config.auth.master_key.get_secret_value() if config.auth.master_key else None
     master = secret or os.environ.get("CORRAL_MASTER_KEY") or None
-    jwt = JWTVerifier(config.auth.jwt) if config.auth.jwt is not None else None
+    jwt = None
+    if config.auth.jwt is not None:
+        from corral.gateway.auth_jwt import JWTVerifier  # PyJWT + cryptography: only when used
+
+        jwt = JWTVerifier(config.auth.jwt)
     authenticator = Authenticator(config.auth, master_key=master, jwt=jwt)
     redis = None
     counters: Counters
