@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
-
 
 def check_output(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
     """``(value, None)`` when valid, else ``(None, what is wrong)``."""
@@ -15,6 +13,8 @@ def check_output(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
         value = json.loads(candidate)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at position {exc.pos})"
+    import jsonschema  # imported when an agent has an output schema, not at start-up
+
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
     if errors:
         first = errors[0]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Date, cast, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -61,8 +60,15 @@ class SpendRow:
 
 
 def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(usage_records)
+    # The dialect modules are imported on first use: a SQLite deployment never loads
+    # the Postgres one (a tenth of a second of start-up).
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(usage_records)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(usage_records)
 
 
 class UsageRepository:
