@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import openai
 import pytest
 
 from corral.config.schema import CorralConfig, ModelConfig, ProviderConfig, ScriptStep
@@ -35,3 +36,18 @@ def scripted_server() -> ServerFactory:
             yield base_url, provider
 
     return start  # type: ignore[return-value]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Callable[[str], openai.AsyncOpenAI]]:
+    """`client(base_url)`: an official `openai` SDK client (no retries), closed at the
+    end of the test."""
+    made: list[openai.AsyncOpenAI] = []
+
+    def make(base_url: str) -> openai.AsyncOpenAI:
+        made.append(openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0))
+        return made[-1]
+
+    yield make
+    for sdk in made:
+        await sdk.close()

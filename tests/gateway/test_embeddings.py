@@ -7,7 +7,6 @@ import math
 import struct
 
 import httpx
-import openai
 import pytest
 
 from corral.config.schema import ModelConfig, ProviderConfig
@@ -19,17 +18,6 @@ EMBED = {
 }
 
 
-@pytest.fixture
-async def client():
-    made: list[openai.AsyncOpenAI] = []
-
-    def make(base_url: str) -> openai.AsyncOpenAI:
-        made.append(openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0))
-        return made[-1]
-
-    yield make
-    for sdk in made:
-        await sdk.close()
 
 
 async def test_list_input_gives_one_unit_vector_per_text_with_usage(client, scripted_server) -> None:

@@ -12,20 +12,6 @@ import pytest
 from corral.config.schema import ScriptStep, ServerConfig
 
 
-@pytest.fixture
-async def client():
-    """Official SDK clients, closed at the end of the test."""
-    made: list[openai.AsyncOpenAI] = []
-
-    def make(base_url: str) -> openai.AsyncOpenAI:
-        made.append(openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0))
-        return made[-1]
-
-    yield make
-    for sdk in made:
-        await sdk.close()
-
-
 async def test_non_stream_answers_with_scripted_text_usage_and_overhead_header(client, scripted_server) -> None:
     async with scripted_server() as (base_url, provider):
         raw = await client(base_url).chat.completions.with_raw_response.create(

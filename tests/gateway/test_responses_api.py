@@ -17,17 +17,6 @@ from corral.testing.server import serve_app
 NO_RETRIES = {"models": {"scripted": ModelConfig(provider="script", model="scripted", num_retries=0)}}
 
 
-@pytest.fixture
-async def client():
-    made: list[openai.AsyncOpenAI] = []
-
-    def make(base_url: str) -> openai.AsyncOpenAI:
-        made.append(openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0))
-        return made[-1]
-
-    yield make
-    for sdk in made:
-        await sdk.close()
 
 
 async def test_non_stream_string_input_returns_completed_response_with_output_text(client, scripted_server) -> None:

@@ -22,11 +22,10 @@ from corral.gateway.anthropic_format import (
     validate_messages,
 )
 from corral.gateway.errors import ApiError
-from corral.gateway.openai import complete_chat, json_response, stream_chat
+from corral.gateway.openai import begin_call, complete_chat, json_response, stream_chat
 from corral.gateway.openai_format import parse_json
-from corral.gateway.state import CallRecord, Gateway
+from corral.gateway.state import Gateway
 from corral.llm import errors
-from corral.llm.router import CallContext
 from corral.llm.types import Message
 
 
@@ -59,13 +58,9 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
     async def messages(request: Request) -> Response:
         started = time.perf_counter()
         body = validate_messages(parse_json(await request.body()))
-        target = gateway.resolve(body.model)
-        if target is None:
-            raise model_not_found(body.model)
         chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
-        await gateway.admit(request, body.model, "anthropic")
-        ctx = CallContext(request_id=request.state.request_id)
-        record = CallRecord(request.state.request_id, "anthropic", body.model, body.stream, ctx, started)
+        target, record = await begin_call(gateway, request, body.model, "anthropic", stream=body.stream,
+                                          started=started)
         message_id = f"msg_{uuid.uuid4().hex}"
         if body.stream:
             writer = EventWriter(id=message_id, model=body.model)

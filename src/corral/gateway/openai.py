@@ -38,17 +38,25 @@ def model_not_found(model: str) -> ApiError:
                     code="model_not_found", param="model")
 
 
+async def begin_call(
+    gateway: Gateway, request: Request, model: str, surface: str, *, stream: bool, started: float
+) -> tuple[ChatTarget, CallRecord]:
+    """The start every model call shares: resolve the model (404 in the surface's error
+    format), admit the caller (auth, limits, budgets), open the call's record."""
+    target = gateway.resolve(model)
+    if target is None:
+        raise model_not_found(model)
+    await gateway.admit(request, model, surface)
+    ctx = CallContext(request_id=request.state.request_id)
+    return target, CallRecord(request.state.request_id, surface, model, stream, ctx, started)
+
+
 def routes(gateway: Gateway) -> list[BaseRoute]:
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         body = validate_chat(parse_json(await request.body()))
-        target = gateway.resolve(body.model)
-        if target is None:
-            raise model_not_found(body.model)
-        await gateway.admit(request, body.model, "openai")
-        chat = to_neutral(body)
-        ctx = CallContext(request_id=request.state.request_id)
-        record = CallRecord(request.state.request_id, "openai", body.model, body.stream, ctx, started)
+        chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
+        target, record = await begin_call(gateway, request, body.model, "openai", stream=body.stream, started=started)
         created = int(time.time())
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from corral.gateway.openai import complete_chat, json_response, model_not_found, stream_chat
+from corral.gateway.openai import begin_call, complete_chat, json_response, stream_chat
 from corral.gateway.openai_format import parse_json
 from corral.gateway.responses_format import (
     ResponseEventWriter,
@@ -19,21 +19,16 @@ from corral.gateway.responses_format import (
     to_neutral,
     validate_responses,
 )
-from corral.gateway.state import CallRecord, Gateway
-from corral.llm.router import CallContext
+from corral.gateway.state import Gateway
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:
     async def create_response(request: Request) -> Response:
         started = time.perf_counter()
         body = validate_responses(parse_json(await request.body()))
-        target = gateway.resolve(body.model)
-        if target is None:
-            raise model_not_found(body.model)
         chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
-        await gateway.admit(request, body.model, "responses")
-        ctx = CallContext(request_id=request.state.request_id)
-        record = CallRecord(request.state.request_id, "responses", body.model, body.stream, ctx, started)
+        target, record = await begin_call(gateway, request, body.model, "responses", stream=body.stream,
+                                          started=started)
         shape = ResponseShape(body, id=f"resp_{uuid.uuid4().hex}")
         if body.stream:
             return await stream_chat(gateway, request, target, chat, record, ResponseEventWriter(shape))
