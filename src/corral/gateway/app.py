@@ -63,7 +63,15 @@ def build_gateway(
     built = dict(providers) if providers is not None else build_providers(config)
     passthrough = frozenset(n for n, p in config.providers.items() if getattr(p, "passthrough", False))
     router = Router(config.models, built, settings=config.router, passthrough=passthrough)
-    return Gateway(config=config, router=router, notes=list(notes or []))
+    gateway = Gateway(config=config, router=router, notes=list(notes or []))
+    if config.cache.url:  # replicas share cooldowns (and latency averages) through Redis
+        from corral.llm.cooldowns import RedisHealth
+
+        health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix)
+        gateway.components["router.health"] = health
+        gateway.startup_hooks.append(health.start)
+        gateway.shutdown_hooks.append(health.stop)
+    return gateway
 
 
 def create_app(

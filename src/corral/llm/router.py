@@ -15,6 +15,9 @@ only place that retries (providers never do):
 - **Cooldowns**: a deployment that fails ``allowed_fails`` times in a row is skipped
   for ``cooldown_seconds`` (unless every deployment is cooling down).
 - A stream is retried only until its first event: after that the client has output.
+- **Shared health** (optional): with a `HealthSink` attached (`corral.llm.cooldowns`,
+  Redis), a cooldown started or ended here is announced to the other replicas, which
+  apply it to their own copy of the state (`apply_cooldown`); picking never waits on it.
 
 `CallContext` carries what the edges need afterwards: the deployment used, attempts,
 and time spent upstream (the gateway subtracts it to publish its own overhead).
@@ -29,7 +32,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from corral.config.schema import Deployment, ModelConfig, RouterConfig
 from corral.llm import errors
@@ -75,6 +78,14 @@ class DeploymentState:
         return self.cooldown_until > now
 
 
+class HealthSink(Protocol):
+    """Told when a deployment starts or ends a cooldown (must not block: it queues)."""
+
+    def cooled(self, alias: str, key: str, seconds: float) -> None: ...
+
+    def recovered(self, alias: str, key: str) -> None: ...
+
+
 class Router:
     def __init__(
         self,
@@ -95,6 +106,7 @@ class Router:
         self._sleep = sleep
         self._clock = clock
         self._states: dict[str, list[DeploymentState]] = {}
+        self.health_sink: HealthSink | None = None
 
     @property
     def providers(self) -> Mapping[str, Provider]:
@@ -118,6 +130,19 @@ class Router:
         for alias in self._models:
             self._deployment_states(alias)
         return [s for states in self._states.values() for s in states]
+
+    def apply_cooldown(self, alias: str, key: str, seconds: float) -> bool:
+        """Another replica cooled a deployment down (``seconds`` > 0) or saw it recover
+        (``seconds`` <= 0). False if this router does not know the deployment."""
+        state = next((s for s in self._deployment_states(alias) if s.key == key), None)
+        if state is None:
+            return False
+        if seconds > 0:
+            state.cooldown_until = max(state.cooldown_until, self._clock() + seconds)
+        else:
+            state.cooldown_until = 0.0
+            state.consecutive_fails = 0
+        return True
 
     def _deployment_states(self, alias: str) -> list[DeploymentState]:
         states = self._states.get(alias)
@@ -170,6 +195,8 @@ class Router:
     # ---- outcomes ---------------------------------------------------------
 
     def _succeeded(self, state: DeploymentState, seconds: float) -> None:
+        if state.cooldown_until and self.health_sink is not None:
+            self.health_sink.recovered(state.alias, state.key)  # rare: only after a cooldown
         state.consecutive_fails = 0
         state.cooldown_until = 0.0
         state.successes += 1
@@ -185,6 +212,8 @@ class Router:
             state.cooldown_until = self._clock() + self._settings.cooldown_seconds
             log.warning("deployment %s cooling down for %.0fs after %d failures", state.key,
                         self._settings.cooldown_seconds, state.consecutive_fails)
+            if self.health_sink is not None:
+                self.health_sink.cooled(state.alias, state.key, self._settings.cooldown_seconds)
 
     def _backoff(self, attempt: int, error: errors.ProviderError) -> float | None:
         """Seconds to wait before the next attempt, or None to stop retrying this alias."""
