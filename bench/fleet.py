@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=20, help="Unacknowledged events a node may have in flight.")
     parser.add_argument("--commands", type=int, default=200, help="Command round trips to time (sequential).")
     parser.add_argument("--connect-parallel", type=int, default=100)
+    parser.add_argument("--supervisor-src", help="Run the supervisor from this source tree (the directory holding "
+                        "the `corral` package, e.g. an exported older commit's `src`): an A/B of a change.")
     parser.add_argument("--out", default=str(RESULTS_DIR))
 
 
@@ -116,7 +118,7 @@ class Node:
             await self.ws.close()
 
 
-def start_supervisor(work: Path, cpus: list[int] | None) -> tuple[Child, int, int, Path]:
+def start_supervisor(work: Path, cpus: list[int] | None, src: str | None = None) -> tuple[Child, int, int, Path]:
     db = work / "fleet.db"
     config = work / "supervisor.yaml"
     config.write_text(f"server: {{heartbeat_interval_seconds: 5, heartbeat_missed_count: 6}}\n"
@@ -124,8 +126,10 @@ def start_supervisor(work: Path, cpus: list[int] | None) -> tuple[Child, int, in
     ws_port, http_port = free_port(), free_port()
     argv = [sys.executable, "-m", "corral", "supervisor", "--config", str(config), "--port", str(ws_port),
             "--http-port", str(http_port), "--log-level", "warning"]
-    child = spawn("supervisor", argv, log_dir=work, cpus=cpus, env={"CORRAL_FLEET_TOKEN": TOKEN,
-                                                                    "CORRAL_DATA_DIR": str(work)})
+    env = {"CORRAL_FLEET_TOKEN": TOKEN, "CORRAL_DATA_DIR": str(work)}
+    if src:
+        env["PYTHONPATH"] = str(Path(src).resolve())
+    child = spawn("supervisor", argv, log_dir=work, cpus=cpus, env=env)
     try:
         wait_http(f"http://127.0.0.1:{http_port}/readyz", child, timeout=60)
     except BaseException:
@@ -211,7 +215,7 @@ def run(args: argparse.Namespace) -> Report:
         os.sched_setaffinity(0, load_cpus)
     report = Report("fleet")
     work = Path(tempfile.mkdtemp(prefix="corral-bench-fleet-"))
-    child, ws_port, http_port, db = start_supervisor(work, server_cpus)
+    child, ws_port, http_port, db = start_supervisor(work, server_cpus, args.supervisor_src)
     try:
         try:
             import uvloop
@@ -237,7 +241,7 @@ def run(args: argparse.Namespace) -> Report:
         "rtt_mean_ms": statistics.fmean(rtt) if rtt else None,
     }
     report.meta = {"window": args.window, "supervisor_pinned_to": server_cpus, "nodes_pinned_to": load_cpus,
-                   "store": "SQLite (WAL)"}
+                   "store": "SQLite (WAL)", "supervisor_src": args.supervisor_src}
     s = report.summary
     report.target(f"supervisor RSS per node ({args.nodes} nodes)", per_node, 100.0, unit="KB", higher_is_better=False)
     report.target("events stored per second (SQLite)", s["events_per_s"], 10_000, unit="events/s",

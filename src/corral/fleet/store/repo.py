@@ -35,6 +35,12 @@ class FleetStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        upsert = self._insert(t.sessions)
+        # one statement for any number of rows (executemany): a batch touching 500 sessions
+        # costs one round trip into the driver, not 500 statements built and compiled
+        self._session_upsert = upsert.on_conflict_do_update(
+            index_elements=["session_id"],
+            set_={c.name: upsert.excluded[c.name] for c in t.sessions.c if c.name != "session_id"})
 
     async def migrate(self) -> None:
         await upgrade(self.engine)
@@ -165,11 +171,9 @@ class FleetStore:
             await self._upsert_sessions(conn, rows)
 
     async def _upsert_sessions(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:
-            stmt = self._insert(t.sessions).values(**row)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["session_id"], set_={k: v for k, v in row.items() if k != "session_id"})
-            await conn.execute(stmt)
+        """Every row carries every column (``SessionState.row()``)."""
+        if rows:
+            await conn.execute(self._session_upsert, list(rows))
 
     async def load_sessions(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
