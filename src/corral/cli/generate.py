@@ -105,6 +105,7 @@ def _k8s(app: typer.Typer) -> None:
             opts = k8s.K8sOptions(namespace=namespace, image=image, replicas=replicas, max_replicas=max_replicas,
                                   ingress_host=host_name, postgres=postgres, redis=redis, secret_values=values)
             files = k8s_data.render(source, opts)
+            _fill_in_hint(k8s.secret_keys(source, use_pg), values, out)
             if out is None:
                 typer.echo(yamlio.dump_all(doc for name, docs in files.items()
                                            if name != "kustomization.yaml" for doc in docs), nl=False)
@@ -112,6 +113,18 @@ def _k8s(app: typer.Typer) -> None:
             rendered = {name: yamlio.dump_all(docs) for name, docs in files.items()}
             _write_files(dict(rendered), out)
             (out / "10-secret.yaml").chmod(0o600)
+
+
+def _fill_in_hint(keys: list[str], values: dict[str, str], out: Path | None) -> None:
+    from corral.deploy.common import MASTER_KEY_ENV
+
+    empty = [k for k in keys if k not in values]
+    if not empty:
+        return
+    where = out / "10-secret.yaml" if out else "the corral-secrets Secret"
+    why = (f"; `corral serve` refuses to start while {MASTER_KEY_ENV} is empty" if MASTER_KEY_ENV in empty else "")
+    typer.secho(f"corral generate: fill {', '.join(empty)} in {where} before applying (never commit it){why}",
+                fg=typer.colors.YELLOW, err=True)
 
 
 def _compose(app: typer.Typer) -> None:

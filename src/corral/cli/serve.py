@@ -29,7 +29,10 @@ def run_server(
     workers: int | None = None,
     config_path: str | None = None,
     model: str | None = None,
+    allow_unauthenticated: bool = False,
 ) -> None:
+    refuse_open_bind(loaded, host or loaded.config.server.host, loaded.config.server.port if port is None else port,
+                     allow_unauthenticated=allow_unauthenticated)
     import uvicorn
 
     from corral.gateway.app import create_app
@@ -69,6 +72,22 @@ def run_server(
         uvicorn.run(create_app(loaded.config, notes=loaded.notes), **common)  # type: ignore[arg-type]
 
 
+def refuse_open_bind(loaded: LoadedConfig, host: str, port: int, *, allow_unauthenticated: bool) -> None:
+    """Exit 1 before binding when auth is off and the address is not loopback (see
+    `corral.config.exposure`); runs before uvicorn and the app are even imported."""
+    from corral.config.exposure import check_bind
+
+    # The gateway falls back to the process environment for the master key; the loaded env
+    # also holds the config's .env, already applied to the config by the loader.
+    env = {**loaded.env, **os.environ}
+    check = check_bind(loaded.config.auth, env, host, port, allow_unauthenticated=allow_unauthenticated)
+    for note in check.notes:
+        typer.secho(f"corral: warning: {note}", fg=typer.colors.YELLOW, err=True)
+    if check.error:
+        typer.secho(f"corral: {check.error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
 def _exit_cleanly_after_graceful_shutdown() -> None:
     """uvicorn handles SIGTERM/SIGINT itself once it runs (stop accepting, finish in-flight
     requests up to the shutdown timeout, run lifespan shutdown), then re-raises the signal
@@ -96,6 +115,9 @@ def register(app: typer.Typer) -> None:
                                          help="Default model, e.g. openai/gpt-4o-mini (zero-config mode)."),
         strict_providers: bool = typer.Option(False, "--strict-providers",
                                               help="Refuse to start when a required provider fails verification."),
+        allow_unauthenticated: bool = typer.Option(
+            False, "--allow-unauthenticated",
+            help="Listen on a non-loopback address with authentication off (a deliberately open server)."),
     ) -> None:
         """Serve agents and models over OpenAI-, Anthropic- and A2A-compatible APIs."""
         from corral.config.errors import ConfigError
@@ -108,4 +130,5 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         if strict_providers:
             loaded.config.verification.strict = True
-        run_server(loaded, host=host, port=port, workers=workers, config_path=path, model=model)
+        run_server(loaded, host=host, port=port, workers=workers, config_path=path, model=model,
+                   allow_unauthenticated=allow_unauthenticated)

@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
         secret = token or os.environ.get(TOKEN_ENV) or (cfg.auth.token.get_secret_value() if cfg.auth.token else None)
         problems = []
         if not secret:
-            problems.append(f"no fleet token: set auth.token, ${TOKEN_ENV} or --token")
+            empty = f" ({TOKEN_ENV} is set but empty)" if os.environ.get(TOKEN_ENV) == "" else ""
+            problems.append(f"no fleet token{empty}: set auth.token, ${TOKEN_ENV} or --token")
         elif len(secret) < 16:
             problems.append("the fleet token must be at least 16 characters")
         if cfg.tls is not None:

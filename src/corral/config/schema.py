@@ -155,6 +155,7 @@ class AuthConfig(Strict):
     master_key: SecretStr | None = None  # also CORRAL_MASTER_KEY
     api_keys: list[SecretStr] = Field(default_factory=list)  # static caller keys: models only, no admin
     required: bool | None = None  # None: required as soon as a master key or JWT is configured
+    allow_unauthenticated: bool = False  # let `serve` listen beyond loopback with auth off (deliberately open)
     public_paths: list[str] = Field(
         default_factory=lambda: ["/health", "/healthz", "/readyz", "/.well-known/agent-card.json"]
     )
