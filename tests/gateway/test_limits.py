@@ -209,3 +209,34 @@ async def test_spend_already_stored_counts_against_the_budget_after_a_restart(tm
         refused = await http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key['key']}"})
         assert refused.status_code == 402
         assert (await http.get(f"/admin/keys/{key['id']}", headers=admin)).json()["spend"] == 1.5
+
+
+async def test_jwt_subjects_and_their_teams_each_count_against_their_own_limits(limiter: Limiter) -> None:
+    from corral.config.schema import CallerLimits
+
+    jwt = Limiter(limiter.counters, subject_limits=CallerLimits(rpm=2, max_budget=1.0, budget_duration="1d"),
+                  team_limits=CallerLimits(rpm=3, max_budget=5.0))
+    ana, bob, eve = (Principal(kind="jwt", subject=s, team_id="research") for s in ("ana", "bob", "eve"))
+    for principal in (ana, ana, bob):
+        await jwt.check(principal, "m")
+    with pytest.raises(LimitExceeded) as subject_rpm:
+        await jwt.check(ana, "m")
+    assert subject_rpm.value.which == "subject_rpm" and "2 requests per minute for this caller" in subject_rpm.value.message
+    with pytest.raises(LimitExceeded) as team_rpm:
+        await jwt.check(eve, "m")  # eve is fresh, but research made 3 requests this minute
+    assert team_rpm.value.which == "team_rpm" and "this caller's team" in team_rpm.value.message
+    loner = Principal(kind="jwt", subject="loner")
+    reservation = await jwt.check(loner, "m")
+    await jwt.record(reservation, Usage(1, 1), 1.5)
+    with pytest.raises(LimitExceeded) as budget:
+        await jwt.check(loner, "m")
+    assert budget.value.status == 402 and budget.value.which == "subject_budget"
+    assert "this caller" in budget.value.message and budget.value.retry_after is not None
+    # A team record of the same name (made with the admin API) brings its own budget.
+    team = TeamRecord(id="t9", name="research", max_budget=0.5)
+    member = Principal(kind="jwt", subject="zoe", team_id="t9", team=team)
+    await jwt.record(await jwt.check(member, "m"), Usage(1, 1), 0.5)
+    with pytest.raises(LimitExceeded) as team_budget:
+        await jwt.check(member, "m")
+    assert team_budget.value.which == "team_budget"
+    assert await jwt.spend(team) == pytest.approx(0.5)

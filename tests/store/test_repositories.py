@@ -78,6 +78,22 @@ async def test_spend_groups_by_key_model_and_utc_day(store: Store) -> None:
     assert await store.usage.total_cost("k1", since=day2) == 2.0
 
 
+async def test_spend_of_a_jwt_subject_counts_only_its_calls_made_without_a_key(store: Store) -> None:
+    await store.usage.insert_many([
+        UsageRecord("a", "gpt", subject="ana@example.com", team_id="research", cost_usd=1.0),
+        UsageRecord("b", "gpt", subject="ana@example.com", team_id="research", cost_usd=0.5),
+        UsageRecord("c", "gpt", key_id="k1", subject="ana@example.com", team_id="research", cost_usd=4.0),
+        UsageRecord("d", "gpt", subject="bob@example.com", cost_usd=8.0),
+    ])
+    assert await store.usage.total_cost(subject="ana@example.com") == pytest.approx(1.5)
+    assert await store.usage.total_cost(team_id="research") == pytest.approx(5.5)
+    by_subject = {r.group: r.requests for r in await store.usage.spend("subject")}
+    assert by_subject == {"ana@example.com": 3, "bob@example.com": 1}
+    assert {r.group: r.cost_usd for r in await store.usage.spend("team")} == {None: 8.0, "research": 5.5}
+    with pytest.raises(ValueError, match="exactly one"):
+        await store.usage.total_cost("k1", subject="ana@example.com")
+
+
 async def test_audit_records_round_trip(store: Store) -> None:
     await store.audit.insert_many([AuditRecord(actor="master", action="key.create", target="k1", detail={"a": 1})])
     [record] = await store.audit.list(target="k1")

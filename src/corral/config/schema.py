@@ -142,6 +142,19 @@ class CacheConfig(Strict):
     prefix: str = "corral:"  # every Redis key and channel Corral uses starts with this
 
 
+class RateLimits(Strict):
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
+class CallerLimits(RateLimits):
+    """The limits of each JWT subject (or of each team), each with counters of its own."""
+
+    max_budget: float | None = Field(default=None, ge=0)  # USD per budget period
+    budget_duration: str | None = Field(default=None, pattern=r"^\s*[1-9]\d*\s*[smhdw]\s*$")  # 1h, 1d, 30d...
+    model_limits: dict[str, RateLimits] = Field(default_factory=dict)
+
+
 class JWTConfig(Strict):
     jwks_url: str
     issuer: str | None = None
@@ -149,6 +162,9 @@ class JWTConfig(Strict):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     cache_seconds: float = Field(default=300.0, gt=0)
     subject_claim: str = "sub"
+    team_claim: str = "team"
+    limits: CallerLimits = Field(default_factory=CallerLimits)  # each subject
+    team_limits: CallerLimits = Field(default_factory=CallerLimits)  # each team named by team_claim
 
 
 class AuthConfig(Strict):

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from corral.gateway.auth import Authenticator, KeyCache, Principal
 from corral.gateway.counters import MemoryCounters, RedisCounters
 from corral.gateway.errors import ApiError
-from corral.gateway.limits import Counters, Limiter, LimitExceeded, Reservation
+from corral.gateway.limits import BudgetRule, Counters, Limiter, LimitExceeded, Reservation
 from corral.gateway.state import CallRecord, Gateway
 from corral.llm.pricing import PricingTable
 from corral.store import BatchWriter, KeyRecord, Store, UsageRecord
@@ -30,6 +30,7 @@ from corral.store.store import BatchRecord
 log = logging.getLogger("corral.access")
 
 REFRESH_SECONDS = 30.0
+SEEDED_MAX = 100_000
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Access:
     own_store: bool = False
     refresh_seconds: float = REFRESH_SECONDS
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Budget counters of JWT subjects and teams this process has seeded (cleared every refresh).
+    _seeded: set[str] = field(default_factory=set)
 
     @property
     def channel(self) -> str:
@@ -96,6 +99,8 @@ class Access:
     async def admit(self, request: Request, model: str, surface: str) -> None:
         principal = await self.authenticator.authenticate(request)
         self.authenticator.check_model(principal, model)
+        if principal.kind == "jwt":
+            await self._seed_caller(principal)
         try:
             reservation = await self.limiter.check(principal, model)
         except LimitExceeded as exc:
@@ -180,10 +185,36 @@ class Access:
                 spent = await self.store.usage.total_cost(team_id=team.id, since=rule.window.start)
                 await self.limiter.seed_budget(team, spent)
 
+    async def _seed_caller(self, principal: Principal) -> None:
+        """A JWT subject (or team) has no row to seed at start: the first call of each budget
+        period in this process seeds its counter from the stored usage, if the counter is missing."""
+        for rule in self.limiter.budget_rules(principal):
+            if rule.counter in self._seeded or rule.which == "budget":
+                continue
+            if len(self._seeded) >= SEEDED_MAX:
+                self._seeded.clear()
+            self._seeded.add(rule.counter)
+            try:
+                if not await self.limiter.counters.has_spend(rule):
+                    await self.limiter.counters.seed_spend(rule, await self._stored_spend(rule))
+            except Exception as exc:  # the check that follows reports a counters outage
+                self._seeded.discard(rule.counter)
+                log.warning("could not seed the budget counter of %s: %s", rule.which, exc)
+
+    async def _stored_spend(self, rule: BudgetRule) -> float:
+        assert self.store is not None
+        usage, since = self.store.usage, rule.window.start
+        if rule.which == "subject_budget":
+            return await usage.total_cost(subject=rule.owner, since=since)
+        if rule.which == "team_budget":
+            return await usage.total_cost(team_id=rule.owner, since=since)
+        return await usage.total_cost(rule.owner, since=since)
+
     async def _refresh_loop(self) -> None:
         assert self.keys is not None
         while True:
             await asyncio.sleep(self.refresh_seconds)
+            self._seeded.clear()
             try:
                 await self.keys.load()
                 await self._seed_budgets()
@@ -230,7 +261,10 @@ def build_access(gateway: Gateway) -> Access:
     else:
         counters = MemoryCounters()
     model_limits = {name: (m.rpm, m.tpm) for name, m in config.models.items() if m.rpm or m.tpm}
-    limiter = Limiter(counters, model_limits=model_limits)
+    jwt_config = config.auth.jwt
+    limiter = Limiter(counters, model_limits=model_limits,
+                      subject_limits=jwt_config.limits if jwt_config else None,
+                      team_limits=jwt_config.team_limits if jwt_config else None)
     return Access(gateway, authenticator, limiter, PricingTable(config.pricing), redis=redis)
 
 

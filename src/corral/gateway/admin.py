@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,6 +23,7 @@ from corral.gateway.limits import parse_duration
 from corral.gateway.state import Gateway
 from corral.store import AuditRecord, KeyRecord, TeamRecord
 from corral.store.keys import new_id
+from corral.store.usage import GroupBy
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -227,9 +228,9 @@ class AdminApi:
     async def spend(self, request: Request) -> Response:
         assert self.access.store is not None
         group_by = request.query_params.get("group_by", "key")
-        if group_by not in ("key", "model", "day"):
-            raise ApiError(400, "group_by must be one of: key, model, day", param="group_by")
-        group: Literal["key", "model", "day"] = group_by  # type: ignore[assignment]
+        if group_by not in ("key", "model", "day", "subject", "team"):
+            raise ApiError(400, "group_by must be one of: key, model, day, subject, team", param="group_by")
+        group: GroupBy = group_by  # type: ignore[assignment]
         rows = await self.access.store.usage.spend(
             group, since=_time_param(request, "since"), until=_time_param(request, "until"),
             key_id=request.query_params.get("key_id"),

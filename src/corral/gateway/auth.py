@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -98,6 +98,7 @@ class KeyCache:
         self.store = store
         self._by_hash: dict[str, KeyRecord] = {}
         self._teams: dict[str, TeamRecord] = {}
+        self._team_names: dict[str, TeamRecord] = {}
         self._hash_of: dict[str, str] = {}
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._negative_ttl = negative_ttl
@@ -110,6 +111,7 @@ class KeyCache:
     async def load(self) -> None:
         records = await self.store.keys.list()
         self._teams = {t.id: t for t in await self.store.teams.list()}
+        self._team_names = {t.name: t for t in self._teams.values()}
         self._by_hash = {r.key_hash: r for r in records}
         self._hash_of = {r.id: r.key_hash for r in records}
         self._unknown.clear()
@@ -117,14 +119,18 @@ class KeyCache:
     def team(self, team_id: str | None) -> TeamRecord | None:
         return self._teams.get(team_id) if team_id is not None else None
 
+    def team_named(self, name: str) -> TeamRecord | None:
+        return self._team_names.get(name)
+
     def put_team(self, team: TeamRecord) -> None:
         self._teams[team.id] = team
+        self._team_names[team.name] = team
 
     async def _ensure_team(self, record: KeyRecord) -> None:
         if record.team_id is not None and record.team_id not in self._teams:
             team = await self.store.teams.get(record.team_id)
             if team is not None:
-                self._teams[team.id] = team
+                self.put_team(team)
 
     def put(self, record: KeyRecord) -> None:
         self.drop(record.id)
@@ -208,7 +214,7 @@ class Authenticator:
         if token.startswith(KEY_PREFIX) and self.keys is not None:
             return await self._virtual_key(token)
         if self.jwt is not None and token.count(".") == 2:
-            return await self.jwt.verify(token)
+            return self._with_team(await self.jwt.verify(token))
         if not self.required:
             return ANONYMOUS
         raise AuthError(401, "Invalid API key", code="invalid_api_key")
@@ -224,6 +230,14 @@ class Authenticator:
             kind="key", subject=record.name or record.id, key_id=record.id, team_id=record.team_id,
             models=record.models, key=record, team=self.keys.team(record.team_id),
         )
+
+    def _with_team(self, principal: Principal) -> Principal:
+        """A JWT's team claim naming a team made with the admin API (by id or name) gets that
+        team's record, so its budget is shared with the team's keys."""
+        if principal.team_id is None or self.keys is None:
+            return principal
+        team = self.keys.team(principal.team_id) or self.keys.team_named(principal.team_id)
+        return replace(principal, team_id=team.id, team=team) if team is not None else principal
 
     def check_model(self, principal: Principal, model: str) -> None:
         if not principal.may_use(model):

@@ -62,10 +62,13 @@ class JWTVerifier:
             raise AuthError(401, f"Invalid bearer token: {exc}", code="invalid_token") from None
         subject = str(claims.get(self.config.subject_claim) or claims.get("sub") or "jwt")
         models = claims.get("models")
+        team = claims.get(self.config.team_claim)
+        if isinstance(team, list):  # a groups-style claim: the first group is the team
+            team = team[0] if team else None
         return Principal(
             kind="jwt",
             subject=subject,
-            team_id=str(claims["team"]) if claims.get("team") else None,
+            team_id=str(team) if team not in (None, "") else None,
             models=tuple(str(m) for m in models) if isinstance(models, list) else (),
             claims=claims,
         )

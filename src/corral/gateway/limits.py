@@ -1,4 +1,5 @@
-"""Rate limits (rpm, tpm) and budgets, per key, per key-and-model and per model.
+"""Rate limits (rpm, tpm) and budgets, per key (or JWT subject), per key-and-model, per
+team and per model.
 
 `await limiter.check(principal, model)` runs before the upstream call and returns a
 `Reservation` or raises `LimitExceeded`; `await limiter.record(reservation, usage,
@@ -13,9 +14,14 @@ Windows:
   after the call, so a request is refused once the tokens of the last minute reach the
   limit (a request that starts under the limit may take it over).
 - A budget is a spend counter per budget period (``budget_duration``: 30s, 15m, 1h, 1d,
-  30d, 1w), periods counted from the key's creation. A request is refused once the
-  spend of the current period is >= ``max_budget``; the counter is incremented the
-  moment a call's cost is known, so every replica refuses the next request.
+  30d, 1w), periods counted from the key's (team's) creation, or from the Unix epoch for
+  a JWT subject, which has no creation time. A request is refused once the spend of the
+  current period is >= ``max_budget``; the counter is incremented the moment a call's
+  cost is known, so every replica refuses the next request.
+
+Each scope a caller counts against is a `Quota`: its virtual key, its JWT subject (with
+the ``auth.jwt.limits`` of the config) and its team (a team record, or for a JWT team
+with no record, ``auth.jwt.team_limits``).
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
+from corral.config.schema import CallerLimits
 from corral.gateway.auth import Principal
 from corral.gateway.errors import ApiError
 from corral.llm.types import Usage
@@ -45,6 +52,39 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Scope = Literal["key", "subject", "team"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The limits of one scope a call counts against: a key, a JWT subject or a team."""
+
+    scope: Scope
+    id: str
+    rpm: int | None = None
+    tpm: int | None = None
+    model_limits: Mapping[str, Mapping[str, int | None]] = field(default_factory=dict)
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    created_at: datetime = EPOCH  # budget periods count from here
+
+    @classmethod
+    def of(cls, owner: KeyRecord | TeamRecord | Quota) -> Quota:
+        if isinstance(owner, Quota):
+            return owner
+        if isinstance(owner, TeamRecord):
+            return cls("team", owner.id, max_budget=owner.max_budget, budget_duration=owner.budget_duration,
+                       created_at=owner.created_at)
+        return cls("key", owner.id, owner.rpm, owner.tpm, owner.model_limits, owner.max_budget,
+                   owner.budget_duration, owner.created_at)
+
+    @classmethod
+    def configured(cls, scope: Scope, id: str, limits: CallerLimits) -> Quota:
+        per_model = {m: {"rpm": v.rpm, "tpm": v.tpm} for m, v in limits.model_limits.items()}
+        return cls(scope, id, limits.rpm, limits.tpm, per_model, limits.max_budget, limits.budget_duration)
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetWindow:
     index: int
@@ -52,8 +92,8 @@ class BudgetWindow:
     end: datetime | None  # None: a lifetime budget
 
 
-def budget_window(owner: KeyRecord | TeamRecord, now: datetime | None = None) -> BudgetWindow:
-    """The current budget period of a key or team; periods count from its creation."""
+def budget_window(owner: KeyRecord | TeamRecord | Quota, now: datetime | None = None) -> BudgetWindow:
+    """The current budget period of a key, team or subject; periods count from its creation."""
     if not owner.budget_duration:
         return BudgetWindow(0, owner.created_at, None)
     period = parse_duration(owner.budget_duration)
@@ -81,16 +121,18 @@ class Rule:
     limit: int
 
 
-BUDGETS = ("budget", "team_budget")
+BUDGETS = ("budget", "team_budget", "subject_budget")
+_BUDGET_WHICH = {"key": "budget", "team": "team_budget", "subject": "subject_budget"}
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetRule:
-    which: str  # "budget" (the key's) or "team_budget"
+    which: str  # "budget" (the key's), "team_budget" or "subject_budget"
     counter: str
     max_budget: float
     ttl_seconds: int
     window: BudgetWindow
+    owner: str = ""  # the key id, team id or subject
 
 
 @dataclass(slots=True)
@@ -132,25 +174,49 @@ ModelLimits = Mapping[str, tuple[int | None, int | None]]  # alias -> (rpm, tpm)
 
 
 class Limiter:
-    def __init__(self, counters: Counters, *, model_limits: ModelLimits | None = None) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        model_limits: ModelLimits | None = None,
+        subject_limits: CallerLimits | None = None,
+        team_limits: CallerLimits | None = None,
+    ) -> None:
         self.counters = counters
         self.model_limits = dict(model_limits or {})
+        self.subject_limits = subject_limits or CallerLimits()
+        self.team_limits = team_limits or CallerLimits()
         self.rejections: dict[str, int] = {}
+
+    def quotas(self, principal: Principal) -> list[Quota]:
+        """Every scope the principal's calls count against."""
+        quotas = [Quota.of(principal.key)] if principal.key is not None else []
+        if principal.kind != "jwt":
+            return quotas + ([Quota.of(principal.team)] if principal.team is not None else [])
+        quotas.append(Quota.configured("subject", principal.subject, self.subject_limits))
+        if principal.team_id is not None:
+            team = Quota.configured("team", principal.team_id, self.team_limits)
+            record = principal.team
+            if record is not None and record.max_budget is not None:  # a team record's own budget wins
+                team = Quota("team", record.id, team.rpm, team.tpm, team.model_limits, record.max_budget,
+                             record.budget_duration, record.created_at)
+            quotas.append(team)
+        return quotas
 
     def _rules(self, principal: Principal, model: str) -> tuple[list[Rule], list[Rule]]:
         rpm: list[Rule] = []
         tpm: list[Rule] = []
-        key = principal.key
-        if key is not None:
-            if key.rpm:
-                rpm.append(Rule("key_rpm", f"rpm:key:{key.id}", key.rpm))
-            if key.tpm:
-                tpm.append(Rule("key_tpm", f"tpm:key:{key.id}", key.tpm))
-            per_model = key.model_limits.get(model, {})
+        for quota in self.quotas(principal):
+            scope, owner = quota.scope, quota.id
+            if quota.rpm:
+                rpm.append(Rule(f"{scope}_rpm", f"rpm:{scope}:{owner}", quota.rpm))
+            if quota.tpm:
+                tpm.append(Rule(f"{scope}_tpm", f"tpm:{scope}:{owner}", quota.tpm))
+            per_model = quota.model_limits.get(model, {})
             if per_model.get("rpm"):
-                rpm.append(Rule("key_model_rpm", f"rpm:keymodel:{key.id}:{model}", int(per_model["rpm"])))
+                rpm.append(Rule(f"{scope}_model_rpm", f"rpm:{scope}model:{owner}:{model}", int(per_model["rpm"] or 0)))
             if per_model.get("tpm"):
-                tpm.append(Rule("key_model_tpm", f"tpm:keymodel:{key.id}:{model}", int(per_model["tpm"])))
+                tpm.append(Rule(f"{scope}_model_tpm", f"tpm:{scope}model:{owner}:{model}", int(per_model["tpm"] or 0)))
         model_rpm, model_tpm = self.model_limits.get(model, (None, None))
         if model_rpm:
             rpm.append(Rule("model_rpm", f"rpm:model:{model}", model_rpm))
@@ -159,29 +225,29 @@ class Limiter:
         return rpm, tpm
 
     @staticmethod
-    def budget_rule(owner: KeyRecord | TeamRecord | None, now: datetime | None = None) -> BudgetRule | None:
+    def budget_rule(owner: KeyRecord | TeamRecord | Quota | None, now: datetime | None = None) -> BudgetRule | None:
         if owner is None or owner.max_budget is None:
             return None
-        window = budget_window(owner, now)
+        quota = Quota.of(owner)
+        window = budget_window(quota, now)
         ttl = int((window.end - window.start).total_seconds()) + 3600 if window.end else 400 * 86400
-        scope = "team" if isinstance(owner, TeamRecord) else "key"
-        which = "team_budget" if scope == "team" else "budget"
-        return BudgetRule(which, f"spend:{scope}:{owner.id}:{window.index}", owner.max_budget, ttl, window)
+        return BudgetRule(_BUDGET_WHICH[quota.scope], f"spend:{quota.scope}:{quota.id}:{window.index}",
+                          owner.max_budget, ttl, window, quota.id)
 
-    def _budgets(self, principal: Principal) -> list[BudgetRule]:
-        rules = [self.budget_rule(principal.key), self.budget_rule(principal.team)]
+    def budget_rules(self, principal: Principal) -> list[BudgetRule]:
+        rules = [self.budget_rule(q) for q in self.quotas(principal)]
         return [r for r in rules if r is not None]
 
     async def check(self, principal: Principal, model: str) -> Reservation:
         rpm, tpm = self._rules(principal, model)
-        budgets = self._budgets(principal)
+        budgets = self.budget_rules(principal)
         reservation = Reservation(uuid.uuid4().hex, model, principal, [r.counter for r in tpm], budgets)
         if not rpm and not tpm and not budgets:
             return reservation
         refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets)
         if refusal is not None:
             self.rejections[refusal.which] = self.rejections.get(refusal.which, 0) + 1
-            raise _exceeded(refusal, rpm + tpm, budgets)
+            raise _exceeded(refusal, rpm + tpm, budgets, principal)
         return reservation
 
     async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
@@ -191,16 +257,16 @@ class Limiter:
         if counters or budgets:
             await self.counters.add_usage(counters, tokens, budgets, cost_usd)
 
-    async def seed_budget(self, owner: KeyRecord | TeamRecord, spent: float) -> None:
+    async def seed_budget(self, owner: KeyRecord | TeamRecord | Quota, spent: float) -> None:
         rule = self.budget_rule(owner)
         if rule is not None:
             await self.counters.seed_spend(rule, spent)
 
-    async def needs_seed(self, owner: KeyRecord | TeamRecord) -> bool:
+    async def needs_seed(self, owner: KeyRecord | TeamRecord | Quota) -> bool:
         rule = self.budget_rule(owner)
         return rule is not None and not await self.counters.has_spend(rule)
 
-    async def spend(self, owner: KeyRecord | TeamRecord) -> float | None:
+    async def spend(self, owner: KeyRecord | TeamRecord | Quota) -> float | None:
         rule = self.budget_rule(owner)
         return None if rule is None else await self.counters.spend(rule)
 
@@ -208,18 +274,22 @@ class Limiter:
         await self.counters.aclose()
 
 
-def _exceeded(refusal: Refusal, rules: list[Rule], budgets: list[BudgetRule]) -> LimitExceeded:
+_RATE_SCOPES = {"key": "this key", "key_model": "this key on this model", "model": "this model",
+                "subject": "this caller", "subject_model": "this caller on this model",
+                "team": "this caller's team", "team_model": "this caller's team on this model"}
+
+
+def _exceeded(refusal: Refusal, rules: list[Rule], budgets: list[BudgetRule], principal: Principal) -> LimitExceeded:
     if refusal.which in BUDGETS:
         budget = next(b for b in budgets if b.which == refusal.which)
         until = f"; it resets at {budget.window.end.isoformat()}" if budget.window.end else ""
-        owner = "this key's team" if budget.which == "team_budget" else "this key"
+        owner = {"budget": "this key", "subject_budget": "this caller",
+                 "team_budget": "this key's team" if principal.kind == "key" else "this caller's team"}[budget.which]
         message = f"Budget exceeded: the budget of {owner} is ${budget.max_budget:g}{until}"
         return LimitExceeded(budget.which, refusal.retry_after, message)
     rule = next(r for r in rules if r.which == refusal.which)
     unit = "requests" if rule.which.endswith("rpm") else "tokens"
-    scope = {"key": "this key", "key_model": "this key on this model", "model": "this model"}[
-        rule.which.rsplit("_", 1)[0]
-    ]
+    scope = _RATE_SCOPES[rule.which.rsplit("_", 1)[0]]
     message = f"Rate limit exceeded: {rule.limit} {unit} per minute for {scope}"
     return LimitExceeded(rule.which, refusal.retry_after, message)
 

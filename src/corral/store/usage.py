@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from corral.store.models import audit_records, usage_records
 
-GroupBy = Literal["key", "model", "day"]
+GroupBy = Literal["key", "model", "day", "subject", "team"]
 
 
 def _now() -> datetime:
@@ -101,15 +101,24 @@ class UsageRepository:
             return int((await conn.execute(select(func.count()).select_from(usage_records))).scalar_one())
 
     async def total_cost(
-        self, key_id: str | None = None, *, team_id: str | None = None, since: datetime | None = None
+        self,
+        key_id: str | None = None,
+        *,
+        team_id: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
     ) -> float:
-        """Spend of one key (or, with ``team_id``, of all a team's keys) since a time."""
-        if (key_id is None) == (team_id is None):
-            raise ValueError("give exactly one of key_id and team_id")
-        column = usage_records.c.key_id if key_id is not None else usage_records.c.team_id
-        query = select(func.coalesce(func.sum(usage_records.c.cost_usd), 0.0)).where(
-            column == (key_id if key_id is not None else team_id)
-        )
+        """Spend of one key, of a team (all its keys and JWT callers) or of a JWT subject
+        (its calls made without a key) since a time."""
+        if sum(v is not None for v in (key_id, team_id, subject)) != 1:
+            raise ValueError("give exactly one of key_id, team_id and subject")
+        total = func.coalesce(func.sum(usage_records.c.cost_usd), 0.0)
+        if key_id is not None:
+            query = select(total).where(usage_records.c.key_id == key_id)
+        elif team_id is not None:
+            query = select(total).where(usage_records.c.team_id == team_id)
+        else:
+            query = select(total).where(usage_records.c.subject == subject, usage_records.c.key_id.is_(None))
         if since is not None:
             query = query.where(usage_records.c.ts >= since)
         async with self._engine.connect() as conn:
@@ -160,6 +169,10 @@ class UsageRepository:
             return usage_records.c.key_id
         if group_by == "model":
             return usage_records.c.model
+        if group_by == "subject":
+            return usage_records.c.subject
+        if group_by == "team":
+            return usage_records.c.team_id
         if dialect == "postgresql":
             # Days are UTC days whatever the server's TimeZone setting.
             return cast(func.timezone("UTC", usage_records.c.ts), Date)
