@@ -16,7 +16,6 @@ import sqlite3
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from bench.common import (
     spawn,
     wait_http,
 )
+from corral.fleet.protocol import Envelope, batch_frames, encode
 
 TOKEN = "bench-fleet-token-0123456789abcdef"
 
@@ -44,25 +44,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=20, help="Unacknowledged events a node may have in flight.")
     parser.add_argument("--commands", type=int, default=200, help="Command round trips to time (sequential).")
     parser.add_argument("--connect-parallel", type=int, default=100)
+    parser.add_argument("--single-event-frames", action="store_true",
+                        help="Nodes send one event per frame, as nodes did before `events` frames.")
     parser.add_argument("--supervisor-src", help="Run the supervisor from this source tree (the directory holding "
                         "the `corral` package, e.g. an exported older commit's `src`): an A/B of a change.")
     parser.add_argument("--out", default=str(RESULTS_DIR))
 
 
-def frame(kind: str, payload: dict[str, Any], seq: int | None = None) -> bytes:
-    return orjson.dumps({"v": 1, "type": kind, "id": uuid.uuid4().hex, "ts": time.time(), "seq": seq,
-                         "payload": payload})
+def frame(kind: str, payload: dict[str, Any], seq: int | None = None) -> str:
+    return encode(Envelope(type=kind, payload=payload, seq=seq))
 
 
 class Node:
-    """The protocol at its leanest (no validation of what comes back): the load
-    generator must not be the bottleneck."""
+    """What `corral.fleet.node` sends, built with the same protocol functions, minus the
+    outbox file and validation of what comes back: the load generator must not be the
+    bottleneck. Events are produced as fast as the window of unacknowledged ones allows;
+    those produced while a frame was on its way go out together, in one `events` frame
+    when the supervisor takes them (`registered.max_batch_events`), as the real node's
+    sender does with its outbox."""
 
-    def __init__(self, url: str, node_id: str, window: int) -> None:
+    def __init__(self, url: str, node_id: str, window: int, *, single: bool = False) -> None:
         self.url, self.node_id = url, node_id
-        self.window = asyncio.Semaphore(window)
+        self.window = window
+        self.single = single
+        self.max_batch, self.max_bytes = 1, 1024 * 1024
         self.acked: set[int] = set()
+        self.room = asyncio.Event()
         self.sent = 0
+        self.frames = 0
+        self.errors: list[dict[str, Any]] = []  # error frames from the supervisor: refused frames
         self.commands = 0
         self.ws: Any = None
         self.reader: asyncio.Task[None] | None = None
@@ -79,6 +89,9 @@ class Node:
         while True:
             message = orjson.loads(await asyncio.wait_for(self.ws.recv(), 60))
             if message["type"] == "registered":
+                if not self.single:
+                    self.max_batch = max(1, int(message["payload"].get("max_batch_events") or 1))
+                self.max_bytes = int(message["payload"]["max_frame_bytes"])
                 break
             if message["type"] == "error":
                 raise RuntimeError(f"{self.node_id}: register refused: {message['payload']}")
@@ -89,24 +102,33 @@ class Node:
             message = orjson.loads(raw)
             kind = message["type"]
             if kind == "ack":
-                for seq in message["payload"]["seqs"]:
-                    if seq not in self.acked:
-                        self.acked.add(seq)
-                        self.window.release()
+                self.acked.update(message["payload"]["seqs"])
+                self.room.set()
                 if len(self.acked) >= self.expect:
                     self.done.set()
             elif kind == "command":
                 self.commands += 1
                 await self.ws.send(frame("command_result", {"command_id": message["payload"]["command_id"],
                                                             "status": "success", "output": {"bench": True}}))
+            elif kind == "error":
+                self.errors.append(message["payload"])
 
     async def send_events(self, count: int) -> None:
         self.expect = count
-        for seq in range(1, count + 1):
-            await self.window.acquire()
-            await self.ws.send(frame("event", {"type": "session.output", "session_id": f"{self.node_id}-s1",
-                                               "data": {"n": seq, "text": "hello from the bench"}}, seq=seq))
-            self.sent += 1
+        while self.sent < count:
+            room = self.window - (self.sent - len(self.acked))
+            if room <= 0:
+                self.room.clear()
+                await self.room.wait()
+                continue
+            first = self.sent + 1
+            pending = [(seq, frame("event", {"type": "session.output", "session_id": f"{self.node_id}-s1",
+                                             "data": {"n": seq, "text": "hello from the bench"}}, seq=seq))
+                       for seq in range(first, min(count, self.sent + room) + 1)]
+            self.sent += len(pending)
+            for _, data in batch_frames(pending, max_events=self.max_batch, max_bytes=self.max_bytes):
+                await self.ws.send(data)
+                self.frames += 1
 
     async def heartbeat(self) -> None:
         await self.ws.send(frame("heartbeat", {"sessions": 1}))
@@ -159,7 +181,7 @@ async def command_round_trips(http_port: int, nodes: list[Node], count: int) -> 
 
 async def drive(args: argparse.Namespace, ws_port: int, http_port: int, pid: int) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{ws_port}"
-    nodes = [Node(url, f"bench-{i:05d}", args.window) for i in range(args.nodes)]
+    nodes = [Node(url, f"bench-{i:05d}", args.window, single=args.single_event_frames) for i in range(args.nodes)]
     rss_idle = rss_kb(pid)
     gate = asyncio.Semaphore(args.connect_parallel)
 
@@ -188,7 +210,11 @@ async def drive(args: argparse.Namespace, ws_port: int, http_port: int, pid: int
         await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
     sent = sum(n.sent for n in nodes)
     acked = sum(len(n.acked) for n in nodes)
-    return {"connect_s": connect_s, "stored_s": stored_s, "sent": sent, "acked": acked, "rss_idle_kb": rss_idle,
+    frames = sum(n.frames for n in nodes)
+    errors = [e for n in nodes for e in n.errors]
+    return {"connect_s": connect_s, "stored_s": stored_s, "sent": sent, "acked": acked, "event_frames": frames,
+            "events_per_frame": sent / frames if frames else 0.0,
+            "error_frames": len(errors), "first_error": errors[0] if errors else None, "rss_idle_kb": rss_idle,
             "rss_connected_kb": rss_connected, "rss_after_events_kb": rss_after_events, "rtt_ms": rtt,
             "supervisor_cpu_s": sup_cpu, "nodes_cpu_s": own_cpu}
 
@@ -240,7 +266,8 @@ def run(args: argparse.Namespace) -> Report:
         "rtt_p50_ms": percentile(rtt, 50), "rtt_p99_ms": percentile(rtt, 99),
         "rtt_mean_ms": statistics.fmean(rtt) if rtt else None,
     }
-    report.meta = {"window": args.window, "supervisor_pinned_to": server_cpus, "nodes_pinned_to": load_cpus,
+    report.meta = {"window": args.window, "single_event_frames": args.single_event_frames,
+                   "supervisor_pinned_to": server_cpus, "nodes_pinned_to": load_cpus,
                    "store": "SQLite (WAL)", "supervisor_src": args.supervisor_src}
     s = report.summary
     report.target(f"supervisor RSS per node ({args.nodes} nodes)", per_node, 100.0, unit="KB", higher_is_better=False)
@@ -259,6 +286,9 @@ def show(report: Report) -> None:
     print(f"supervisor CPU {s['supervisor_cpu_us_per_event']:.0f} us/event (busy {busy:.0f}% "
           f"of the wall time; capacity on a free core ~{1e6 / s['supervisor_cpu_us_per_event']:.0f} events/s); "
           f"the simulated nodes used {s['nodes_cpu_s']:.1f} s CPU")
+    print(f"nodes sent {s['sent']} events in {s['event_frames']} frames ({s['events_per_frame']:.1f} events "
+          f"per frame, window {report.meta['window']}); error frames from the supervisor: {s['error_frames']}"
+          + (f" (first: {s['first_error']})" if s["first_error"] else ""))
     print(f"stored rows {s['stored_rows']} (distinct {s['stored_distinct']}): lost {s['lost']}, "
           f"duplicates {s['duplicates']}; acked {s['acked']} of {s['sent']} sent")
     print(f"supervisor RSS: idle {s['rss_idle_kb'] / 1024:.1f} MB, {s['nodes']} nodes connected "

@@ -23,7 +23,7 @@ from corral.fleet.backoff import Backoff
 from corral.fleet.node.backends.base import Backend, BackendError
 from corral.fleet.node.outbox import Outbox
 from corral.fleet.node.sessions import CommandFailed, SessionManager
-from corral.fleet.protocol import Envelope, ProtocolError, decode, encode, error_frame
+from corral.fleet.protocol import Envelope, ProtocolError, batch_frames, decode, encode, error_frame
 from corral.store.engine import data_dir
 
 log = logging.getLogger("corral.fleet.node")
@@ -56,6 +56,10 @@ class Node:
         self.sessions = SessionManager(config.projects, self.backends, self.emit, self.outbox)
         self.backoff = Backoff(config.backoff_min_seconds, config.backoff_max_seconds)
         self.heartbeat_interval = config.heartbeat_interval_seconds
+        # what the supervisor takes, from `registered`: events per frame (1 for a supervisor
+        # that predates `events` frames) and bytes per frame
+        self.batch_events = 1
+        self.frame_bytes = config.max_frame_bytes
         self.connected = asyncio.Event()
         self.last_error: str | None = None
         self._wake = asyncio.Event()
@@ -133,6 +137,8 @@ class Node:
             if env.type == "registered":
                 self.heartbeat_interval = float(env.payload.get("heartbeat_interval_seconds")
                                                 or self.heartbeat_interval)
+                self.batch_events = max(1, int(env.payload.get("max_batch_events") or 1))
+                self.frame_bytes = int(env.payload.get("max_frame_bytes") or self.config.max_frame_bytes)
                 return
             if env.type == "error":
                 raise ProtocolError(str(env.payload.get("code")), str(env.payload.get("message")))
@@ -166,7 +172,9 @@ class Node:
         sent_upto = 0  # a new connection resends everything not yet acknowledged
         while True:
             self._wake.clear()
-            for seq, frame in self.outbox.after(sent_upto):
+            # what piled up while the last frame was on its way goes out as one `events` frame
+            pending = self.outbox.after(sent_upto)
+            for seq, frame in batch_frames(pending, max_events=self.batch_events, max_bytes=self.frame_bytes):
                 await ws.send(frame)
                 sent_upto = seq
             await self._wake.wait()

@@ -95,6 +95,10 @@ class EventPipeline:
     def submit(self, node_id: str, envelope: Envelope, sink: AckSink | None) -> None:
         self._queue.put_nowait(_Pending(self.row_for(node_id, envelope), sink))
 
+    def submit_many(self, node_id: str, envelopes: list[Envelope], sink: AckSink | None) -> None:
+        for envelope in envelopes:
+            self._queue.put_nowait(_Pending(self.row_for(node_id, envelope), sink))
+
     def emit(self, kind: str, data: dict[str, Any], session_id: str | None = None,
              project: str | None = None) -> None:
         """An event of the supervisor's own (node.offline, policy.action...), stored like any other."""

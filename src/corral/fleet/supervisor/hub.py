@@ -8,18 +8,21 @@ import ssl
 import time
 from typing import Any
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from corral.fleet.protocol import (
+    MAX_BATCH_EVENTS,
     Envelope,
     ProtocolError,
     RegisterPayload,
     decode,
     encode,
     error_frame,
+    split_batch,
 )
 from corral.fleet.store import FleetStore
 from corral.fleet.supervisor.auth import TokenSet, bearer, origin_allowed
@@ -39,7 +42,7 @@ class NodeConnection:
         await self.ws.send(encode(envelope))
 
     async def send_ack(self, seqs: list[int]) -> None:
-        await self.send(Envelope(type="ack", payload={"seqs": seqs}))
+        await self.ws.send(orjson.dumps(Envelope(type="ack", payload={"seqs": seqs}).to_dict()), text=True)
 
 
 class Hub:
@@ -111,8 +114,10 @@ class Hub:
             conn = await self._register(ws, address)
             if conn is None:
                 return
-            async for raw in ws:
-                await self._on_frame(conn, raw)
+            while True:
+                # bytes, not str: orjson parses (and checks) the UTF-8 itself, and the
+                # size check is exact without encoding again
+                await self._on_frame(conn, await ws.recv(decode=False))
         except ConnectionClosed:
             pass
         finally:
@@ -149,7 +154,8 @@ class Hub:
         self._node_writes[node.node_id] = node.row()
         await self.store.upsert_sessions([s.row() for s in sessions])
         await conn.send(Envelope(type="registered", payload={
-            "node_id": reg.node_id, "heartbeat_interval_seconds": self.interval, "max_frame_bytes": self.max_frame}))
+            "node_id": reg.node_id, "heartbeat_interval_seconds": self.interval, "max_frame_bytes": self.max_frame,
+            "max_batch_events": MAX_BATCH_EVENTS}))
         self.pipeline.emit("node.online", {"node_id": reg.node_id, "address": address})
         log.info("node %s registered from %s with %d sessions", reg.node_id, address, len(reg.sessions))
         return conn
@@ -171,6 +177,13 @@ class Hub:
             return
         if env.type == "event":
             self.pipeline.submit(conn.node_id, env, conn)
+        elif env.type == "events":
+            events, errors = split_batch(env)
+            self.pipeline.submit_many(conn.node_id, events, conn)
+            for error in errors:  # as if each invalid event had come alone: answered, not stored
+                self._count(error.code)
+                log.warning("invalid event in a batch from node %s: %s: %s", conn.node_id, error.code, error.message)
+                await conn.send(error_frame(error.code, error.message, error.ref))
         elif env.type == "command_result":
             if not self.dispatcher.resolve(env.payload):
                 log.info("late or unknown command_result %s from %s", env.payload.get("command_id"), conn.node_id)
