@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from corral.agents.events import RunEvent, RunFinished
@@ -17,11 +17,14 @@ class LiveRun:
     events: list[RunEvent] = field(default_factory=list)
     finished: RunFinished | None = None
     task: asyncio.Task[None] | None = None
+    sink: Callable[[int, RunEvent], None] | None = None  # told (seq from 1, event) of each event: the fan-out
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, event: RunEvent) -> None:
         self.events.append(event)
+        if self.sink is not None:
+            self.sink(len(self.events), event)
         if isinstance(event, RunFinished):
             self.finished = event
         wake, self._wake = self._wake, asyncio.Event()

@@ -7,6 +7,10 @@ A heartbeat extends the lease. If the process dies, the lease expires and a work
 (here after a restart, or on another replica) claims the row: a background run
 continues from its checkpoint; a foreground run, whose client is gone, is marked
 failed with the reason. Nothing is lost silently.
+
+With a fan-out (`corral.agents.fanout`, Redis) every event of a run executing here is
+also written to the run's Redis stream, and `follow` streams a run that executes on
+another replica.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from corral.agents.events import ApprovalRequested, HandedOff, RunFinished, ToolReturned
+from corral.agents.events import ApprovalRequested, HandedOff, RunEvent, RunFinished, ToolReturned
 from corral.agents.live import LiveRun
 from corral.agents.registry import AgentRegistry
 from corral.agents.runner import RunContext, Runner
@@ -28,6 +32,9 @@ from corral.config.agents import RunsConfig
 from corral.llm.errors import ProviderError
 from corral.llm.types import Message, Usage
 from corral.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from corral.agents.fanout import RedisRunEvents
 
 log = logging.getLogger("corral.agents")
 
@@ -53,8 +60,10 @@ class RunObserver(Protocol):
 
 class AgentService:
     def __init__(self, registry: AgentRegistry, runner: Runner, store: Store, runs: RunsConfig,
-                 *, worker_id: str | None = None, observer: RunObserver | None = None) -> None:
+                 *, worker_id: str | None = None, observer: RunObserver | None = None,
+                 fanout: RedisRunEvents | None = None) -> None:
         self.observer = observer
+        self.fanout = fanout
         self.registry = registry
         self.runner = runner
         self.store = store
@@ -111,10 +120,24 @@ class AgentService:
         return record, self._launch(record)
 
     def _launch(self, record: RunRecord) -> LiveRun:
-        live = LiveRun(record.id, record.agent, record.session_id)
+        live = LiveRun(record.id, record.agent, record.session_id, sink=self._sink(record))
         self.live[record.id] = live
         live.task = asyncio.create_task(self._drive(record, live), name=f"run:{record.id}")
         return live
+
+    def _sink(self, record: RunRecord) -> Callable[[int, RunEvent], None] | None:
+        fanout = self.fanout
+        if fanout is None:
+            return None
+        run_id, attempt = record.id, max(1, record.attempts)
+
+        def sink(seq: int, event: RunEvent) -> None:
+            try:
+                fanout.publish(run_id, attempt, seq, event)
+            except Exception:  # the fan-out is a convenience: it never fails the run
+                log.exception("could not fan out an event of run %s", run_id)
+
+        return sink
 
     async def _initial_state(self, record: RunRecord) -> RunState:
         from corral.agents.messages import messages_from_json
@@ -272,6 +295,29 @@ class AgentService:
                 await live.wait(max(0.0, deadline - loop.time()))
             else:
                 await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+
+    async def follow(self, record: RunRecord) -> AsyncIterator[dict[str, Any]]:
+        """The events (as JSON) of a queued or running run that does not execute here, read
+        from the fan-out: what is stored of the current attempt, then live ones, until
+        ``run.finished``. Ends early if the run is over in the store without its last events
+        (the executor died, or Redis lost them) or Redis is unreachable: the caller then
+        shows the stored state."""
+        assert self.fanout is not None
+        # Entry ids are <attempt>-<seq>; a queued run's next attempt is one more than its claims.
+        attempt = record.attempts if record.state == "running" else record.attempts + 1
+        ending = False
+        try:
+            async for event in self.fanout.follow(record.id, f"{attempt}-0"):
+                if event is not None:
+                    yield event
+                    continue
+                if ending:
+                    return
+                current = await self.store.runs.get(record.id)
+                # Over in the store: its last events may still be on their way, so wait once more.
+                ending = current is None or current.state not in ("queued", "running")
+        except Exception as exc:
+            log.warning("cannot follow run %s through Redis: %s", record.id, exc)
 
     async def cancel(self, run_id: str) -> RunRecord:
         record = await self.get(run_id)

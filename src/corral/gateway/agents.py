@@ -126,7 +126,14 @@ class Agents:
         remote = RemoteAgents()
         self.gateway.components["agents.remote"] = remote
         runner = Runner(self.registry.agents, RouterModels(self.gateway.router), remote=remote.call)
-        self.service = AgentService(self.registry, runner, store, self.gateway.config.runs, observer=self.metrics)
+        cache = self.gateway.config.cache
+        fanout = None
+        if cache.url:  # any replica can stream any run
+            from corral.agents.fanout import RedisRunEvents
+
+            fanout = RedisRunEvents.from_url(cache.url, prefix=cache.prefix)
+        self.service = AgentService(self.registry, runner, store, self.gateway.config.runs, observer=self.metrics,
+                                    fanout=fanout)
         await self.service.start()
         # Connect MCP servers now rather than on the first run (``npx -y`` may download):
         # the first caller does not wait, and a broken server shows in the log at startup.
@@ -148,6 +155,8 @@ class Agents:
                 await self.warmup
         if self.service is not None:
             await self.service.stop()
+            if self.service.fanout is not None:
+                await self.service.fanout.aclose()
         remote = self.gateway.components.get("agents.remote")
         if remote is not None:
             await remote.aclose()
@@ -365,7 +374,8 @@ class _Api:
 
     async def run_events(self, request: Request) -> Response:
         """Join a run's event stream (SSE): every event so far, then live ones. A run that is
-        not executing on this replica gets its current state as one ``run.state`` event."""
+        queued or executing on another replica is followed through Redis when configured;
+        otherwise (or once it is over) it gets its current state as one ``run.state`` event."""
         service = self.agents.require()
         try:
             record = await service.get(request.path_params["run_id"])
@@ -375,6 +385,8 @@ class _Api:
         live = service.live.get(record.id)
         if live is not None:
             return stream_response(_run_events(live, record))
+        if service.fanout is not None and record.state in ("queued", "running"):
+            return stream_response(_followed_events(service, record))
 
         async def once() -> AsyncIterator[dict[str, Any]]:
             yield {"type": "run.state", "run": run_json(record)}
@@ -467,6 +479,18 @@ async def _run_events(live: Any, record: RunRecord) -> AsyncIterator[dict[str, A
     finally:
         if live.finished is None and live.task is not None:  # the client went away
             live.task.cancel()
+
+
+async def _followed_events(service: AgentService, record: RunRecord) -> AsyncIterator[dict[str, Any]]:
+    """A queued run, or one executing on another replica, through the fan-out; the stored
+    state if its events stop short of ``run.finished``."""
+    yield {"type": "run.created", "run": run_json(record)}
+    last = None
+    async for event in service.follow(record):
+        last = event
+        yield event
+    if last is None or last.get("type") != "run.finished":
+        yield {"type": "run.state", "run": run_json(await service.get(record.id))}
 
 
 # ---- JSON shapes shared by the routes, A2A and MCP -------------------------------
