@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from corral.agents.events import RunEvent, event_json
+from corral.agents.events import RunEvent
 
 log = logging.getLogger("corral.agents")
 
@@ -66,7 +66,8 @@ class RedisRunEvents:
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self.dropped += 1
-        self._pending.append((self.key(run_id), f"{attempt}-{seq}", orjson.dumps(event_json(event))))
+        # orjson writes the dataclass as `event_json` would, without building the dict first.
+        self._pending.append((self.key(run_id), f"{attempt}-{seq}", orjson.dumps(event)))
         self._drained.clear()
         self._wake.set()
         if self._writer is None:
