@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 from tests.gateway.conftest import ServerFactory
 from typer.testing import CliRunner
 
@@ -137,3 +138,112 @@ async def test_team_budget_through_the_gateway_blocks_all_its_keys(scripted_serv
         assert listed["spend"] > listed["max_budget"]
         unknown = await api.post("/admin/keys", json={"team_id": "nope"})
         assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "team_id"
+
+
+HI: Any = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def cache(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "memory":
+        return {}
+    return {"url": request.getfixturevalue("redis_url"), "prefix": request.getfixturevalue("redis_prefix")}
+
+
+async def test_patch_lowers_a_keys_rpm_and_its_next_request_is_limited(
+    scripted_server: ServerFactory, cache: dict[str, str]
+) -> None:
+    async with scripted_server(auth={"master_key": MASTER}, cache=cache) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as api:
+        created = (await api.post("/admin/keys", json={"name": "ci", "rpm": 5})).json()
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=created["key"], max_retries=0) as sdk:
+            for _ in range(2):
+                await sdk.chat.completions.create(model="scripted", messages=HI)
+            patched = await api.patch(f"/admin/keys/{created['id']}", json={"rpm": 2})
+            with pytest.raises(openai.RateLimitError) as caught:
+                await sdk.chat.completions.create(model="scripted", messages=HI)
+            lifted = (await api.patch(f"/admin/keys/{created['id']}", json={"rpm": None})).json()
+            await sdk.chat.completions.create(model="scripted", messages=HI)
+    assert patched.status_code == 200 and patched.json()["rpm"] == 2 and patched.json()["name"] == "ci"
+    assert "key" not in patched.json() and created["key"] not in patched.text  # the secret is never shown again
+    assert caught.value.body["message"] == "Rate limit exceeded: 2 requests per minute for this key"  # type: ignore[index]
+    assert lifted["rpm"] is None
+
+
+async def test_patch_changes_settings_disables_and_enables_a_key_and_refuses_bad_input(
+    scripted_server: ServerFactory,
+) -> None:
+    async with scripted_server(**PRICED) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as api:
+        created = (await api.post("/admin/keys", json={"models": ["other"], "max_budget": 0.000001})).json()
+        path = f"/admin/keys/{created['id']}"
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=created["key"], max_retries=0) as sdk:
+            with pytest.raises(openai.PermissionDeniedError):
+                await sdk.chat.completions.create(model="scripted", messages=HI)
+            changed = (await api.patch(path, json={"name": "renamed", "models": None, "tpm": 1000,
+                                                   "expires_at": "2999-01-01T00:00:00", "metadata": {"owner": "bo"},
+                                                   "model_limits": {"scripted": {"rpm": 9}}})).json()
+            await sdk.chat.completions.create(model="scripted", messages=HI)  # now any model; spends the budget
+            with pytest.raises(openai.APIStatusError) as spent:
+                await sdk.chat.completions.create(model="scripted", messages=HI)
+            raised = (await api.patch(path, json={"max_budget": 100})).json()
+            await sdk.chat.completions.create(model="scripted", messages=HI)
+            disabled = (await api.patch(path, json={"disabled": True})).json()
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await sdk.chat.completions.create(model="scripted", messages=HI)
+            enabled = (await api.patch(path, json={"disabled": False})).json()
+            await sdk.chat.completions.create(model="scripted", messages=HI)
+        bad = {name: await api.patch(path, json=body) for name, body in {
+            "rpm": {"rpm": 0}, "secret": {"key": "sk-corral-mine"}, "duration": {"budget_duration": "monthly"},
+            "empty": {}, "team": {"team_id": "nope"}}.items()}
+        missing = await api.patch("/admin/keys/nope", json={"rpm": 1})
+        await api.delete(path)
+        revoked = await api.patch(path, json={"rpm": 1})
+        fetched = (await api.get(path)).json()
+    assert changed["name"] == "renamed" and changed["models"] == [] and changed["tpm"] == 1000
+    assert changed["expires_at"] == "2999-01-01T00:00:00+00:00" and changed["metadata"] == {"owner": "bo"}
+    assert changed["model_limits"] == {"scripted": {"rpm": 9}} and changed["max_budget"] == 0.000001
+    assert spent.value.status_code == 402
+    assert raised["max_budget"] == 100 and raised["spend"] > 0.000001  # the spend so far is kept
+    assert disabled["disabled"] is True and disabled["disabled_at"] is not None
+    assert refused.value.code == "disabled_api_key"
+    assert enabled["disabled"] is False and enabled["disabled_at"] is None
+    assert {name: r.status_code for name, r in bad.items()} == dict.fromkeys(bad, 400)
+    assert bad["rpm"].json()["error"]["param"] == "rpm"
+    assert "POST /admin/keys/{id}/rotate" in bad["secret"].json()["error"]["message"]
+    assert "invalid duration" in bad["duration"].json()["error"]["message"]
+    assert bad["empty"].json()["error"]["message"].startswith("Nothing to change")
+    assert bad["team"].json()["error"]["param"] == "team_id"
+    assert missing.status_code == 404 and revoked.status_code == 409
+    assert fetched["name"] == "renamed" and fetched["revoked_at"] is not None
+
+
+async def test_keys_update_command_patches_a_key(scripted_server: ServerFactory) -> None:
+    runner = CliRunner()
+    app = build_app()
+
+    async def corral(*args: str) -> Any:
+        result = await asyncio.to_thread(runner.invoke, app, list(args), env={"CORRAL_MASTER_KEY": MASTER})
+        return result
+
+    async with scripted_server(**PRICED) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as api:
+        created = (await api.post("/admin/keys", json={"name": "cli", "rpm": 7})).json()
+        first = await corral("keys", "update", created["id"], "--server", base_url, "--tpm", "500", "--disable",
+                             "-m", "scripted", "--format", "json")
+        second = await corral("keys", "update", created["id"], "--server", base_url, "--clear", "rpm",
+                              "--clear", "models", "--enable", "--format", "json")
+        table = await corral("keys", "update", created["id"], "--server", base_url, "--name", "renamed")
+        wrong = await corral("keys", "update", created["id"], "--server", base_url, "--clear", "colour")
+        nothing = await corral("keys", "update", created["id"], "--server", base_url)
+    assert first.exit_code == 0, first.output
+    updated = json.loads(first.output)
+    assert (updated["tpm"], updated["rpm"], updated["disabled"], updated["models"]) == (500, 7, True, ["scripted"])
+    again = json.loads(second.output)
+    assert (again["rpm"], again["models"], again["disabled"], again["tpm"]) == (None, [], False, 500)
+    assert table.exit_code == 0 and "renamed" in table.output and created["key"] not in table.output
+    assert wrong.exit_code == 2 and "--clear takes" in wrong.output
+    assert nothing.exit_code == 2

@@ -12,7 +12,7 @@ from corral.store.models import metadata
 async def test_open_applies_migrations_to_head_creating_every_table(database_url: str) -> None:
     store = await Store.open(database_url)
     try:
-        assert await migrate.current(store.engine) == migrate.head_revision() == "0001"
+        assert await migrate.current(store.engine) == migrate.head_revision() == "0002"
         async with store.engine.connect() as conn:
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
         assert set(metadata.tables) <= tables
@@ -25,8 +25,8 @@ async def test_upgrade_is_idempotent_and_safe_for_replicas_starting_together(dat
     engines = [make_engine(database_url) for _ in range(3)]
     try:
         results = await asyncio.gather(*(migrate.upgrade(engine) for engine in engines))
-        assert results == ["0001", "0001", "0001"]
-        assert await migrate.upgrade(engines[0]) == "0001"
+        assert results == ["0002", "0002", "0002"]
+        assert await migrate.upgrade(engines[0]) == "0002"
     finally:
         for engine in engines:
             await engine.dispose()
@@ -58,3 +58,32 @@ def test_shipped_head_constant_is_alembics_head() -> None:
     from corral.store import migrate
 
     assert migrate.head_revision() == migrate.SHIPPED_HEAD
+
+
+async def test_a_database_at_0001_with_keys_and_usage_upgrades_to_0002(database_url: str) -> None:
+    """Keys made before 0002 stay enabled; usage rows keep their spend."""
+    from sqlalchemy import text
+
+    from corral.store.migrate import upgrade
+
+    engine = make_engine(database_url)
+    try:
+        assert await upgrade(engine, "0001") == "0001"
+        async with engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO api_keys (id, key_hash, key_prefix, models, model_limits, metadata, created_at, updated_at)"
+                " VALUES ('k1', 'h1', 'sk-corral-ab', '[]', '{}', '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+            await conn.execute(text(
+                "INSERT INTO usage_records (request_id, subject, model, input_tokens, output_tokens,"
+                " cached_input_tokens, reasoning_tokens, cost_usd, status, ts)"
+                " VALUES ('r1', 'ana', 'gpt', 1, 1, 0, 0, 0.25, 'ok', '2026-01-01 00:00:00')"))
+        assert await upgrade(engine) == "0002"
+    finally:
+        await engine.dispose()
+    store = await Store.open(database_url)
+    try:
+        key = await store.keys.get("k1")
+        assert key is not None and key.disabled_at is None and not key.disabled
+        assert await store.usage.total_cost(subject="ana") == 0.25
+    finally:
+        await store.aclose()

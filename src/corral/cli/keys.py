@@ -61,7 +61,11 @@ def _emit(data: Any, output: str, columns: list[str]) -> None:
 
 
 KEY_COLUMNS = ["id", "key_prefix", "name", "models", "max_budget", "budget_duration", "spend", "rpm", "tpm",
-               "expires_at", "revoked_at"]
+               "expires_at", "disabled", "revoked_at"]
+# --clear NAME: the value that removes the setting
+CLEARABLE: dict[str, Any] = {"name": None, "team": None, "models": [], "max-budget": None, "budget-duration": None,
+                             "rpm": None, "tpm": None, "model-limits": {}, "expires-at": None, "metadata": {}}
+CLEARABLE_FIELDS = {c: "team_id" if c == "team" else c.replace("-", "_") for c in CLEARABLE}
 
 
 def keys_app() -> typer.Typer:
@@ -106,6 +110,40 @@ def keys_app() -> typer.Typer:
         data = admin_call(server, master_key, "GET", "/admin/keys",
                           params={"include_revoked": "true" if include_revoked else "false"})
         _emit(data, output, KEY_COLUMNS)
+
+    @app.command("update")
+    def update(
+        key_id: str,
+        name: str | None = typer.Option(None, "--name"),
+        models: list[str] = typer.Option([], "--model", "-m", help="Allowed model (repeat); replaces the list."),
+        max_budget: float | None = typer.Option(None, "--max-budget", help="USD per budget period."),
+        budget_duration: str | None = typer.Option(None, "--budget-duration", help="e.g. 1d, 30d."),
+        rpm: int | None = typer.Option(None, "--rpm"),
+        tpm: int | None = typer.Option(None, "--tpm"),
+        expires_at: str | None = typer.Option(None, "--expires-at", help="ISO 8601 time."),
+        team_id: str | None = typer.Option(None, "--team"),
+        metadata: str | None = typer.Option(None, "--metadata", help="JSON object (replaces the metadata)."),
+        disabled: bool | None = typer.Option(None, "--disable/--enable", help="Refuse the key, or accept it again."),
+        clear: list[str] = typer.Option([], "--clear", help=f"Remove a setting (repeat): {', '.join(CLEARABLE)}."),
+        server: str = SERVER_OPTION,
+        master_key: str | None = MASTER_OPTION,
+        output: str = FORMAT_OPTION,
+    ) -> None:
+        """Change a key's name, limits, budget, models, expiry, or disable/enable it (same id and secret)."""
+        unknown = [c for c in clear if c not in CLEARABLE]
+        if unknown:
+            typer.secho(f"--clear takes {', '.join(CLEARABLE)}; not {', '.join(unknown)}", fg="red", err=True)
+            raise typer.Exit(2)
+        body: dict[str, Any] = {CLEARABLE_FIELDS[c]: CLEARABLE[c] for c in clear}
+        given = {"name": name, "models": models or None, "max_budget": max_budget, "budget_duration": budget_duration,
+                 "rpm": rpm, "tpm": tpm, "expires_at": expires_at, "team_id": team_id, "disabled": disabled,
+                 "metadata": json.loads(metadata) if metadata else None}
+        body.update({k: v for k, v in given.items() if v is not None})
+        if not body:
+            typer.secho("nothing to change: give an option (see --help)", fg="red", err=True)
+            raise typer.Exit(2)
+        updated = admin_call(server, master_key, "PATCH", f"/admin/keys/{key_id}", json=body)
+        _emit(updated, output, KEY_COLUMNS)
 
     @app.command("revoke")
     def revoke(key_id: str, server: str = SERVER_OPTION, master_key: str | None = MASTER_OPTION) -> None:

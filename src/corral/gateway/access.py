@@ -166,6 +166,14 @@ class Access:
                             self.refresh_seconds, exc)
         return record
 
+    async def seed_key_budget(self, record: KeyRecord) -> None:
+        """A key whose budget or period just changed may count in a counter that does not
+        exist yet: seed it from the stored usage now rather than at the next refresh."""
+        rule = self.limiter.budget_rule(record)
+        if rule is not None and self.store is not None and not await self.limiter.counters.has_spend(rule):
+            spent = await self.store.usage.total_cost(record.id, since=rule.window.start)
+            await self.limiter.counters.seed_spend(rule, spent)
+
     async def principal(self, request: Request) -> Principal:
         return await self.authenticator.authenticate(request)
 

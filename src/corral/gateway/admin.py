@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -32,6 +32,20 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _valid_duration(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+Duration = Annotated[str | None, AfterValidator(_valid_duration)]
+Time = Annotated[datetime | None, AfterValidator(_utc)]
+
+
 class ModelLimit(_Body):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
@@ -42,38 +56,47 @@ class KeyCreate(_Body):
     team_id: str | None = None
     models: list[str] = Field(default_factory=list)
     max_budget: float | None = Field(default=None, ge=0)
-    budget_duration: str | None = None
+    budget_duration: Duration = None
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     model_limits: dict[str, ModelLimit] = Field(default_factory=dict)
-    expires_at: datetime | None = None
+    expires_at: Time = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("budget_duration")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+class KeyUpdate(_Body):
+    """Only the fields sent change; ``null`` clears a setting (no limit, no expiry, all models)."""
+
+    name: str | None = Field(default=None, max_length=200)
+    team_id: str | None = None
+    models: list[str] | None = None
+    max_budget: float | None = Field(default=None, ge=0)
+    budget_duration: Duration = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    model_limits: dict[str, ModelLimit] | None = None
+    expires_at: Time = None
+    metadata: dict[str, Any] | None = None
+    disabled: bool = False
+
+    def changes(self) -> dict[str, Any]:
+        """The store columns to set (``disabled`` is decided by the caller, who knows since when)."""
+        sent = self.model_fields_set - {"disabled"}
+        changes: dict[str, Any] = {f: getattr(self, f) for f in sent}
+        if "models" in sent:
+            changes["models"] = tuple(self.models or ())
+        if "model_limits" in sent:
+            changes["model_limits"] = {m: v.model_dump(exclude_none=True) for m, v in (self.model_limits or {}).items()}
+        if "metadata" in sent:
+            changes["metadata"] = self.metadata or {}
+        return changes
 
 
 class TeamCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     max_budget: float | None = Field(default=None, ge=0)
-    budget_duration: str | None = None
+    budget_duration: Duration = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("budget_duration")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
 
 def json_response(data: object, status: int = 200) -> Response:
@@ -98,6 +121,8 @@ def key_json(record: KeyRecord, *, spend: float | None = None) -> dict[str, Any]
         "created_at": _iso(record.created_at),
         "revoked_at": _iso(record.revoked_at),
         "rotated_at": _iso(record.rotated_at),
+        "disabled": record.disabled,
+        "disabled_at": _iso(record.disabled_at),
     }
 
 
@@ -111,7 +136,12 @@ async def _body(request: Request, model: type[_Body]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ApiError(400, f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from None
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = f"unknown field; the fields are {', '.join(model.model_fields)}"
+            if where in ("key", "key_hash", "key_prefix"):
+                message += " (a key's secret is replaced with POST /admin/keys/{id}/rotate)"
+        raise ApiError(400, f"{where}: {message}" if where else message, param=where or None) from None
 
 
 def _time_param(request: Request, name: str) -> datetime | None:
@@ -186,6 +216,32 @@ class AdminApi:
             raise ApiError(404, f"No key with id '{self._key_id(request)}'", code="not_found")
         return json_response(key_json(record, spend=await self._spend(record)))
 
+    async def update_key(self, request: Request) -> Response:
+        body: KeyUpdate = await _body(request, KeyUpdate)
+        assert self.access.store is not None
+        key_id = self._key_id(request)
+        current = await self.access.store.keys.get(key_id)
+        if current is None:
+            raise ApiError(404, f"No key with id '{key_id}'", code="not_found")
+        if current.revoked:
+            raise ApiError(409, f"The key '{key_id}' is revoked; a revoked key cannot be changed", code="conflict")
+        if not body.model_fields_set:
+            raise ApiError(400, f"Nothing to change: send one or more of {', '.join(KeyUpdate.model_fields)}")
+        changes = body.changes()
+        if "disabled" in body.model_fields_set and body.disabled != current.disabled:
+            changes["disabled_at"] = datetime.now(UTC) if body.disabled else None
+        if changes.get("team_id") is not None and await self.access.store.teams.get(changes["team_id"]) is None:
+            raise ApiError(400, f"No team with id '{changes['team_id']}'", param="team_id")
+        record = await self.access.store.keys.update(key_id, changes) if changes else current
+        if record is None:  # revoked while we looked
+            raise ApiError(409, f"The key '{key_id}' is revoked; a revoked key cannot be changed", code="conflict")
+        await self.access.key_changed(record.id)
+        if {"max_budget", "budget_duration"} & set(changes):
+            await self.access.seed_key_budget(record)
+        await self._audit("key.update", record.id, {k: _iso(v) if isinstance(v, datetime) else v
+                                                     for k, v in changes.items()})
+        return json_response(key_json(record, spend=await self._spend(record)))
+
     async def revoke_key(self, request: Request) -> Response:
         assert self.access.store is not None
         record = await self.access.store.keys.revoke(self._key_id(request))
@@ -257,6 +313,7 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/admin/keys", g(api.create_key), methods=["POST"]),
         Route("/admin/keys", g(api.list_keys), methods=["GET"]),
         Route("/admin/keys/{key_id}", g(api.get_key), methods=["GET"]),
+        Route("/admin/keys/{key_id}", g(api.update_key), methods=["PATCH"]),
         Route("/admin/keys/{key_id}", g(api.revoke_key), methods=["DELETE"]),
         Route("/admin/keys/{key_id}/revoke", g(api.revoke_key), methods=["POST"]),
         Route("/admin/keys/{key_id}/rotate", g(api.rotate_key), methods=["POST"]),

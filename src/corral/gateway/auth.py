@@ -226,6 +226,8 @@ class Authenticator:
             raise AuthError(401, "Invalid API key", code="invalid_api_key")
         if record.expired(datetime.now(UTC)):
             raise AuthError(401, "This API key has expired", code="expired_api_key")
+        if record.disabled:
+            raise AuthError(401, "This API key is disabled", code="disabled_api_key")
         return Principal(
             kind="key", subject=record.name or record.id, key_id=record.id, team_id=record.team_id,
             models=record.models, key=record, team=self.keys.team(record.team_id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,10 +38,15 @@ class KeyRecord:
     updated_at: datetime = field(default_factory=_now)
     revoked_at: datetime | None = None
     rotated_at: datetime | None = None
+    disabled_at: datetime | None = None  # disabled keys are refused until enabled again
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or _now())
@@ -79,6 +85,7 @@ def _key_from_row(row: RowMapping) -> KeyRecord:
         updated_at=row["updated_at"],
         revoked_at=row["revoked_at"],
         rotated_at=row["rotated_at"],
+        disabled_at=row["disabled_at"],
     )
 
 
@@ -101,7 +108,13 @@ def _key_values(record: KeyRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "revoked_at": record.revoked_at,
         "rotated_at": record.rotated_at,
+        "disabled_at": record.disabled_at,
     }
+
+
+# What `KeyRepository.update` may change: never the id, the hash or the history.
+UPDATABLE = frozenset({"name", "team_id", "models", "max_budget", "budget_duration", "rpm", "tpm", "model_limits",
+                       "expires_at", "metadata", "disabled_at"})
 
 
 class KeyRepository:
@@ -143,6 +156,23 @@ class KeyRepository:
         )
         async with self._engine.begin() as conn:
             await conn.execute(query)
+        return await self.get(key_id)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        """Change the settings of a live key; None when there is no live key with that id."""
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+        values = {k: list(v) if k == "models" else v for k, v in changes.items()}
+        query = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(**values, updated_at=_now())
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(query)
+        if result.rowcount == 0:
+            return None
         return await self.get(key_id)
 
     async def rotate(self, key_id: str, *, key_hash: str, key_prefix: str) -> KeyRecord | None:

@@ -95,6 +95,7 @@ api_keys = Table(
     Column("updated_at", TS, nullable=False),
     Column("revoked_at", TS, nullable=True),
     Column("rotated_at", TS, nullable=True),
+    Column("disabled_at", TS, nullable=True),
 )
 
 usage_records = Table(
@@ -121,6 +122,8 @@ usage_records = Table(
     Index("ix_usage_records_key_ts", "key_id", "ts"),
     Index("ix_usage_records_model_ts", "model", "ts"),
     Index("ix_usage_records_ts", "ts"),
+    Index("ix_usage_records_subject_ts", "subject", "ts"),
+    Index("ix_usage_records_team_ts", "team_id", "ts"),
 )
 
 audit_records = Table(
