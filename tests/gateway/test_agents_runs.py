@@ -179,3 +179,16 @@ async def test_rest_runs_are_accounted_like_model_calls() -> None:
     assert 'corral_requests_total{model="assistant",status="200",surface="agents"} 1.0' in text
     assert 'corral_tokens_total{kind="output",model="assistant"} 5.0' in text
     assert 'corral_tokens_total{kind="input",model="assistant"} 11.0' in text
+
+
+async def test_a_client_that_joined_a_run_and_left_does_not_cancel_it() -> None:
+    steps = [ScriptStep(tool_calls=[{"name": "current_time", "arguments": {}}]), ScriptStep(text="kept", delay=0.5)]
+    async with api(steps, assistant={"model": "scripted", "tools": ["time"]}) as client:
+        queued = (await client.post("/v1/agents/assistant/runs", json={"input": "t", "mode": "background"})).json()
+        await poll(client, queued["id"], {"running"})
+        async with client.stream("GET", f"/v1/runs/{queued['id']}/events") as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    break  # the watcher goes away after the first event
+        done = await poll(client, queued["id"], {"succeeded", "failed", "cancelled"})
+    assert done["state"] == "succeeded" and done["output"] == "kept"

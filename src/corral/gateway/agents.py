@@ -333,7 +333,7 @@ class _Api:
         if live is None:
             return json_response(run_json(record), 202)
         if mode == "stream":
-            return stream_response(self._accounted(request, name, live, _run_events(live, record)))
+            return stream_response(self._accounted(request, name, live, _run_events(live, record, started_here=True)))
         try:
             final = await self.agents.require().wait(record.id, float(body.get("timeout") or agent.config.timeout + 10))
         finally:
@@ -471,13 +471,15 @@ def _plain(content: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def _run_events(live: Any, record: RunRecord) -> AsyncIterator[dict[str, Any]]:
+async def _run_events(live: Any, record: RunRecord, *, started_here: bool = False) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "run.created", "run": run_json(record)}
     try:
         async for event in live.follow():
             yield event_json(event)
     finally:
-        if live.finished is None and live.task is not None:  # the client went away
+        # The client that started a stream-mode run went away: nobody gets its answer. A
+        # client that only joined (GET .../events) leaves the run alone.
+        if started_here and live.finished is None and live.task is not None:
             live.task.cancel()
 
 
