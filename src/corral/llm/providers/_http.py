@@ -10,20 +10,18 @@ import asyncio
 import builtins
 import email.utils
 import json
-import select
-import socket
-import ssl
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
 import httpx
 
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
+from corral.llm.providers._wire import FastTransport
 
 # Parses a vendor's JSON error body into (message, code); the code may be None.
 ErrorParser = Callable[[Any], tuple[str | None, str | None]]
@@ -81,77 +79,16 @@ def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> 
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
-def _socket_readable(sock: socket.socket | None) -> bool:
-    if sock is None or sock.fileno() < 0:
-        return True  # gone: the next read would return b""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+def _default_transport(config: ProviderConfig) -> httpx.AsyncBaseTransport | None:
+    """Corral's own HTTP/1.1 wire (`_wire.FastTransport`), or None (httpx's own
+    transport, which speaks proxies) when the environment names a proxy."""
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
+    return FastTransport(limits)
 
 
-# The timeout parameters below are httpcore's interface, not a choice (hence ASYNC109).
-class _SocketCachingStream(httpcore.AsyncNetworkStream):
-    """anyio's stream, except for the `is_readable` probe httpcore's pool runs on every
-    idle connection at every request checkout and release: anyio answers it through
-    its typed-attribute lookup (a dict of lambdas built per call), which profiled as
-    the largest single cost of a proxied request. The raw socket is fetched once."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._sock: socket.socket | None = inner.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None  # noqa: ASYNC109
-    ) -> httpcore.AsyncNetworkStream:
-        return _SocketCachingStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return _socket_readable(self._sock)
-        return self._inner.get_extra_info(info)
-
-
-class _SocketCachingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,  # noqa: ASYNC109
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _SocketCachingStream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None  # noqa: ASYNC109
-    ) -> httpcore.AsyncNetworkStream:
-        return _SocketCachingStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class PooledTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport (request mapping, error mapping, TLS defaults) over a
-    connection pool whose network backend is `_SocketCachingBackend`."""
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        # Not super().__init__(): it would build a second pool and load the CA bundle twice.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_SocketCachingBackend(),
-        )
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 class HttpClient:
@@ -179,10 +116,7 @@ class HttpClient:
             headers={**headers, **config.headers},
             params=dict(params or {}),
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            transport=transport or PooledTransport(httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            )),
+            transport=transport or _default_transport(config),
         )
 
     async def aclose(self) -> None:
