@@ -108,6 +108,13 @@ class AuditSection(_Strict):
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
+class SessionsSection(_Strict):
+    """How long finished sessions stay in the supervisor's memory (they stay in the store)."""
+
+    finished_retention_seconds: float = Field(default=3600.0, ge=0)
+    max_finished_in_memory: int = Field(default=10_000, ge=0)  # the oldest finished go first beyond it
+
+
 class SupervisorConfig(_Strict):
     version: Literal[1] = 1
     server: ServerSection = Field(default_factory=ServerSection)
@@ -123,6 +130,7 @@ class SupervisorConfig(_Strict):
     cost: CostSection = Field(default_factory=CostSection)
     alerts: list[AlertRoute] = Field(default_factory=list)
     audit: AuditSection = Field(default_factory=AuditSection)
+    sessions: SessionsSection = Field(default_factory=SessionsSection)
 
     @field_validator("database_url")
     @classmethod

@@ -41,7 +41,8 @@ class Supervisor:
     def __init__(self, config: SupervisorConfig, token: str, *, config_path: Path | None = None) -> None:
         self.config, self.config_path = config, config_path
         self.store = FleetStore(make_engine(config.database_url or default_database_url("fleet.db")))
-        self.state = FleetState()
+        self.state = FleetState(finished_retention=config.sessions.finished_retention_seconds,
+                                max_finished=config.sessions.max_finished_in_memory)
         self.tokens = TokenSet(token, config.auth.rotation_overlap_seconds)
         prices = PricingTable(config.cost.pricing)
         self.pipeline = EventPipeline(self.store, self.state, prices, batch_size=config.event_batch_size,
@@ -84,6 +85,7 @@ class Supervisor:
         if s.http_port:
             await self._start_http(s.host, s.http_port)
         self._tasks.append(asyncio.create_task(self._reload_tokens(), name="fleet-token-reload"))
+        self._tasks.append(asyncio.create_task(self._evict_finished(), name="fleet-session-eviction"))
         log.info("supervisor listening: ws %s:%d, http %s", s.host, self.ws_port, self.http_port or "disabled")
 
     async def _start_http(self, host: str, port: int) -> None:
@@ -115,6 +117,13 @@ class Supervisor:
                          self.config.auth.rotation_overlap_seconds)
                 await self.audit.record(actor="supervisor", action="auth.rotate", target=None, args={},
                                         result="success")
+
+    async def _evict_finished(self) -> None:
+        """Each stored batch of events also evicts; this covers a fleet that went quiet."""
+        interval = min(60.0, max(1.0, self.config.sessions.finished_retention_seconds / 2))
+        while True:
+            await asyncio.sleep(interval)
+            self.state.evict()
 
     async def stop(self) -> None:
         if self._http is not None:

@@ -64,6 +64,8 @@ class Dispatcher:
             existing = await self.store.get_command(idempotency_key=idempotency_key)
             if existing is not None:
                 return await self._replay(existing)
+        if target.get("session_id"):  # a finished session may be in the store only
+            await self.state.restore_evicted(self.store, [str(target["session_id"])])
         node_id = self.resolve_node(target)
         if target.get("session_id"):
             args = {**args, "session_id": target["session_id"]}

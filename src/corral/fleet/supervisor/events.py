@@ -154,6 +154,8 @@ class EventPipeline:
                 return [s.row() for s in scratch.values()]
 
             try:
+                await self.state.restore_evicted(
+                    self.store, (r.session_id for r in rows if r.node_id != SUPERVISOR_NODE), pin=True)
                 new = await self.store.insert_events(rows, sessions_for)
                 self.state.commit(scratch)
                 break

@@ -79,33 +79,46 @@ async def nodes(request: Request) -> Response:
     return _data(rows, total=len(rows))
 
 
+async def list_sessions(sup: Supervisor, filters: dict[str, str | None],
+                        limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Memory's sessions (the live ones, and the current values: a restarted supervisor holds
+    its running sessions as unreachable until their node is back) plus the stored ones it no
+    longer holds (finished and evicted), oldest first. ``total`` counts the stored matches."""
+    live = sup.state.sessions
+    # the first `limit` stored rows not in memory are among the first `limit + len(live)`
+    stored, total = await sup.store.list_sessions(**filters, limit=limit + len(live))
+    rows = [r for r in stored if r["session_id"] not in live]
+    rows += [r for r in (s.row() for s in live.values()) if all(not v or r[k] == v for k, v in filters.items())]
+    rows.sort(key=lambda r: r["created_at"])
+    return rows[:limit], max(total, len(rows))
+
+
 async def node(request: Request) -> Response:
     sup = _sup(request)
     found = sup.state.nodes.get(request.path_params["node_id"])
     if found is None:
         return _error(404, "not_found", f"no node {request.path_params['node_id']!r}")
-    sessions = [s.row() for s in sup.state.sessions.values() if s.node_id == found.node_id]
+    sessions, _ = await list_sessions(sup, {"node_id": found.node_id}, _int(request, "limit", 1000, 10000))
     return _data({**found.row(), "sessions": sessions})
 
 
 async def sessions(request: Request) -> Response:
-    sup = _sup(request)
     q = request.query_params
-    rows = [s.row() for s in sup.state.sessions.values()]
-    for key in ("node_id", "project", "state"):
-        if q.get(key):
-            rows = [r for r in rows if r[key] == q[key]]
-    rows.sort(key=lambda r: r["created_at"])
     limit = _int(request, "limit", 1000, 10000)
-    return _data(rows[:limit], total=len(rows), limit=limit)
+    rows, total = await list_sessions(_sup(request), {k: q.get(k) for k in ("node_id", "project", "state")}, limit)
+    return _data(rows, total=total, limit=limit)
 
 
 async def session(request: Request) -> Response:
     sup = _sup(request)
-    found = sup.state.sessions.get(request.path_params["session_id"])
-    if found is None:
-        return _error(404, "not_found", f"no session {request.path_params['session_id']!r}")
-    return _data(found.row())
+    session_id = request.path_params["session_id"]
+    found = sup.state.sessions.get(session_id)
+    if found is not None:
+        return _data(found.row())
+    stored = await sup.store.get_sessions([session_id])  # finished, and evicted from memory
+    if not stored:
+        return _error(404, "not_found", f"no session {session_id!r}")
+    return _data(stored[0])
 
 
 async def events(request: Request) -> Response:

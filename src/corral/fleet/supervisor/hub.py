@@ -149,6 +149,7 @@ class Hub:
         if previous is not None:
             # a reconnect whose old socket has not timed out yet: the new one wins
             await previous.ws.close(1000, "replaced by a new connection")
+        await self.state.restore_evicted(self.store, (snap.session_id for snap in reg.sessions))
         node, sessions = self.state.register(reg, address, time.time())
         # the node row is informational (the live registry is in memory): written in batches
         self._node_writes[node.node_id] = node.row()

@@ -28,6 +28,8 @@ class FleetMetrics:
         self.alerts = Gauge("corral_fleet_alerts_total", "Alerts by route and outcome", ["route", "outcome"],
                             registry=r)
         self.audit_purged = Gauge("corral_fleet_audit_purged_total", "Audit entries purged", registry=r)
+        self.evicted = Gauge("corral_fleet_sessions_evicted_total",
+                             "Finished sessions evicted from memory (still in the store)", registry=r)
 
     def render(self) -> bytes:
         sup = self.sup
@@ -49,4 +51,5 @@ class FleetMetrics:
             for outcome, count in stats.items():
                 self.alerts.labels(route, outcome).set(count)
         self.audit_purged.set(sup.audit.purged_total)
+        self.evicted.set(sup.state.evicted_total)
         return generate_latest(self.registry)
