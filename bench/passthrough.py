@@ -1,5 +1,6 @@
 """The Python floor: a bare pass-through proxy on Corral's own server stack
-(Starlette + uvicorn + httpx) with no features at all. It forwards the path, the
+(Starlette + uvicorn + httpx over Corral's upstream wire, `FastTransport`) with no
+features at all. It forwards the path, the
 body and the content type, and streams the answer back as it arrives.
 
 `python -m bench.passthrough --port P --upstream http://127.0.0.1:U`
@@ -18,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from corral.llm.providers._wire import FastTransport
+
 
 def create_app(upstream: str) -> Starlette:
-    client = httpx.AsyncClient(base_url=upstream, timeout=60,
-                               limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    client = httpx.AsyncClient(base_url=upstream, timeout=60, transport=FastTransport(limits))
 
     async def proxy(request: Request) -> Response:
         body = await request.body()

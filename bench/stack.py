@@ -120,10 +120,12 @@ class Stack:
         self.children.append(child)
         wait_http(f"http://127.0.0.1:{self.passthrough_port}/health", child, timeout=30)
 
-    def write_corral_config(self) -> Path:
-        data = self.work / "data"
+    def write_corral_config(self, name: str = "corral") -> Path:
+        """The config and its own data directory (a baseline must not share the store:
+        its schema may be older)."""
+        data = self.work / ("data" if name == "corral" else f"data-{name}")
         data.mkdir(exist_ok=True)
-        path = self.work / "corral.yaml"
+        path = self.work / f"{name}.yaml"
         path.write_text(corral_config(self.stub_port, data, log_level=self.log_level, agent=self.agent))
         return path
 
@@ -149,7 +151,7 @@ class Stack:
     def start_baseline(self, src: str) -> float:
         """A second Corral from another source tree (`src` holds the `corral` package),
         same config: an A/B of a change, side by side, under the same load."""
-        config = self.write_corral_config()
+        config = self.write_corral_config("baseline")
         self.baseline_port = free_port()
         argv = [sys.executable, "-m", "corral", "serve", "--config", str(config), "--port", str(self.baseline_port),
                 "--workers", "1"]

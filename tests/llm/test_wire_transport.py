@@ -361,3 +361,19 @@ def test_a_proxy_in_the_environment_selects_httpx_own_transport(monkeypatch: pyt
     assert isinstance(_http._default_transport(config), FastTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     assert _http._default_transport(config) is None
+
+
+def test_the_wire_on_uvloop() -> None:
+    """`corral serve` runs on uvloop (whose transports are not asyncio's classes)."""
+    import uvloop
+
+    async def scenario() -> tuple[list[int], int]:
+        upstream = await Upstream(keep_alive).start()
+        try:
+            async with client(upstream.port) as http:
+                echoes = [(await http.post("/", content=b"x" * n)).json()["echo"] for n in (1, 2, 3)]
+        finally:
+            await upstream.stop()
+        return echoes, upstream.connections
+
+    assert uvloop.run(scenario()) == ([1, 2, 3], 1)
