@@ -97,3 +97,22 @@ async def test_audit_purge_removes_only_entries_past_retention(store: FleetStore
     await store.insert_audit([{**base, "ts": now - 100 * 86400}, {**base, "ts": now - 10}])
     assert await store.purge_audit(now - 90 * 86400) == 1
     assert [r["ts"] for r in await store.list_audit()] == [pytest.approx(now - 10)]
+
+
+async def test_event_rows_round_trip_every_column_in_batches_over_one_statement(store: FleetStore) -> None:
+    data = {"text": "héllo ✓ \u2028", "n": [1, 2.5, {"deep": None, "ok": True}]}
+    rows = [EventRow(node_id="a", seq=seq, envelope_id=f"e{seq}", type="usage", session_id="s1", project="p",
+                     model="m", input_tokens=seq, output_tokens=2 * seq, cost_usd=seq / 4, ts=1700000000.5 + seq,
+                     data={**data, "seq": seq})
+            for seq in range(1, 1203)]  # over the 1,000 events of one statement
+    new = await store.insert_events(rows[:700] + rows[600:])  # 100 repeated inside one call
+    assert new == {("a", seq) for seq in range(1, 1203)}
+    stored = await store.list_events(node_id="a", limit=2000)
+    assert len(stored) == 1202
+    last = stored[-1]
+    assert {k: last[k] for k in ("seq", "envelope_id", "type", "session_id", "project", "model", "input_tokens",
+                                 "output_tokens", "cost_usd", "ts", "data")} == {
+        "seq": 1202, "envelope_id": "e1202", "type": "usage", "session_id": "s1", "project": "p", "model": "m",
+        "input_tokens": 1202, "output_tokens": 2404, "cost_usd": 300.5, "ts": 1700001202.5,
+        "data": {**data, "seq": 1202}}
+    assert last["received_at"] > 1700000000
