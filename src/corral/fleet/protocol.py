@@ -249,10 +249,10 @@ def _envelope(data: dict[str, Any]) -> Envelope:
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}", ref)
     if not ref:
         raise ProtocolError("invalid_envelope", "frame needs a non-empty string id")
-    ts = data.get("ts")
+    ts: Any = data.get("ts")
     if type(ts) not in _NUMBERS or ts <= 0:
         raise ProtocolError("invalid_envelope", "ts must be a positive number (unix seconds)", ref)
-    seq = data.get("seq")
+    seq: Any = data.get("seq")
     if kind == "event":
         if type(seq) is not int or seq < 1:
             raise ProtocolError("invalid_envelope", "event frames need seq >= 1", ref)

@@ -91,7 +91,8 @@ class FleetStore:
                     params += (r.node_id, r.seq, r.envelope_id, r.type, r.session_id, r.project, r.model,
                                r.input_tokens, r.output_tokens, r.cost_usd, r.ts, now, orjson.dumps(r.data).decode())
                 result = await conn.exec_driver_sql(self._insert_events_sql(len(chunk)), tuple(params))
-                new.update((str(node), int(seq)) for node, seq in result.fetchall())
+                stored: Sequence[Any] = result.fetchall()
+                new.update((str(node), int(seq)) for node, seq in stored)
             if sessions_for is not None:
                 await self._upsert_sessions(conn, sessions_for(new))
             return new
