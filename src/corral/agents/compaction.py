@@ -39,7 +39,7 @@ def split_point(messages: list[Message], keep: int) -> int:
     return cut
 
 
-async def compact(agent: Agent, state: RunState, models: Models, request_id: str) -> AsyncIterator[RunEvent]:
+async def compact(agent: Agent, state: RunState, models: Models, ctx: CallContext) -> AsyncIterator[RunEvent]:
     settings = agent.config.compaction
     if not settings.enabled:
         return
@@ -54,7 +54,7 @@ async def compact(agent: Agent, state: RunState, models: Models, request_id: str
     transcript = "\n".join(_line(m) for m in old)
     request = ChatRequest(model=agent.model, messages=[Message.text("system", SUMMARY_INSTRUCTIONS),
                                                         Message.text("user", transcript)])
-    result = await models.complete(agent.model, request, CallContext(request_id=request_id))
+    result = await models.complete(agent.model, request, ctx)
     state.usage = state.usage + result.usage
     summary = Message.text("user", SUMMARY_PREFIX + result.message.text_content)
     state.messages = [summary, *recent]

@@ -73,7 +73,10 @@ class RunContext:
     run_id: str
     session_id: str | None = None
     request_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # handed to every model call (e.g. who pays)
+
+    def call_context(self) -> CallContext:
+        return CallContext(request_id=self.request_id, extra=dict(self.extra))
 
 
 class Runner:
@@ -107,7 +110,7 @@ class Runner:
                 yield RunFinished("failed", error=f"max_iterations ({agent.config.max_iterations}) reached "
                                                   "without a final answer", usage=state.usage)
                 return
-            async for event in compact(agent, state, self.models, ctx.request_id):
+            async for event in compact(agent, state, self.models, ctx.call_context()):
                 yield event
             result = None
             async for item in self._model_turn(agent, tools, state, ctx):
@@ -143,8 +146,7 @@ class Runner:
         request = self._request(agent, tools, state)
         state.iterations += 1
         accumulator = StreamAccumulator(agent.model)
-        call_ctx = CallContext(request_id=ctx.request_id)
-        async for event in self.models.stream(agent.model, request, call_ctx):
+        async for event in self.models.stream(agent.model, request, ctx.call_context()):
             accumulator.add(event)
             if isinstance(event, TextDelta) and event.text:
                 yield TextOutput(event.text, agent=agent.name)
@@ -252,7 +254,7 @@ class Runner:
             return ToolResult(await self.remote(target, text, None))
         state = RunState(agent=name, messages=[Message.text("user", text)], variables=dict(parent.variables))
         final: RunFinished | None = None
-        async for event in self.run(state, RunContext(ctx.run_id, None, ctx.request_id)):
+        async for event in self.run(state, RunContext(ctx.run_id, None, ctx.request_id, ctx.extra)):
             if isinstance(event, RunFinished):
                 final = event
         parent.usage = parent.usage + state.usage

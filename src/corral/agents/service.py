@@ -97,7 +97,10 @@ class AgentService:
 
     async def start_run(self, agent: str, messages: list[Message], *, session_id: str | None = None,
                         mode: Mode = "foreground", variables: Mapping[str, Any] | None = None,
-                        owner: str | None = None, request_id: str = "") -> tuple[RunRecord, LiveRun | None]:
+                        owner: str | None = None, request_id: str = "",
+                        caller: Mapping[str, Any] | None = None) -> tuple[RunRecord, LiveRun | None]:
+        """``caller`` (JSON) says who the run's model calls are charged to; it is kept with the
+        run, so a run resumed after approval or on another replica charges the same caller."""
         if self.registry.get(agent) is None:
             raise RunNotFound(f"unknown agent {agent!r}")
         if session_id is not None:
@@ -106,6 +109,8 @@ class AgentService:
 
         run_input = {"mode": mode, "messages": messages_to_json(messages), "variables": dict(variables or {}),
                      "request_id": request_id}
+        if caller is not None:
+            run_input["caller"] = dict(caller)
         run_id = f"run_{uuid.uuid4().hex}"
         if mode == "background":
             record = await self.store.runs.enqueue(RunRecord(run_id, agent, "queued", session_id, input=run_input))
@@ -185,7 +190,8 @@ class AgentService:
 
     async def _loop(self, record: RunRecord, live: LiveRun, state: RunState) -> RunFinished:
         agent = self.registry.agents[state.agent]
-        ctx = RunContext(record.id, record.session_id, str(record.input.get("request_id", "")))
+        ctx = RunContext(record.id, record.session_id, str(record.input.get("request_id", "")),
+                         extra={"run_id": record.id, "caller": record.input.get("caller")})
         # Only background runs are ever resumed, so only they pay for checkpoints.
         resumable = record.input.get("mode") == "background"
         try:

@@ -17,6 +17,7 @@ from typing import Any
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.server.routes.jsonrpc_dispatcher import JsonRpcDispatcher
 from a2a.types import (
     AgentCapabilities,
@@ -47,6 +48,7 @@ from corral.agents.events import RunFinished, TextOutput
 from corral.agents.service import AgentService, RunConflict, RunNotFound
 from corral.agents.sessions import SessionConflict
 from corral.agents.spec import Agent
+from corral.gateway.access import caller_of
 from corral.gateway.agents import Agents
 from corral.gateway.state import Gateway
 from corral.llm.types import Message as ChatMessage
@@ -89,6 +91,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+class CallerContextBuilder(DefaultServerCallContextBuilder):
+    """Hands the handler who the admitted request's runs are charged to, and its request id."""
+
+    def build(self, request: Request) -> ServerCallContext:
+        context = super().build(request)
+        context.state["corral_caller"] = caller_of(request, str(request.path_params.get("name", "")))
+        context.state["corral_request_id"] = getattr(request.state, "request_id", "")
+        return context
+
+
 class AgentRequestHandler(RequestHandler):
     def __init__(self, agents: Agents, agent: Agent) -> None:
         self.agents = agents
@@ -98,7 +110,8 @@ class AgentRequestHandler(RequestHandler):
     def service(self) -> AgentService:
         return self.agents.require()
 
-    async def _start(self, params: SendMessageRequest, *, background: bool) -> tuple[RunRecord, Any, str]:
+    async def _start(self, params: SendMessageRequest, context: ServerCallContext,
+                     *, background: bool) -> tuple[RunRecord, Any, str]:
         text = "".join(p.text for p in params.message.parts if p.HasField("text"))
         if not text:
             raise InvalidParamsError(message="the message has no text part")
@@ -106,21 +119,22 @@ class AgentRequestHandler(RequestHandler):
         try:
             record, live = await self.service.start_run(
                 self.agent.name, [ChatMessage.text("user", text)], session_id=context_id,
-                mode="background" if background else "foreground")
+                mode="background" if background else "foreground", caller=context.state.get("corral_caller"),
+                request_id=str(context.state.get("corral_request_id") or ""))
         except SessionConflict as exc:
             raise InvalidParamsError(message=str(exc)) from None
         return record, live, context_id
 
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         background = params.configuration.return_immediately
-        record, live, _ = await self._start(params, background=background)
+        record, live, _ = await self._start(params, context, background=background)
         if live is not None:
             record = await self.service.wait(record.id, self.agent.config.timeout + 10)
         return task_from_run(record)
 
     async def on_message_send_stream(self, params: SendMessageRequest,
                                      context: ServerCallContext) -> AsyncGenerator[Any]:
-        record, live, context_id = await self._start(params, background=False)
+        record, live, context_id = await self._start(params, context, background=False)
         yield Task(id=record.id, context_id=context_id, status=TaskStatus(state=TaskState.TASK_STATE_WORKING),
                    history=[params.message])
         artifact_id = f"{record.id}-output"
@@ -198,8 +212,8 @@ def agent_card(agent: Agent, base_url: str) -> AgentCard:
 def routes(gateway: Gateway) -> list[BaseRoute]:
     agents: Agents = gateway.components["agents"]
     public = agents.registry.public()
-    dispatchers = {a.name: JsonRpcDispatcher(AgentRequestHandler(agents, a), enable_v0_3_compat=True)
-                   for a in public}
+    dispatchers = {a.name: JsonRpcDispatcher(AgentRequestHandler(agents, a), context_builder=CallerContextBuilder(),
+                                             enable_v0_3_compat=True) for a in public}
 
     async def rpc(request: Request) -> Response:
         name = request.path_params["name"]

@@ -4,6 +4,12 @@
 model is allowed and takes the rate-limit slot (no database read for a cached key);
 `finish` adds the call's tokens and cost to the shared counters and queues its usage
 row on the batch writer (no database write on the request path).
+
+An agent run (on any surface: chat, REST, A2A, MCP, in the foreground or queued) is
+charged per model call instead: the run keeps its caller (`caller_of`), and
+`charge_run_call` gives each of its model calls a usage row and adds its tokens and cost
+to the caller's counters, on whichever replica executes the run. The surface's own
+record of the request is then only observed (metrics), not charged twice.
 """
 
 from __future__ import annotations
@@ -13,17 +19,21 @@ import contextlib
 import logging
 import os
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 
-from corral.gateway.auth import Authenticator, KeyCache, Principal
+from corral.gateway.auth import ANONYMOUS, Authenticator, KeyCache, Principal
 from corral.gateway.counters import MemoryCounters, RedisCounters
 from corral.gateway.errors import ApiError
 from corral.gateway.limits import BudgetRule, Counters, Limiter, LimitExceeded, Reservation
 from corral.gateway.state import CallRecord, Gateway
 from corral.llm.pricing import PricingTable
+from corral.llm.router import CallContext
+from corral.llm.types import Usage
 from corral.store import BatchWriter, KeyRecord, Store, UsageRecord
 from corral.store.store import BatchRecord
 
@@ -31,6 +41,18 @@ log = logging.getLogger("corral.access")
 
 REFRESH_SECONDS = 30.0
 SEEDED_MAX = 100_000
+# In a surface's CallContext.extra: the call was an agent run, whose model calls were charged.
+METERED = "corral.metered"
+_KINDS = frozenset({"anonymous", "master", "static", "key", "jwt"})
+
+
+def caller_of(request: Request, model: str) -> dict[str, Any] | None:
+    """Who a run started by this (admitted) request is charged to, as JSON kept with the run."""
+    principal: Principal | None = getattr(request.state, "corral_principal", None)
+    if principal is None:
+        return None
+    return {"kind": principal.kind, "subject": principal.subject, "key_id": principal.key_id,
+            "team_id": principal.team_id, "model": model}
 
 
 @dataclass
@@ -116,19 +138,35 @@ class Access:
 
     async def finish(self, request: Request, record: CallRecord) -> None:
         reservation: Reservation | None = getattr(request.state, "corral_reservation", None)
-        if reservation is None:
+        if reservation is None or record.ctx.extra.get(METERED):
             return
-        usage = record.usage
-        ctx = record.ctx
-        cost = self.pricing.cost(usage, ctx.upstream_model, record.model) if usage is not None else 0.0
+        status = "ok" if record.error is None and record.status < 400 else f"error:{record.status}"
+        await self._charge(reservation, record.request_id, record.model, record.ctx, record.usage,
+                           record.started, status)
+
+    async def charge_run_call(self, alias: str, ctx: CallContext, usage: Usage, started: float) -> None:
+        """One model call of an agent run: charged to the run's caller (``ctx.extra``)."""
+        caller = ctx.extra.get("caller")
+        caller = caller if isinstance(caller, Mapping) else None
+        principal = self.principal_for(caller)
+        named = str(caller.get("model") or alias) if caller else alias
+        reservation = self.limiter.charges(principal, named, alias)
+        # One row per model call: the run's request id (or the run's id) and a suffix of its own.
+        base = ctx.request_id or str(ctx.extra.get("run_id") or "run")
+        request_id = f"{base[:80]}:{uuid.uuid4().hex[:12]}"
+        await self._charge(reservation, request_id, alias, ctx, usage, started, "ok")
+
+    async def _charge(self, reservation: Reservation, request_id: str, model: str, ctx: CallContext,
+                      usage: Usage | None, started: float, status: str) -> None:
+        cost = self.pricing.cost(usage, ctx.upstream_model, model) if usage is not None else 0.0
         try:
             await self.limiter.record(reservation, usage, cost)
         except Exception as exc:
             log.error("could not add usage to the limit counters: %s", exc)
         principal = reservation.principal
         row = UsageRecord(
-            request_id=record.request_id,
-            model=record.model,
+            request_id=request_id,
+            model=model,
             key_id=principal.key_id,
             team_id=principal.team_id,
             subject=principal.subject,
@@ -140,11 +178,24 @@ class Access:
             cached_input_tokens=usage.cached_input_tokens if usage else 0,
             reasoning_tokens=usage.reasoning_tokens if usage else 0,
             cost_usd=cost,
-            latency_ms=(time.perf_counter() - record.started) * 1000,
-            status="ok" if record.error is None and record.status < 400 else f"error:{record.status}",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status=status,
         )
         if self.writer is not None:
             await self.writer.put(row)
+
+    def principal_for(self, caller: Mapping[str, Any] | None) -> Principal:
+        """The principal a run's caller (`caller_of`) stands for now: its key and team from
+        the cache (a key revoked since then still gets its usage rows, not its counters)."""
+        if not caller or caller.get("kind") not in _KINDS:
+            return ANONYMOUS
+        key_id = caller.get("key_id")
+        key = self.keys.by_id(str(key_id)) if key_id and self.keys is not None else None
+        team_id = caller.get("team_id")
+        team = self.keys.team(str(team_id)) if team_id and self.keys is not None else None
+        return Principal(kind=caller["kind"], subject=str(caller.get("subject") or caller["kind"]),
+                         key_id=str(key_id) if key_id else None, team_id=str(team_id) if team_id else None,
+                         key=key, team=team)
 
     def _count_rejection(self, which: str) -> None:
         metrics = self.gateway.components.get("metrics")

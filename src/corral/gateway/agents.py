@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from corral.agents.registry import AgentRegistry
 from corral.agents.runner import Runner
 from corral.agents.service import AgentService, RunConflict, RunNotFound
 from corral.agents.sessions import SUMMARY_ROLE, SessionConflict
+from corral.gateway.access import METERED, caller_of
 from corral.gateway.errors import ApiError
 from corral.gateway.state import CallRecord, Gateway
 from corral.llm.errors import ProviderError
@@ -57,17 +58,46 @@ class AgentRunError(ProviderError):
     code = "agent_run_failed"
 
 
-class RouterModels:
-    """The router as the runner's model access."""
+Meter = Callable[[str, CallContext, Usage, float], Awaitable[None]]  # alias, ctx, usage, started
 
-    def __init__(self, router: Router) -> None:
+
+class RouterModels:
+    """The router as the runner's model access. With a meter, every model call an agent run
+    makes is charged (usage row, spend, tpm) to the caller kept in ``ctx.extra``."""
+
+    def __init__(self, router: Router, meter: Meter | None = None) -> None:
         self.router = router
+        self.meter = meter
 
     async def complete(self, alias: str, request: ChatRequest, ctx: CallContext) -> ChatResult:
-        return await self.router.complete(alias, request, ctx)
+        started = time.perf_counter()
+        result = await self.router.complete(alias, request, ctx)
+        await self._charge(alias, ctx, result.usage, started)
+        return result
 
     def stream(self, alias: str, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
-        return self.router.stream(alias, request, ctx)
+        events = self.router.stream(alias, request, ctx)
+        return events if self.meter is None else self._metered(alias, events, ctx)
+
+    async def _metered(self, alias: str, events: AsyncIterator[StreamEvent],
+                       ctx: CallContext) -> AsyncIterator[StreamEvent]:
+        started = time.perf_counter()
+        usage = Usage()
+        try:
+            async for event in events:
+                if isinstance(event, UsageEvent):
+                    usage = usage + event.usage
+                yield event
+        finally:  # a stream that failed after reporting usage is charged what it reported
+            await self._charge(alias, ctx, usage, started)
+
+    async def _charge(self, alias: str, ctx: CallContext, usage: Usage, started: float) -> None:
+        if self.meter is None or not (usage.input_tokens or usage.output_tokens):
+            return
+        try:
+            await self.meter(alias, ctx, usage, started)
+        except Exception:  # accounting never fails a run
+            log.exception("could not charge a model call of an agent run")
 
     def context_window(self, alias: str) -> int | None:
         model = self.router.model_config(alias)
@@ -109,6 +139,8 @@ class Agents:
     metrics: AgentMetrics | None = None
     # request id -> (x-corral-session-id, owner): the chat routes hand agents only the request id
     pending_sessions: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    # request id -> who the run is charged to (`caller_of`), for the same reason
+    pending_callers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def require(self) -> AgentService:
         if self.service is None:
@@ -125,7 +157,9 @@ class Agents:
             self.gateway.components["store"] = store
         remote = RemoteAgents()
         self.gateway.components["agents.remote"] = remote
-        runner = Runner(self.registry.agents, RouterModels(self.gateway.router), remote=remote.call)
+        access = self.gateway.components.get("access")
+        meter = getattr(access, "charge_run_call", None)
+        runner = Runner(self.registry.agents, RouterModels(self.gateway.router, meter), remote=remote.call)
         cache = self.gateway.config.cache
         fanout = None
         if cache.url:  # any replica can stream any run
@@ -183,10 +217,12 @@ class AgentTarget:
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
         service = self.agents.require()
         session_id, owner = self.agents.pending_sessions.pop(ctx.request_id, (None, None))
+        caller = self.agents.pending_callers.pop(ctx.request_id, None)
         messages = chat_input(request.messages, continuing=session_id is not None)
+        ctx.extra[METERED] = True  # the run's model calls are charged one by one
         try:
             _, live = await service.start_run(self.name, messages, session_id=session_id, owner=owner,
-                                              request_id=ctx.request_id)
+                                              request_id=ctx.request_id, caller=caller)
         except SessionConflict as exc:
             raise AgentRunError(str(exc)) from None
         assert live is not None
@@ -236,12 +272,19 @@ class SessionHeader:
         self.agents = agents
 
     async def admit(self, request: Request, model: str, surface: str) -> None:
+        # The runs API, A2A and MCP start their runs themselves (and have no `finish` to clean up).
+        if surface in ("agents", "a2a", "mcp") or model not in self.agents.registry.agents:
+            return
+        caller = caller_of(request, model)
+        if caller is not None:
+            self.agents.pending_callers[request.state.request_id] = caller
         session_id = request.headers.get(SESSION_HEADER)
-        if session_id and model in self.agents.registry.agents:
+        if session_id:
             self.agents.pending_sessions[request.state.request_id] = (session_id, owner_of(request))
 
     async def finish(self, request: Request, record: Any) -> None:
         self.agents.pending_sessions.pop(request.state.request_id, None)
+        self.agents.pending_callers.pop(request.state.request_id, None)
 
 
 def install(gateway: Gateway) -> None:
@@ -327,7 +370,7 @@ class _Api:
             record, live = await self.agents.require().start_run(
                 name, parse_input(body), session_id=session_id, request_id=request.state.request_id,
                 mode="background" if mode == "background" else "foreground", variables=body.get("variables") or {},
-                owner=owner_of(request))
+                owner=owner_of(request), caller=caller_of(request, name))
         except (RunNotFound, SessionConflict) as exc:
             raise errors_to_api(exc) from None
         if live is None:
@@ -341,15 +384,15 @@ class _Api:
         return json_response(run_json(final))
 
     async def _account(self, request: Request, name: str, live: LiveRun, *, stream: bool) -> None:
-        """The run's tokens go through the interceptors like a model call's: usage records,
-        spend, budgets and metrics see agent runs made over REST."""
+        """The run's tokens go through the interceptors like a model call's, for the metrics
+        (its usage rows and spend were charged per model call)."""
         usage = Usage()
         for event in live.events:
             if isinstance(event, UsageReported):
                 usage = usage + event.usage
         started = getattr(request.state, "corral_started", time.perf_counter())
-        record = CallRecord(request.state.request_id, "agents", name, stream,
-                            CallContext(request_id=request.state.request_id), started, usage=usage)
+        ctx = CallContext(request_id=request.state.request_id, extra={METERED: True})
+        record = CallRecord(request.state.request_id, "agents", name, stream, ctx, started, usage=usage)
         await self.gateway.finish(request, record)
 
     async def _accounted(self, request: Request, name: str, live: LiveRun,

@@ -116,6 +116,11 @@ class KeyCache:
         self._hash_of = {r.id: r.key_hash for r in records}
         self._unknown.clear()
 
+    def by_id(self, key_id: str) -> KeyRecord | None:
+        """A live key from the cache (no database read)."""
+        key_hash = self._hash_of.get(key_id)
+        return self._by_hash.get(key_hash) if key_hash is not None else None
+
     def team(self, team_id: str | None) -> TeamRecord | None:
         return self._teams.get(team_id) if team_id is not None else None
 

@@ -250,6 +250,17 @@ class Limiter:
             raise _exceeded(refusal, rpm + tpm, budgets, principal)
         return reservation
 
+    def charges(self, principal: Principal, model: str, upstream_alias: str | None = None) -> Reservation:
+        """The counters a call made on the principal's behalf adds its tokens and cost to,
+        without admitting it (no rpm slot): an agent run's model calls, charged to the
+        caller who started the run (``model``, the agent) and to ``upstream_alias``'s tpm."""
+        _, tpm = self._rules(principal, model)
+        counters = [r.counter for r in tpm]
+        model_tpm = self.model_limits.get(upstream_alias, (None, None))[1] if upstream_alias else None
+        if model_tpm and upstream_alias != model:
+            counters.append(f"tpm:model:{upstream_alias}")
+        return Reservation(uuid.uuid4().hex, model, principal, counters, self.budget_rules(principal))
+
     async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         counters = reservation.tpm_counters if tokens > 0 else []

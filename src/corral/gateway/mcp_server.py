@@ -3,8 +3,10 @@ streamable HTTP, with the official `mcp` SDK's server.
 
 A tool call is an agent run (``input``, and optionally ``session_id`` to continue a
 session); its final answer is the tool's text result, a failed run an error result.
-The endpoint is stateless (no MCP session to pin a replica) and passes through the
-gateway's interceptors first, so the same auth applies as on every other route.
+The endpoint is stateless (no MCP session to pin a replica). Every request needs the
+same auth as any other route; a tool call is then admitted like a chat request naming
+the agent (allowed models, rate limits, budget: a refusal is an error result with the
+reason), and its run is charged to the caller.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from corral.agents.service import FINAL_STATES
+from corral.gateway.access import caller_of
 from corral.gateway.agents import Agents
 from corral.gateway.errors import ApiError, error_response
 from corral.gateway.state import Gateway
@@ -49,10 +52,19 @@ def build_server(agents: Agents) -> Server[Any]:
         text = arguments.get("input")
         if not isinstance(text, str) or not text:
             return _error("`input` (a non-empty string) is required")
+        request: Request | None = ctx.request
+        caller, request_id = None, ""
+        if request is not None:
+            try:
+                await agents.gateway.admit(request, agent.name, "mcp")
+            except ApiError as exc:
+                return _error(exc.message)
+            caller, request_id = caller_of(request, agent.name), str(getattr(request.state, "request_id", ""))
         service = agents.require()
         session_id = arguments.get("session_id")
         record, _ = await service.start_run(agent.name, [Message.text("user", text)],
-                                            session_id=str(session_id) if session_id else None)
+                                            session_id=str(session_id) if session_id else None,
+                                            caller=caller, request_id=request_id)
         record = await service.wait(record.id, agent.config.timeout + 10)
         output = record.output.get("output") if isinstance(record.output, dict) else None
         if record.state != "succeeded":
@@ -72,7 +84,7 @@ def _error(message: str) -> types.CallToolResult:
 
 
 class McpEndpoint:
-    """ASGI: the gateway's interceptors (auth, limits), then the SDK's transport."""
+    """ASGI: the gateway's auth, then the SDK's transport (tool calls are admitted one by one)."""
 
     def __init__(self, gateway: Gateway, manager: StreamableHTTPSessionManager) -> None:
         self.gateway = gateway
@@ -80,7 +92,7 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self.gateway.admit(Request(scope, receive), "", "mcp")
+            await self.gateway.guard(Request(scope, receive))
         except ApiError as exc:
             await error_response(exc, "openai")(scope, receive, send)
             return
