@@ -200,6 +200,23 @@ class FleetStore:
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(select(t.sessions))]
 
+    async def get_sessions(self, session_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not session_ids:
+            return []
+        async with self.engine.connect() as conn:
+            q = select(t.sessions).where(t.sessions.c.session_id.in_(session_ids))
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    async def list_sessions(self, *, node_id: str | None = None, project: str | None = None,
+                            state: str | None = None, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
+        """Sessions matching every filter given, oldest first, and how many match in all."""
+        where = [c == v for c, v in ((t.sessions.c.node_id, node_id), (t.sessions.c.project, project),
+                                     (t.sessions.c.state, state)) if v]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.sessions).where(*where).order_by(t.sessions.c.created_at).limit(limit))
+            total = await conn.scalar(select(func.count()).select_from(t.sessions).where(*where))
+            return [dict(r._mapping) for r in rows], int(total or 0)
+
     # ---- commands -----------------------------------------------------------------
 
     async def insert_command(self, row: dict[str, Any]) -> bool:
