@@ -56,7 +56,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Scope = Literal["key", "subject", "team"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and a frozen __init__ costs microseconds
 class Quota:
     """The limits of one scope a call counts against: a key, a JWT subject or a team."""
 
@@ -203,10 +203,10 @@ class Limiter:
             quotas.append(team)
         return quotas
 
-    def _rules(self, principal: Principal, model: str) -> tuple[list[Rule], list[Rule]]:
+    def _rules(self, quotas: list[Quota], model: str) -> tuple[list[Rule], list[Rule]]:
         rpm: list[Rule] = []
         tpm: list[Rule] = []
-        for quota in self.quotas(principal):
+        for quota in quotas:
             scope, owner = quota.scope, quota.id
             if quota.rpm:
                 rpm.append(Rule(f"{scope}_rpm", f"rpm:{scope}:{owner}", quota.rpm))
@@ -234,13 +234,14 @@ class Limiter:
         return BudgetRule(_BUDGET_WHICH[quota.scope], f"spend:{quota.scope}:{quota.id}:{window.index}",
                           owner.max_budget, ttl, window, quota.id)
 
-    def budget_rules(self, principal: Principal) -> list[BudgetRule]:
-        rules = [self.budget_rule(q) for q in self.quotas(principal)]
+    def budget_rules(self, principal: Principal, quotas: list[Quota] | None = None) -> list[BudgetRule]:
+        rules = [self.budget_rule(q) for q in (self.quotas(principal) if quotas is None else quotas)]
         return [r for r in rules if r is not None]
 
     async def check(self, principal: Principal, model: str) -> Reservation:
-        rpm, tpm = self._rules(principal, model)
-        budgets = self.budget_rules(principal)
+        quotas = self.quotas(principal)
+        rpm, tpm = self._rules(quotas, model)
+        budgets = self.budget_rules(principal, quotas)
         reservation = Reservation(uuid.uuid4().hex, model, principal, [r.counter for r in tpm], budgets)
         if not rpm and not tpm and not budgets:
             return reservation
@@ -254,12 +255,13 @@ class Limiter:
         """The counters a call made on the principal's behalf adds its tokens and cost to,
         without admitting it (no rpm slot): an agent run's model calls, charged to the
         caller who started the run (``model``, the agent) and to ``upstream_alias``'s tpm."""
-        _, tpm = self._rules(principal, model)
+        quotas = self.quotas(principal)
+        _, tpm = self._rules(quotas, model)
         counters = [r.counter for r in tpm]
         model_tpm = self.model_limits.get(upstream_alias, (None, None))[1] if upstream_alias else None
         if model_tpm and upstream_alias != model:
             counters.append(f"tpm:model:{upstream_alias}")
-        return Reservation(uuid.uuid4().hex, model, principal, counters, self.budget_rules(principal))
+        return Reservation(uuid.uuid4().hex, model, principal, counters, self.budget_rules(principal, quotas))
 
     async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
