@@ -36,13 +36,13 @@ FLOW_COST = (300 * 1000 + 30 * 2000) / 1_000_000
 
 
 @asynccontextmanager
-async def gateway(steps: list[ScriptStep] | None = None,
+async def gateway(steps: list[ScriptStep] | None = None, jwt: dict[str, Any] | None = None,
                   **agent: Any) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
     config = CorralConfig.model_validate({
         "providers": {"script": {"type": "scripted"}},
         "models": {"scripted": {"provider": "script", "model": "scripted"}},
         "agents": {"assistant": {"model": "scripted", "tools": ["time"], "description": "Tells time.", **agent}},
-        "auth": {"master_key": MASTER},
+        "auth": {"master_key": MASTER, **({"jwt": jwt} if jwt else {})},
         "pricing": {"scripted": {"input": 1000, "output": 2000}},
         "runs": {"poll_interval": 0.05},
     })
@@ -169,3 +169,36 @@ async def test_a_run_resumed_after_approval_is_charged_to_the_caller_that_starte
         rows = await rows_of(admin, key["id"], 2)  # the master key approved; the key's caller pays
     assert started["state"] == "input-required" and approved["state"] == "succeeded"
     assert rows[0]["requests"] == 2 and rows[0]["cost_usd"] == pytest.approx(FLOW_COST)
+
+
+async def test_a_jwt_callers_run_is_charged_to_its_subject_and_its_budget_refuses_the_next_run() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from tests.gateway.test_auth_jwt import AUDIENCE, ISSUER, Issuer
+
+    issuer = Issuer()
+    jwks = Starlette(routes=[Route("/jwks", lambda _: JSONResponse(issuer.jwks()))])
+    async with serve_app(jwks) as jwks_url:
+        jwt = {"jwks_url": f"{jwks_url}/jwks", "issuer": ISSUER, "audience": AUDIENCE,
+               "limits": {"max_budget": TINY, "budget_duration": "1d"}}
+        async with gateway(TIME_FLOW, jwt=jwt) as (url, admin):
+            headers = {"authorization": f"Bearer {issuer.token(sub='ana', team='research')}"}
+            async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+                client = await create_client(f"{url}/a2a/assistant", ClientConfig(httpx_client=http, streaming=False))
+                try:
+                    [first] = [r async for r in client.send_message(user("time?"))]
+                finally:
+                    await client.close()
+            for _ in range(100):
+                report = (await admin.get("/admin/spend", params={"group_by": "subject"})).json()
+                if report["data"] and report["data"][0]["requests"] >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            teams = (await admin.get("/admin/spend", params={"group_by": "team"})).json()
+            refused = await admin.post("/v1/agents/assistant/runs", json={"input": "t"}, headers=headers)
+    assert first.task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [(r["subject"], r["requests"]) for r in report["data"]] == [("ana", 2)]
+    assert report["data"][0]["cost_usd"] == pytest.approx(FLOW_COST)
+    assert [r["team"] for r in teams["data"]] == ["research"]
+    assert refused.status_code == 402 and "the budget of this caller" in refused.json()["error"]["message"]
