@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -61,7 +62,8 @@ def summarise(collapsed: Path, top: int) -> tuple[int, list[dict[str, Any]]]:
 
 
 def run(args: argparse.Namespace) -> Report:
-    pyspy = shutil.which("py-spy")
+    # PATH, or beside this interpreter (a venv's python run by its path, not activated)
+    pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if pyspy is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
     server_cpus, load_cpus = cpu_sets()
