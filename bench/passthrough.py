@@ -23,14 +23,17 @@ from corral.llm.providers._wire import FastTransport
 
 
 def create_app(upstream: str) -> Starlette:
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    client = httpx.AsyncClient(base_url=upstream, timeout=60, transport=FastTransport(limits))
+    # Called the way Corral's provider client calls it: an httpx.Request straight to the transport.
+    transport = FastTransport(httpx.Limits(max_connections=100, max_keepalive_connections=100))
+    base = upstream.rstrip("/")
+    timeout = httpx.Timeout(60).as_dict()
 
     async def proxy(request: Request) -> Response:
         body = await request.body()
-        outgoing = client.build_request(request.method, request.url.path, content=body,
-                                        headers={"content-type": request.headers.get("content-type", "")})
-        answer = await client.send(outgoing, stream=True)
+        outgoing = httpx.Request(request.method, base + request.url.path, content=body,
+                                 headers={"content-type": request.headers.get("content-type", "")},
+                                 extensions={"timeout": timeout})
+        answer = await transport.handle_async_request(outgoing)
         content_type = answer.headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
             return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, media_type=content_type,
@@ -45,7 +48,7 @@ def create_app(upstream: str) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
-        await client.aclose()
+        await transport.aclose()
 
     return Starlette(routes=[Route("/health", health), Route("/{path:path}", proxy, methods=["POST"])],
                      lifespan=lifespan)
