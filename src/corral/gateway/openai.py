@@ -10,7 +10,7 @@ from typing import Protocol
 import anyio
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from corral.gateway.errors import ApiError
@@ -22,7 +22,9 @@ from corral.gateway.openai_format import (
     validate_chat,
 )
 from corral.gateway.state import CallRecord, ChatTarget, Gateway
+from corral.gateway.streaming import EventStreamResponse
 from corral.llm.errors import ProviderError
+from corral.llm.readahead import READ_AHEAD, ReadAhead
 from corral.llm.router import CallContext, aclose
 from corral.llm.types import ChatRequest, ChatResult, StreamEvent, Usage
 
@@ -151,6 +153,8 @@ async def stream_chat(
     to_api_error: Callable[[ProviderError], ApiError] = ApiError.from_provider,
 ) -> Response:
     ctx = record.ctx
+    ahead = ReadAhead()
+    READ_AHEAD.set(ahead)  # this request's task: the provider's SSE reader says when more events are in memory
     try:
         events, first = await open_stream(target, chat, ctx)
     except ProviderError as exc:
@@ -187,4 +191,4 @@ async def stream_chat(
                 await aclose(events)
                 await gateway.finish(request, record)
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStreamResponse(body(), headers=SSE_HEADERS, ahead=ahead)

@@ -23,6 +23,7 @@ import orjson
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._wire import FastTransport
+from corral.llm.readahead import READ_AHEAD
 
 # Parses a vendor's JSON error body into (message, code); the code may be None.
 ErrorParser = Callable[[Any], tuple[str | None, str | None]]
@@ -282,30 +283,36 @@ class HttpClient:
         )
 
     async def sse(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-        """Server-sent events of a streamed response; transport failures become typed errors."""
+        """Server-sent events of a streamed response; transport failures become typed errors.
+        Parsed from the bytes as they arrive (every line ending the spec allows); while
+        the events of one read are yielded, `READ_AHEAD.more` says whether others follow."""
         if response.headers.get("content-type", "").startswith("application/json"):
             raise await self._json_instead_of_events(response)
-        event: str | None = None
-        data: list[str] = []
+        ahead = READ_AHEAD.get()
+        pending = b""
         try:
-            async for line in response.aiter_lines():
-                if not line:
-                    if data:
-                        yield ServerSentEvent(event, "\n".join(data))
-                    event, data = None, []
-                elif line.startswith(":"):
-                    continue
-                else:
-                    field, _, value = line.partition(":")
-                    value = value.removeprefix(" ")
-                    if field == "event":
-                        event = value
-                    elif field == "data":
-                        data.append(value)
+            async for raw in response.aiter_bytes():
+                pending += raw
+                if b"\r" in pending:  # CRLF or CR line endings; a CR at the end may start a CRLF
+                    held = pending.endswith(b"\r")
+                    body = pending[:-1] if held else pending
+                    pending = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
+                blocks = pending.split(b"\n\n")
+                pending = blocks.pop()
+                last = len(blocks) - 1
+                for index, block in enumerate(blocks):
+                    event = _parse_event(block)
+                    if event is not None:
+                        if ahead is not None:
+                            ahead.more = index < last
+                        yield event
+                if ahead is not None:
+                    ahead.more = False
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
-        if data:
-            yield ServerSentEvent(event, "\n".join(data))
+        event = _parse_event(pending.rstrip(b"\r\n")) if pending.strip() else None
+        if event is not None:
+            yield event
 
     async def drain(self, events: AsyncIterator[ServerSentEvent], seconds: float = 1.0) -> None:
         """Reads what follows a stream's last event, up to the end of the response, so
@@ -338,6 +345,22 @@ class HttpClient:
         except ValueError:
             raise self.bad_payload(f"stream event is not JSON: {self.redact(sse.data[:80])!r}") from None
 
+
+
+def _parse_event(block: bytes) -> ServerSentEvent | None:
+    """One event's lines; None when it carries no data (comments, a lone `event:`)."""
+    event: str | None = None
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            event = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", "replace")
+        elif line == b"data":  # a field name alone: an empty value
+            data.append(b"")
+    if not data:
+        return None
+    return ServerSentEvent(event, b"\n".join(data).decode("utf-8", "replace"))
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""`EventStreamResponse`: a server-sent event stream from an async iterator of bytes.
+
+Starlette's `StreamingResponse` runs every response in an anyio task group with a
+second task listening for the client's disconnect (on ASGI servers older than spec
+2.4, uvicorn among them), and writes every chunk with its own `send`. Per streamed
+request that profiled as about a fifth of the gateway's CPU. This response listens
+for the disconnect with one plain asyncio task, and sends the chunks of one upstream
+read together when the source says more are already in memory
+(`corral.llm.readahead`): never later than the per-chunk writer would have.
+
+A client that goes away cancels the iteration (the iterator's own `finally` closes
+the upstream and records the call), and the response returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from corral.llm.readahead import ReadAhead
+
+
+class EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], *, headers: Mapping[str, str] | None = None,
+                 ahead: ReadAhead | None = None) -> None:
+        self.body_iterator = content
+        self.status_code = 200
+        self.background = None
+        self.ahead = ahead
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"finishing": False, "gone": False}
+
+        def client_left(listener: asyncio.Task[None]) -> None:
+            if listener.cancelled() or listener.exception() is not None or state["finishing"]:
+                return
+            state["gone"] = True
+            task.cancel()
+
+        listener = asyncio.ensure_future(_disconnected(receive))
+        listener.add_done_callback(client_left)
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            ahead, parts = self.ahead, []
+            async for chunk in self.body_iterator:
+                parts.append(chunk)
+                if ahead is None or not ahead.more:
+                    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+                    parts.clear()
+            state["finishing"] = True
+            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+        except asyncio.CancelledError:
+            if not state["gone"]:
+                raise
+            task.uncancel()  # our own cancellation: the client left, the response is over
+        finally:
+            state["finishing"] = True
+            listener.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

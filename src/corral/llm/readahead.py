@@ -1,0 +1,25 @@
+"""Tells a stream's writer that more events are already in memory.
+
+An upstream usually delivers several server-sent events in one network read (a
+provider's burst of tokens; a whole short answer). The SSE reader sets `more` while
+it yields events of a read that has others after them; a writer that sees it set
+keeps its output and sends it with the next, so one read costs one write to the
+client instead of one per event. Nothing is ever held back waiting for the network:
+`more` is false whenever the next event would need another read, and a source that
+never sets it (the scripted model, an agent) gets one write per event, as before.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+
+class ReadAhead:
+    __slots__ = ("more",)
+
+    def __init__(self) -> None:
+        self.more = False
+
+
+# Set by the writer for the task that streams; read by the SSE reader.
+READ_AHEAD: ContextVar[ReadAhead | None] = ContextVar("corral_read_ahead", default=None)
