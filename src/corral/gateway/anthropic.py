@@ -6,7 +6,6 @@ goes through the neutral core like every other surface."""
 from __future__ import annotations
 
 import time
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,8 +22,9 @@ from corral.gateway.anthropic_format import (
 )
 from corral.gateway.errors import ApiError
 from corral.gateway.openai import begin_call, complete_chat, json_response, stream_chat
-from corral.gateway.openai_format import parse_json
+from corral.gateway.openai_format import json_body
 from corral.gateway.state import Gateway
+from corral.ids import new_id
 from corral.llm import errors
 from corral.llm.types import Message
 
@@ -57,11 +57,11 @@ def estimate_input_tokens(messages: list[Message], tool_schemas: list[object]) -
 def routes(gateway: Gateway) -> list[BaseRoute]:
     async def messages(request: Request) -> Response:
         started = time.perf_counter()
-        body = validate_messages(parse_json(await request.body()))
+        body = validate_messages(await json_body(request))
         chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
         target, record = await begin_call(gateway, request, body.model, "anthropic", stream=body.stream,
                                           started=started)
-        message_id = f"msg_{uuid.uuid4().hex}"
+        message_id = f"msg_{new_id()}"
         if body.stream:
             writer = EventWriter(id=message_id, model=body.model)
             return await stream_chat(gateway, request, target, chat, record, writer, anthropic_error)
@@ -69,7 +69,7 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         return json_response(message_json(result, id=message_id, model=body.model))
 
     async def count_tokens(request: Request) -> Response:
-        body = validate_count_tokens(parse_json(await request.body()))
+        body = validate_count_tokens(await json_body(request))
         if gateway.resolve(body.model) is None:
             raise model_not_found(body.model)
         tools = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from corral.gateway.errors import ApiError
 from corral.gateway.openai import json_response, model_not_found
-from corral.gateway.openai_format import parse_json, validation_error
+from corral.gateway.openai_format import json_body, validation_error
 from corral.gateway.state import CallRecord, Gateway
 from corral.llm.errors import ProviderError
 from corral.llm.router import CallContext
@@ -66,7 +66,7 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
 def routes(gateway: Gateway) -> list[BaseRoute]:
     async def embeddings(request: Request) -> Response:
         started = time.perf_counter()
-        body, texts = validate_embeddings(parse_json(await request.body()))
+        body, texts = validate_embeddings(await json_body(request))
         if not gateway.router.has_model(body.model):
             raise model_not_found(body.model)
         await gateway.admit(request, body.model, "embeddings")

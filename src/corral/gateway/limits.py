@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ from typing import Literal, Protocol
 from corral.config.schema import CallerLimits
 from corral.gateway.auth import Principal
 from corral.gateway.errors import ApiError
+from corral.ids import new_id
 from corral.llm.types import Usage
 from corral.store import KeyRecord, TeamRecord
 
@@ -242,7 +242,7 @@ class Limiter:
         quotas = self.quotas(principal)
         rpm, tpm = self._rules(quotas, model)
         budgets = self.budget_rules(principal, quotas)
-        reservation = Reservation(uuid.uuid4().hex, model, principal, [r.counter for r in tpm], budgets)
+        reservation = Reservation(new_id(), model, principal, [r.counter for r in tpm], budgets)
         if not rpm and not tpm and not budgets:
             return reservation
         refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets)
@@ -261,7 +261,7 @@ class Limiter:
         model_tpm = self.model_limits.get(upstream_alias, (None, None))[1] if upstream_alias else None
         if model_tpm and upstream_alias != model:
             counters.append(f"tpm:model:{upstream_alias}")
-        return Reservation(uuid.uuid4().hex, model, principal, counters, self.budget_rules(principal, quotas))
+        return Reservation(new_id(), model, principal, counters, self.budget_rules(principal, quotas))
 
     async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.gateway.errors import ApiError, error_response, surface_for_path
+from corral.ids import new_id
 from corral.telemetry.logging import REQUEST_ID
 
 
@@ -32,7 +32,7 @@ class CorralMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        request_id = _client_request_id(scope) or new_id()
         state["request_id"] = request_id
         state["upstream_seconds"] = 0.0
         REQUEST_ID.set(request_id)  # every log line of this request carries it

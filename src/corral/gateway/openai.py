@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -17,12 +16,13 @@ from corral.gateway.errors import ApiError
 from corral.gateway.openai_format import (
     ChunkWriter,
     completion_json,
-    parse_json,
+    json_body,
     to_neutral,
     validate_chat,
 )
 from corral.gateway.state import CallRecord, ChatTarget, Gateway
 from corral.gateway.streaming import EventStreamResponse
+from corral.ids import new_id
 from corral.llm.errors import ProviderError
 from corral.llm.readahead import READ_AHEAD, ReadAhead
 from corral.llm.router import CallContext, aclose
@@ -56,11 +56,11 @@ async def begin_call(
 def routes(gateway: Gateway) -> list[BaseRoute]:
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
-        body = validate_chat(parse_json(await request.body()))
+        body = validate_chat(await json_body(request))
         chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
         target, record = await begin_call(gateway, request, body.model, "openai", stream=body.stream, started=started)
         created = int(time.time())
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        completion_id = f"chatcmpl-{new_id()}"
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             writer = ChunkWriter(id=completion_id, created=created, model=body.model, include_usage=include_usage)

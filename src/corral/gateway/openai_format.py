@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect, Request
 
 from corral.gateway.errors import ApiError
 from corral.llm.types import (
@@ -92,6 +93,20 @@ class ChatCompletionIn(_Loose):
     seed: int | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body, read straight from the ASGI `receive` (Starlette's
+    `Request.body()` goes through an async generator and `aclosing` per request)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return parse_json(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def parse_json(body: bytes) -> Any:

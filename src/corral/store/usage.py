@@ -71,6 +71,14 @@ def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
     return sqlite.insert(usage_records)
 
 
+_FIELDS = tuple(UsageRecord.__dataclass_fields__)
+
+
+def _row(record: UsageRecord) -> dict[str, Any]:
+    # Not dataclasses.asdict: it deep-copies every value (a fifth of the batch writer's time).
+    return {name: getattr(record, name) for name in _FIELDS}
+
+
 class UsageRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -85,7 +93,7 @@ class UsageRepository:
                 .on_conflict_do_nothing(index_elements=["request_id"])
                 .returning(usage_records.c.request_id)
             )
-            result = await conn.execute(statement, [asdict(record) for record in records])
+            result = await conn.execute(statement, [_row(record) for record in records])
             return len(result.all())
 
     async def get(self, request_id: str) -> UsageRecord | None:
