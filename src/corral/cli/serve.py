@@ -69,7 +69,7 @@ def run_server(
         finally:
             cleanup_multiprocess(metrics_dir)
     else:
-        uvicorn.run(create_app(loaded.config, notes=loaded.notes), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(loaded.config, notes=loaded.notes, server_process=True), **common)  # type: ignore[arg-type]
 
 
 def refuse_open_bind(loaded: LoadedConfig, host: str, port: int, *, allow_unauthenticated: bool) -> None:

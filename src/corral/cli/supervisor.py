@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
 async def _run(cfg: object, token: str, path: Path | None) -> None:
     from corral.config.fleet import SupervisorConfig
     from corral.fleet.supervisor.app import Supervisor, run_supervisor
+    from corral.runtime import settle_after_startup
 
     assert isinstance(cfg, SupervisorConfig)
     stop = asyncio.Event()
@@ -72,4 +73,4 @@ async def _run(cfg: object, token: str, path: Path | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sup = Supervisor(cfg, token, config_path=path)
-    await run_supervisor(sup, stop)
+    await run_supervisor(sup, stop, on_started=settle_after_startup)

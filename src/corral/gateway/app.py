@@ -23,6 +23,7 @@ from corral.gateway.state import Gateway
 from corral.llm.errors import ProviderError
 from corral.llm.provider import Provider
 from corral.llm.router import Router
+from corral.runtime import settle_after_startup
 
 log = logging.getLogger("corral.gateway")
 
@@ -80,7 +81,10 @@ def create_app(
     providers: Mapping[str, Provider] | None = None,
     notes: list[str] | None = None,
     modules: list[str] | None = None,
+    server_process: bool = False,
 ) -> Starlette:
+    """`server_process`: this process is the server (`corral serve`), not a test or an
+    embedding app, so process-wide settings apply (`corral.runtime`)."""
     gateway = build_gateway(config, providers=providers, notes=notes)
     routes: list[BaseRoute] = []
     for name in modules or MODULES:
@@ -95,6 +99,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.startup()
+        if server_process:
+            settle_after_startup()
         try:
             yield
         finally:

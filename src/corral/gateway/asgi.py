@@ -19,4 +19,4 @@ def app_from_env() -> Starlette:
     loaded = load_for_serve(args.get("config"), model=args.get("model"))
     if args.get("strict_providers"):
         loaded.config.verification.strict = True
-    return create_app(loaded.config, notes=loaded.notes)
+    return create_app(loaded.config, notes=loaded.notes, server_process=True)

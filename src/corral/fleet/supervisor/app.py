@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -141,8 +142,11 @@ class Supervisor:
         await self.store.close()
 
 
-async def run_supervisor(sup: Supervisor, stop: asyncio.Event) -> None:
+async def run_supervisor(sup: Supervisor, stop: asyncio.Event,
+                         on_started: Callable[[], None] | None = None) -> None:
     await sup.start()
+    if on_started is not None:
+        on_started()
     try:
         await stop.wait()
     finally:
