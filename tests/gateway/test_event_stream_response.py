@@ -1,5 +1,6 @@
-"""`EventStreamResponse` on the ASGI interface itself: one send per upstream read when
-the source says more events are in memory, one per chunk otherwise, and a client that
+"""`EventStreamResponse` on the ASGI interface itself: the first chunk at once, then one
+send per upstream read when the source says more events are in memory, one per chunk
+otherwise, and a client that
 goes away ends the iteration (its `finally` runs) without an error escaping."""
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ async def test_chunks_of_one_read_go_out_in_one_send() -> None:
     await EventStreamResponse(source(), ahead=ahead)({"type": "http"}, client.receive, client.send)
     assert client.sent[0]["type"] == "http.response.start" and client.sent[0]["status"] == 200
     assert (b"content-type", b"text/event-stream; charset=utf-8") in client.sent[0]["headers"]
-    assert client.bodies() == [b"abc", b"d", b"ef", b""]
+    assert client.bodies() == [b"a", b"bc", b"d", b"ef", b""]  # the first chunk at once
     assert client.sent[-1]["more_body"] is False
 
 

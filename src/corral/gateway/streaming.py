@@ -6,7 +6,8 @@ second task listening for the client's disconnect (on ASGI servers older than sp
 request that profiled as about a fifth of the gateway's CPU. This response listens
 for the disconnect with one plain asyncio task, and sends the chunks of one upstream
 read together when the source says more are already in memory
-(`corral.llm.readahead`): never later than the per-chunk writer would have.
+(`corral.llm.readahead`): never later than the per-chunk writer would have, and the
+first chunk at once (time to first token).
 
 A client that goes away cancels the iteration (the iterator's own `finally` closes
 the upstream and records the call), and the response returns normally.
@@ -49,10 +50,11 @@ class EventStreamResponse(Response):
         listener.add_done_callback(client_left)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            ahead, parts = self.ahead, []
+            ahead, parts, first = self.ahead, [], True
             async for chunk in self.body_iterator:
                 parts.append(chunk)
-                if ahead is None or not ahead.more:
+                if first or ahead is None or not ahead.more:  # the first output goes at once: time to first token
+                    first = False
                     await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
                     parts.clear()
             state["finishing"] = True
