@@ -87,6 +87,8 @@ class CallObserver:
             self.metrics.observe_call(surface=record.surface, model=record.model, status=record.status,
                                       seconds=seconds, ttft_seconds=record.ttft_seconds, tokens=tokens,
                                       error_type=kind, cost_usd=self.cost(record))
+        if not log.isEnabledFor(logging.INFO):  # the line's fields cost more than the metrics above
+            return
         log.info("%s model=%s status=%s %.3fs tokens=%s/%s%s", record.surface, record.model, record.status, seconds,
                  tokens[0] if tokens else 0, tokens[1] if tokens else 0, f" error={kind}" if kind else "",
                  extra={"surface": record.surface, "model": record.model, "status": record.status,

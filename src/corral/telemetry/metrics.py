@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as prometheus_values
@@ -60,6 +61,9 @@ def cleanup_multiprocess(path: str | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+_TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
+
+
 class GatewayMetrics:
     """Every metric the gateway publishes, plus the seams other components feed:
 
@@ -70,6 +74,7 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[Any, ...], Any] = {}  # as many as the metrics' own label sets
         r = self.registry
         self.requests = Counter("corral_requests", "Model calls by API surface, model and HTTP status.",
                                 ["surface", "model", "status"], registry=r)
@@ -115,17 +120,28 @@ class GatewayMetrics:
         error_type: str | None = None,
         cost_usd: float | None = None,
     ) -> None:
-        self.requests.labels(surface, model, str(status)).inc()
-        self.latency.labels(surface, model).observe(seconds)
+        child = self._child
+        child(self.requests, surface, model, str(status)).inc()
+        child(self.latency, surface, model).observe(seconds)
         if ttft_seconds is not None:
-            self.ttft.labels(surface, model).observe(ttft_seconds)
+            child(self.ttft, surface, model).observe(ttft_seconds)
         if error_type is not None:
-            self.errors.labels(surface, model, error_type).inc()
-        for kind, count in zip(("input", "output", "cached_input", "reasoning"), tokens or (), strict=False):
-            if count:
-                self.tokens.labels(model, kind).inc(count)
+            child(self.errors, surface, model, error_type).inc()
+        if tokens is not None:
+            for kind, count in zip(_TOKEN_KINDS, tokens, strict=True):
+                if count:
+                    child(self.tokens, model, kind).inc(count)
         if cost_usd:
-            self.cost.labels(model).inc(cost_usd)
+            child(self.cost, model).inc(cost_usd)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once: prometheus_client takes a lock and
+        builds the label tuple on every call, five to seven times per request."""
+        key = (id(metric), *values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def refresh(self) -> None:
         """Gauges fed by callbacks, read at scrape time (never on the request path)."""
