@@ -127,6 +127,7 @@ class HttpClient:
             transport=self._transport,
         )
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
+        self._timeout_dicts: dict[float | None, dict[str, float | None]] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -144,11 +145,11 @@ class HttpClient:
 
     async def _send(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
                     seconds: float | None) -> httpx.Response:
-        timeout = self.timeout(seconds)
         if self._client.is_closed:  # a programming error, as httpx has it
             raise RuntimeError(f"{self.provider}: the HTTP client is closed")
         if self._transport is None:
-            request = self._client.build_request(method, path, json=json_body, params=params, timeout=timeout)
+            request = self._client.build_request(method, path, json=json_body, params=params,
+                                                 timeout=self.timeout(seconds))
             return await self._client.send(request, stream=True)
         headers = self._client.headers
         content = None
@@ -157,7 +158,7 @@ class HttpClient:
             headers = httpx.Headers(headers)
             headers["content-type"] = "application/json"
         request = httpx.Request(method, self._url(path, params), headers=headers, content=content,
-                                extensions={"timeout": timeout.as_dict()})
+                                extensions={"timeout": self._timeouts(seconds)})
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response
@@ -165,6 +166,15 @@ class HttpClient:
     def timeout(self, seconds: float | None) -> httpx.Timeout:
         total = seconds or self._default_timeout
         return httpx.Timeout(total, connect=min(self._connect_timeout, total))
+
+    def _timeouts(self, seconds: float | None) -> dict[str, float | None]:
+        """`timeout(seconds).as_dict()`, built once per value (the request extension)."""
+        found = self._timeout_dicts.get(seconds)
+        if found is None:
+            if len(self._timeout_dicts) >= _URL_CACHE_SIZE:
+                self._timeout_dicts.clear()
+            found = self._timeout_dicts[seconds] = self.timeout(seconds).as_dict()
+        return found
 
     async def request_json(
         self,
@@ -178,14 +188,39 @@ class HttpClient:
         """Sends one request and returns its parsed JSON body, or raises a typed error.
         ``seconds`` bounds the whole call, not just each read."""
         try:
-            async with asyncio.timeout(seconds):
-                async with self.open(method, path, json_body=json_body, params=params, seconds=seconds) as resp:
-                    raw = await self._read(resp)
+            if seconds is None:
+                response, raw = await self._exchange(method, path, json_body, params, None)
+            else:
+                async with asyncio.timeout(seconds):
+                    response, raw = await self._exchange(method, path, json_body, params, seconds)
         except builtins.TimeoutError:
             if seconds is None:  # not our deadline: an OS-level timeout
                 raise errors.TimeoutError("timed out talking to the upstream", provider=self.provider) from None
             raise errors.TimeoutError(f"no complete answer within {seconds:g}s", provider=self.provider) from None
-        return self.parse_json(raw, resp)
+        return self.parse_json(raw, response)
+
+    async def _exchange(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
+                        seconds: float | None) -> tuple[httpx.Response, bytes]:
+        response = await self._checked(method, path, json_body, params, seconds)
+        try:
+            return response, await self._read(response)
+        finally:
+            await response.aclose()
+
+    async def _checked(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
+                       seconds: float | None) -> httpx.Response:
+        """Sends the request; an error status raises (its body read and mapped)."""
+        try:
+            response = await self._send(method, path, json_body, params, seconds)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc) from None
+        if response.status_code >= 400:
+            try:
+                raw = await self._read(response)
+            finally:
+                await response.aclose()
+            raise self.status_error(response, raw)
+        return response
 
     @asynccontextmanager
     async def open(
@@ -198,21 +233,18 @@ class HttpClient:
         seconds: float | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """Opens a streamed response whose status is 2xx; error statuses raise."""
+        response = await self._checked(method, path, json_body, params, seconds)
         try:
-            response = await self._send(method, path, json_body, params, seconds)
-        except httpx.HTTPError as exc:
-            raise self.transport_error(exc) from None
-        try:
-            if response.status_code >= 400:
-                raw = await self._read(response)
-                raise self.status_error(response, raw)
             yield response
         finally:
             await response.aclose()
 
     async def _read(self, response: httpx.Response) -> bytes:
         try:
-            return await response.aread()
+            if "content-encoding" in response.headers:
+                return await response.aread()  # httpx decodes it
+            parts = [part async for part in response.stream]  # type: ignore[union-attr]
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
 
