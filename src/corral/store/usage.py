@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Date, cast, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from corral.store.models import audit_records, usage_records
 
 GroupBy = Literal["key", "model", "day", "subject", "team"]
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DATETIME on SQLite
 
 
 def _now() -> datetime:
@@ -59,42 +60,46 @@ class SpendRow:
     cost_usd: float
 
 
-def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
-    # The dialect modules are imported on first use: a SQLite deployment never loads
-    # the Postgres one (a tenth of a second of start-up).
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(usage_records)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(usage_records)
-
-
 _FIELDS = tuple(UsageRecord.__dataclass_fields__)
-
-
-def _row(record: UsageRecord) -> dict[str, Any]:
-    # Not dataclasses.asdict: it deep-copies every value (a fifth of the batch writer's time).
-    return {name: getattr(record, name) for name in _FIELDS}
+_QMARK_ROW = "(" + ", ".join("?" * len(_FIELDS)) + ")"
+_ROWS_PER_STATEMENT = 500  # x 16 parameters: under SQLite's and asyncpg's parameter limits
 
 
 class UsageRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._qmark = engine.dialect.paramstyle == "qmark"
 
     async def insert_many(self, records: Sequence[UsageRecord]) -> int:
-        """Insert-or-ignore on request id; returns how many rows were new."""
+        """Insert-or-ignore on request id; returns how many rows were new.
+
+        The statement is written out rather than built by SQLAlchemy: its per-parameter
+        processing of a batch cost the gateway more CPU than the database storing it
+        (the batch writer runs in the serving process). Same SQL on SQLite and Postgres."""
         if not records:
             return 0
+        new = 0
         async with self._engine.begin() as conn:
-            statement = (
-                _insert_ignoring_duplicates(conn)
-                .on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(usage_records.c.request_id)
-            )
-            result = await conn.execute(statement, [_row(record) for record in records])
-            return len(result.all())
+            for start in range(0, len(records), _ROWS_PER_STATEMENT):
+                chunk = records[start:start + _ROWS_PER_STATEMENT]
+                params: list[Any] = []
+                for record in chunk:
+                    params += (getattr(record, name) for name in _FIELDS)
+                    if self._sqlite:  # stored as SQLAlchemy's SQLite DATETIME text, in UTC
+                        params[-1] = params[-1].astimezone(UTC).strftime(_SQLITE_TS)
+                result = await conn.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
+                new += len(result.fetchall())
+        return new
+
+    def _insert_sql(self, count: int) -> str:
+        width = len(_FIELDS)
+        if self._qmark:
+            rows = [_QMARK_ROW] * count
+        else:  # numeric_dollar (asyncpg)
+            rows = ["(" + ", ".join(f"${n * width + i + 1}" for i in range(width)) + ")" for n in range(count)]
+        return (f"INSERT INTO {usage_records.name} ({', '.join(_FIELDS)}) VALUES {', '.join(rows)} "
+                "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
     async def get(self, request_id: str) -> UsageRecord | None:
         query = select(usage_records).where(usage_records.c.request_id == request_id)
