@@ -212,9 +212,12 @@ async def test_the_keep_alive_race_resends_once_on_a_new_connection(serve) -> No
         await keep_alive(reader, writer, n)
 
     upstream = await serve(handler)
-    async with client(upstream.port) as http:
+    transport = FastTransport(httpx.Limits(max_connections=1))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{upstream.port}", transport=transport) as http:
         assert (await http.get("/")).json() == {"n": 1}
         assert (await http.get("/")).json() == {"n": 2}  # resent on connection 2, invisibly
+        assert (await http.get("/")).json() == {"echo": 0}  # connection 2, pooled, answers again
+        assert transport.open_connections() == transport.idle_connections() == 1  # the slot counted once
     assert upstream.connections == 2
 
 

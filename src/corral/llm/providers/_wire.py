@@ -261,7 +261,8 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._open = 0  # live connections: checked out, connecting or idle
         # Requests waiting for a slot: each gets a connection of its origin, or None (a free slot).
-        self._slot_waiters: collections.deque[tuple[_Origin, asyncio.Future[_Connection | None]]] = collections.deque()
+        self._slot_waiters: collections.deque[tuple[_Origin | None, asyncio.Future[_Connection | None]]] = (
+            collections.deque())
         self._closed = False
 
     def _ssl(self) -> ssl.SSLContext:
@@ -283,9 +284,10 @@ class FastTransport(httpx.AsyncBaseTransport):
         body = request.content if isinstance(request.stream, httpx.ByteStream) else None
 
         for attempt in range(2):
+            # A resend (attempt 1) never takes an idle connection: the one that failed was one.
             conn = self._checkout(origin) if attempt == 0 else None
             if conn is None:
-                conn = await self._slot(origin, timeouts.get("pool")) if attempt == 0 else None
+                conn = await self._slot(origin, timeouts.get("pool"), handed=attempt == 0)
             if conn is None:
                 conn = await self._connect(origin, timeouts)
             try:
@@ -356,19 +358,20 @@ class FastTransport(httpx.AsyncBaseTransport):
             raise
         return conn
 
-    async def _slot(self, origin: _Origin, seconds: float | None) -> _Connection | None:
+    async def _slot(self, origin: _Origin, seconds: float | None, *, handed: bool = True) -> _Connection | None:
         """Counts a slot for a new connection (returns None), or waits for a connection of
-        `origin` handed back by another request (returns it) or for a free slot."""
+        `origin` handed back by another request (returns it; only when `handed`) or for a
+        free slot. Every path leaves exactly one slot counted for the caller."""
         if self._open < self._max:
             self._open += 1
             return None
-        # An idle connection (of another origin: ours were tried first) makes room at once.
+        # An idle connection (another origin's, or any on a resend) makes room at once.
         for idle in self._idle.values():
             if idle:
                 idle.pop(0).close()  # its slot passes to us
                 return None
         waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
-        entry = (origin, waiter)
+        entry = (origin if handed else None, waiter)
         self._slot_waiters.append(entry)
         try:
             async with asyncio.timeout(seconds):
@@ -418,6 +421,10 @@ class FastTransport(httpx.AsyncBaseTransport):
                 conn.close()
                 self._free_slot()
         self._idle.clear()
+
+    def open_connections(self) -> int:
+        """Connections counted against `max_connections` (for tests and diagnostics)."""
+        return self._open
 
     def idle_connections(self) -> int:
         """How many connections sit in the pool (for tests and diagnostics)."""
