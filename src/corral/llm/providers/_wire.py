@@ -380,9 +380,9 @@ class FastTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("timed out waiting for a free upstream connection") from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():  # handed over just as we gave up: pass it on
-                handed = waiter.result()
-                if handed is not None:
-                    self.release(handed, reusable=True)
+                given = waiter.result()
+                if given is not None:
+                    self.release(given, reusable=True)
                 else:
                     self._free_slot()
             raise
