@@ -89,7 +89,7 @@ class OpenAIProvider:
         async with self._http.open("POST", "/chat/completions", json_body=payload, seconds=request.timeout) as resp:
             events = self._http.sse(resp)
             async for sse in events:
-                if sse.data.strip() == "[DONE]":
+                if sse.data == "[DONE]" or sse.data.strip() == "[DONE]":
                     state.done = True
                     break
                 chunk = self._http.event_json(sse)
@@ -161,37 +161,51 @@ class OpenAIProvider:
         )
 
     def _chunk_events(self, chunk: Any, state: _StreamState) -> list[StreamEvent]:
-        chunk = as_dict(chunk)
-        self._raise_inline_error(chunk)
-        if isinstance(chunk.get("model"), str) and chunk["model"]:
-            state.model = chunk["model"]
-        usage = parse_usage(chunk.get("usage"))
-        if usage is not None:
-            state.usage = usage
-        events: list[StreamEvent] = []
+        """One chunk's events. Runs once per streamed token, so it checks types with
+        `type(x) is` and touches only the keys a chunk has."""
+        if type(chunk) is not dict:
+            return []
+        if chunk.get("error"):
+            self._raise_inline_error(chunk)
+        model = chunk.get("model")
+        if model and type(model) is str:
+            state.model = model
+        if chunk.get("usage"):
+            usage = parse_usage(chunk["usage"])
+            if usage is not None:
+                state.usage = usage
         # `choices` is [] on the include_usage chunk (null from some servers).
-        for choice in as_list(chunk.get("choices"))[:1]:
-            choice = as_dict(choice)
-            delta = as_dict(choice.get("delta"))
+        choices = chunk.get("choices")
+        if not choices or type(choices) is not list or type(choices[0]) is not dict:
+            return []
+        choice = choices[0]
+        events: list[StreamEvent] = []
+        delta = choice.get("delta")
+        if delta and type(delta) is dict:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
+            if reasoning and type(reasoning) is str:
                 events.append(ReasoningDelta(reasoning))
-            text = content_text(delta.get("content"))
-            if text:
-                events.append(TextDelta(text))
-            for call in as_list(delta.get("tool_calls")):
-                call = as_dict(call)
-                function = as_dict(call.get("function"))
-                events.append(
-                    ToolCallDelta(
-                        index=as_int(call.get("index")),
-                        id=call.get("id") or None,
-                        name=function.get("name") or None,
-                        arguments=str(function.get("arguments") or ""),
+            content = delta.get("content")
+            if content:
+                text = content if type(content) is str else content_text(content)
+                if text:
+                    events.append(TextDelta(text))
+            tool_calls = delta.get("tool_calls")
+            if tool_calls:
+                for call in as_list(tool_calls):
+                    call = as_dict(call)
+                    function = as_dict(call.get("function"))
+                    events.append(
+                        ToolCallDelta(
+                            index=as_int(call.get("index")),
+                            id=call.get("id") or None,
+                            name=function.get("name") or None,
+                            arguments=str(function.get("arguments") or ""),
+                        )
                     )
-                )
-            if choice.get("finish_reason"):
-                state.finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+        finish = choice.get("finish_reason")
+        if finish:
+            state.finish = _FINISH.get(str(finish), "stop")
         return events
 
     def _raise_inline_error(self, body: dict[str, Any]) -> None:
