@@ -1,4 +1,4 @@
-"""`python -m bench <gateway|startup|soak|fleet> [options]`."""
+"""`python -m bench <gateway|startup|soak|profile|clients|fleet> [options]`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "startup": "Seconds from `corral serve` exec to /readyz 200.",
     "soak": "RSS of the corral process before and after a bounded soak.",
     "profile": "py-spy profile of Corral under load: where the time goes.",
+    "clients": "What the upstream HTTP client costs a bare Python proxy (httpx, Corral's wire, aiohttp).",
     "fleet": "Simulated nodes against a real `corral supervisor`: events/s stored, RSS per node, command RTT.",
 }
 
