@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=2, help="Rounds per point, best kept.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--no-wrk", action="store_true")
+    parser.add_argument("--no-wrk", action="store_true", help="Use the asyncio load generator even if wrk exists.")
+    parser.add_argument("--no-nginx", action="store_true", help="Use the built-in stub even if nginx exists.")
     parser.add_argument("--out", default=str(RESULTS_DIR))
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> Report:
         clients.append("aiohttp")
     report = Report("clients")
     report.meta = {"clients": clients, "seconds_per_point": args.seconds, "rounds": args.rounds}
-    with Stack(server_cpus=server_cpus, load_cpus=load_cpus) as stack:
+    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, prefer_nginx=not args.no_nginx) as stack:
         stack.start_stub()
         children = {}
         for name in clients:

@@ -64,6 +64,14 @@ def test_nginx_stub_answers_the_completion_and_the_stream(tmp_path: Path) -> Non
     assert json.loads(COMPLETION)["choices"][0]["message"]["role"] == "assistant"
 
 
+def test_clients_benchmark_proxies_through_every_client(tmp_path: Path) -> None:
+    data = bench(tmp_path, "clients", "--seconds", "0.3", "--rounds", "1", "--concurrency", "2", "--no-wrk",
+                 "--no-nginx")
+    rows = {r["client"]: r for r in data["rows"]}
+    assert {"none", "httpx", "httpx-client-wire", "wire"} <= set(rows)
+    assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0 for r in rows.values())
+
+
 def test_startup_benchmark_times_readiness(tmp_path: Path) -> None:
     data = bench(tmp_path, "startup", "--runs", "1", "--no-nginx")
     assert len(data["rows"]) == 1 and data["rows"][0]["ready_s"] > 0
