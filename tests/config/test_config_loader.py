@@ -287,3 +287,33 @@ def test_bad_substitution_syntax_is_reported_with_its_line(tmp_path: Path) -> No
     assert errors(path) == [
         f"{path}:6 server.host: bad substitution '${{HOST:=x}}': use ${{VAR}}, ${{VAR:-default}} or ${{VAR:?message}}"
     ]
+
+
+def test_an_agent_instructions_file_is_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    from corral.agents.registry import AgentRegistry
+
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "triage.md").write_text("You triage tickets.", encoding="utf-8")
+    path = tmp_path / "corral.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        providers: {s: {type: scripted}}
+        models: {m: {provider: s, model: scripted}}
+        agents:
+          triage:
+            model: m
+            instructions_file: prompts/triage.md
+        """), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # `corral serve` run from another directory
+    loaded = load_config(path, env={})
+    registry = AgentRegistry.from_config(loaded.config, toolsets={})
+    assert registry.agents["triage"].instructions == "You triage tickets."
+
+    path.write_text(path.read_text().replace("prompts/triage.md", "prompts/missing.md"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    issue = caught.value.issues[0]
+    assert issue.line == 7 and issue.path == ("agents", "triage", "instructions_file")
+    assert "file not found" in issue.message and "missing.md" in issue.message

@@ -25,7 +25,7 @@ class AgentRegistry:
         for name, agent_config in config.agents.items():
             instructions = agent_config.instructions or ""
             if agent_config.instructions_file:
-                path = Path(agent_config.instructions_file)
+                path = Path(agent_config.instructions_file).expanduser()
                 if not path.is_absolute() and base_dir is not None:
                     path = base_dir / path
                 instructions = path.read_text(encoding="utf-8")

@@ -10,6 +10,7 @@ each naming file, line and key: an agent's unknown toolset, an unknown agent in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from corral.config.agents import BARE_BUILTINS
@@ -40,6 +41,10 @@ def check_agent_references(data: Mapping[str, Any], file: str | None, line_of: L
                 add(("agents", name, "agent_tools", index), f"{name!r} cannot call itself as a tool")
             elif isinstance(other, str) and other not in agents:
                 add(("agents", name, "agent_tools", index), f"unknown agent {other!r}{did_you_mean(other, agents)}")
+        instructions_file = agent.get("instructions_file")
+        if (isinstance(instructions_file, str) and instructions_file and agent.get("type") != "remote"
+                and not Path(instructions_file).expanduser().is_file()):
+            add(("agents", name, "instructions_file"), f"file not found: {instructions_file}")
         if agent.get("type") == "remote":
             for key in ("tools", "sub_agents", "agent_tools", "instructions", "instructions_file", "output_schema"):
                 if agent.get(key):

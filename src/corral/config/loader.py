@@ -86,6 +86,7 @@ def _load_file(path: Path, real_env: Mapping[str, str], model: str | None) -> Lo
         raise ConfigError([ConfigIssue(file, None, (), f"cannot read: {exc}")]) from None
 
     source = parse_source(text, file, env)
+    _anchor_agent_files(source.data, path.parent)
     notes.extend(source.notes)
     issues = list(source.issues)
     override_notes, override_issues = apply_overrides(source.data, env)
@@ -101,6 +102,18 @@ def _load_file(path: Path, real_env: Mapping[str, str], model: str | None) -> Lo
     if model is not None:
         config = resolve_model_choice(config, model)
     return LoadedConfig(config=config, path=path, zero_config=False, notes=notes, env=env)
+
+
+def _anchor_agent_files(data: dict[str, Any], base: Path) -> None:
+    """An agent's relative `instructions_file` is relative to the config file, not to
+    the directory `corral serve` happens to run in."""
+    agents = data.get("agents")
+    if not isinstance(agents, dict):
+        return
+    for agent in agents.values():
+        name = agent.get("instructions_file") if isinstance(agent, dict) else None
+        if isinstance(name, str) and name and not Path(name).expanduser().is_absolute():
+            agent["instructions_file"] = str((base / name).resolve())
 
 
 # ---- YAML with positions ----------------------------------------------------
