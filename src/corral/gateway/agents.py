@@ -294,7 +294,8 @@ def install(gateway: Gateway) -> None:
     if gateway_metrics is not None:
         agents.metrics = AgentMetrics(gateway_metrics.registry)
     gateway.components["agents"] = agents
-    gateway.interceptors.append(SessionHeader(agents))
+    if registry.agents:  # no agent, no session header to remember (and no cost on every model call)
+        gateway.interceptors.append(SessionHeader(agents))
 
     def resolve(model: str) -> AgentTarget | None:
         agent = registry.get(model)
