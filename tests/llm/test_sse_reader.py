@@ -69,3 +69,21 @@ async def test_read_ahead_is_set_while_the_same_read_holds_more_events() -> None
     got = await events_of([first_read, b"data: 4\n\n"], ahead)
     assert [(event.data, more) for event, more in got] == [("1", True), ("2", True), ("3", False), ("4", False)]
     assert ahead.more is False
+
+
+async def test_read_ahead_is_cleared_when_the_consumer_stops_early() -> None:
+    ahead = ReadAhead()
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
+    token = READ_AHEAD.set(ahead)
+    try:
+        events = client().sse(response)
+        first = await events.__anext__()
+        assert first.data == "1" and ahead.more is True
+        await events.aclose()  # e.g. a tool call ended the turn
+        assert ahead.more is False
+    finally:
+        READ_AHEAD.reset(token)

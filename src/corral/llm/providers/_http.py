@@ -342,6 +342,9 @@ class HttpClient:
                     ahead.more = False
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
+        finally:  # a consumer that stops early must not leave a writer holding its output
+            if ahead is not None:
+                ahead.more = False
         event = _parse_event(pending.rstrip(b"\r\n")) if pending.strip() else None
         if event is not None:
             yield event
