@@ -12,19 +12,22 @@ from __future__ import annotations
 import itertools
 import os
 
-_prefix = os.urandom(8).hex()
-_counter = itertools.count()
+
+class _Source:
+    __slots__ = ("counter", "prefix")
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()  # 64 random bits per process
+        self.counter = itertools.count()
 
 
-def _reseed() -> None:
-    global _prefix, _counter
-    _prefix = os.urandom(8).hex()
-    _counter = itertools.count()
-
-
-os.register_at_fork(after_in_child=_reseed)
+_source = _Source()
+os.register_at_fork(after_in_child=_source.reseed)
 
 
 def new_id() -> str:
-    """32 hex digits, unique across processes and restarts (64 random bits per process)."""
-    return f"{_prefix}{next(_counter):016x}"
+    """32 hex digits, unique across processes and restarts."""
+    return f"{_source.prefix}{next(_source.counter):016x}"
