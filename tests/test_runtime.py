@@ -19,3 +19,15 @@ def test_settling_freezes_start_up_objects_and_raises_the_young_threshold() -> N
     assert before == 0
     assert after > 10_000  # the imported gateway's objects: out of the collector's sight
     assert threshold == expected == 50_000
+
+
+def test_a_threshold_of_zero_leaves_the_collector_alone() -> None:
+    code = (
+        "import gc, json\n"
+        "from corral.runtime import settle_after_startup\n"
+        "before = gc.get_threshold()\n"
+        "settle_after_startup(0)\n"
+        "print(json.dumps([gc.get_freeze_count(), gc.get_threshold() == before]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert __import__("json").loads(out.stdout) == [0, True]

@@ -9,6 +9,10 @@ fleet supervisor's CPU. `gc.freeze()` moves everything alive at the end of start
 out of the collector's sight (the technique CPython documents for this), and a
 higher first-generation threshold lets request garbage, which reference counting
 frees anyway, trigger collections less often.
+
+The trade is memory: garbage in reference cycles lives longer, and the process settles
+about 10-20 MB higher (docs/performance.md measures both sides); `server.gc_young_threshold:
+0` turns it off for `corral serve`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import gc
 GEN0_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 
 
-def settle_after_startup() -> None:
+def settle_after_startup(young_threshold: int = GEN0_THRESHOLD) -> None:
+    """`young_threshold` 0 leaves the collector as Python set it (`server.gc_young_threshold`)."""
+    if young_threshold <= 0:
+        return
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+    gc.set_threshold(young_threshold, gen1, gen2)

@@ -100,7 +100,7 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.startup()
         if server_process:
-            settle_after_startup()
+            settle_after_startup(config.server.gc_young_threshold)
         try:
             yield
         finally:
