@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from corral.agents.events import RunEvent
+from corral.telemetry.logging import OutageLog
 
 log = logging.getLogger("corral.agents")
 
@@ -47,7 +48,7 @@ class RedisRunEvents:
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set while everything queued is written
         self._writer: asyncio.Task[None] | None = None
-        self._degraded = False
+        self._outage = OutageLog(log)
         self.dropped = 0
 
     @classmethod
@@ -83,7 +84,7 @@ class RedisRunEvents:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self._warn(f"run events are not reaching Redis (other replicas cannot stream the runs "
+                    self._outage.down(f"run events are not reaching Redis (other replicas cannot stream the runs "
                                f"executing here until it is back; {len(self._pending)} events kept): {exc}")
                     await asyncio.sleep(self.retry_seconds)
             self._drained.set()
@@ -105,9 +106,7 @@ class RedisRunEvents:
                 self._pending.popleft()
                 self.dropped += 1
             raise
-        if self._degraded:
-            log.info("run events reach Redis again")
-            self._degraded = False
+        self._outage.up("run events reach Redis again")
 
     async def aclose(self, *, flush_within: float = 2.0) -> None:
         """Write what is queued (within ``flush_within`` seconds), then close."""
@@ -144,9 +143,3 @@ class RedisRunEvents:
                 if event.get("type") == "run.finished":
                     return
 
-    def _warn(self, message: str) -> None:
-        if not self._degraded:
-            log.warning(message)
-            self._degraded = True
-        else:
-            log.debug(message)

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from corral.llm.router import Router
+from corral.telemetry.logging import OutageLog
 
 log = logging.getLogger("corral.router")
 
@@ -85,7 +86,7 @@ class RedisHealth:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._first_try = asyncio.Event()  # set once the first subscription succeeded or failed
-        self._degraded = False  # a warning was logged for the current outage
+        self._outage = OutageLog(log)
         router.health_sink = self
 
     @classmethod
@@ -141,10 +142,10 @@ class RedisHealth:
                                      args=[_member(alias, key), ms, self.channel, message])
         except Exception as exc:
             what = "cooldown" if ms else "recovery"
-            self._warn(f"could not share the {what} of {alias} -> {key} with the other replicas "
+            self._outage.down(f"could not share the {what} of {alias} -> {key} with the other replicas "
                        f"(each replica cools deployments down on its own until Redis is back): {exc}")
         else:
-            self._recovered()
+            self._outage.up("router health is shared through Redis again")
 
     # ---- listening to the others -------------------------------------------------
 
@@ -156,14 +157,14 @@ class RedisHealth:
                 # Subscribed first, then the snapshot: nothing announced in between is missed.
                 await self.load()
                 self._first_try.set()
-                self._recovered()
+                self._outage.up("router health is shared through Redis again")
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._apply(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._warn(f"router health channel unavailable (cooldowns are per replica until Redis "
+                self._outage.down(f"router health channel unavailable (cooldowns are per replica until Redis "
                            f"is back): {exc}")
                 self._first_try.set()
                 await asyncio.sleep(1.0)
@@ -218,16 +219,3 @@ class RedisHealth:
                 if value is not None:
                     state.latency = float(value)
 
-    # ---- one warning per outage ----------------------------------------------------
-
-    def _warn(self, message: str) -> None:
-        if not self._degraded:
-            log.warning(message)
-            self._degraded = True
-        else:
-            log.debug(message)
-
-    def _recovered(self) -> None:
-        if self._degraded:
-            log.info("router health is shared through Redis again")
-            self._degraded = False

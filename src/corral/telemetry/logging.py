@@ -92,6 +92,29 @@ class ConsoleFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class OutageLog:
+    """One warning per outage of a backing service, then debug lines until it is back,
+    and one line when it is."""
+
+    __slots__ = ("_down", "_log")
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._down = False
+
+    def down(self, message: str) -> None:
+        if self._down:
+            self._log.debug(message)
+        else:
+            self._log.warning(message)
+            self._down = True
+
+    def up(self, message: str) -> None:
+        if self._down:
+            self._log.info(message)
+            self._down = False
+
+
 def make_handler(fmt: str = "console", stream: TextIO | None = None) -> logging.Handler:
     """A handler with Corral's formatter and filters (for tests and embedding apps)."""
     handler = logging.StreamHandler(stream)
