@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from corral.store.models import audit_records, usage_records
+from corral.store.sql import insert_values
 
 GroupBy = Literal["key", "model", "day", "subject", "team"]
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DATETIME on SQLite
@@ -60,8 +61,8 @@ class SpendRow:
     cost_usd: float
 
 
-_FIELDS = tuple(UsageRecord.__dataclass_fields__)
-_QMARK_ROW = "(" + ", ".join("?" * len(_FIELDS)) + ")"
+# `ts` last: on SQLite the insert stores it as text (see insert_many)
+_FIELDS = (*(name for name in UsageRecord.__dataclass_fields__ if name != "ts"), "ts")
 _ROWS_PER_STATEMENT = 500  # x 16 parameters: under SQLite's and asyncpg's parameter limits
 
 
@@ -69,7 +70,7 @@ class UsageRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._qmark = engine.dialect.paramstyle == "qmark"
+        self._paramstyle = engine.dialect.paramstyle
 
     async def insert_many(self, records: Sequence[UsageRecord]) -> int:
         """Insert-or-ignore on request id; returns how many rows were new.
@@ -88,18 +89,11 @@ class UsageRepository:
                     params += (getattr(record, name) for name in _FIELDS)
                     if self._sqlite:  # stored as SQLAlchemy's SQLite DATETIME text, in UTC
                         params[-1] = params[-1].astimezone(UTC).strftime(_SQLITE_TS)
-                result = await conn.exec_driver_sql(self._insert_sql(len(chunk)), tuple(params))
+                sql = insert_values(usage_records.name, _FIELDS, len(chunk), self._paramstyle,
+                                    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+                result = await conn.exec_driver_sql(sql, tuple(params))
                 new += len(result.fetchall())
         return new
-
-    def _insert_sql(self, count: int) -> str:
-        width = len(_FIELDS)
-        if self._qmark:
-            rows = [_QMARK_ROW] * count
-        else:  # numeric_dollar (asyncpg)
-            rows = ["(" + ", ".join(f"${n * width + i + 1}" for i in range(width)) + ")" for n in range(count)]
-        return (f"INSERT INTO {usage_records.name} ({', '.join(_FIELDS)}) VALUES {', '.join(rows)} "
-                "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
     async def get(self, request_id: str) -> UsageRecord | None:
         query = select(usage_records).where(usage_records.c.request_id == request_id)

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from corral.fleet.store import tables as t
 from corral.fleet.store.migrate import upgrade
+from corral.store.sql import insert_values
 
 # the columns of fleet_events a stored event fills (`id` is the database's), in parameter order
 _EVENT_COLUMNS = ("node_id", "seq", "envelope_id", "type", "session_id", "project", "model", "input_tokens",
                   "output_tokens", "cost_usd", "ts", "received_at", "data")
-_QMARK_ROW = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
 # 13 parameters an event: 1,000 events stay under SQLite's and Postgres' 32,766 parameters a statement
 _EVENTS_PER_STATEMENT = 1000
 
@@ -90,24 +90,14 @@ class FleetStore:
                 for r in chunk:
                     params += (r.node_id, r.seq, r.envelope_id, r.type, r.session_id, r.project, r.model,
                                r.input_tokens, r.output_tokens, r.cost_usd, r.ts, now, orjson.dumps(r.data).decode())
-                result = await conn.exec_driver_sql(self._insert_events_sql(len(chunk)), tuple(params))
+                sql = insert_values(t.events.name, _EVENT_COLUMNS, len(chunk), self._paramstyle,
+                                    "ON CONFLICT (node_id, seq) DO NOTHING RETURNING node_id, seq")
+                result = await conn.exec_driver_sql(sql, tuple(params))
                 stored: Sequence[Any] = result.fetchall()
                 new.update((str(node), int(seq)) for node, seq in stored)
             if sessions_for is not None:
                 await self._upsert_sessions(conn, sessions_for(new))
             return new
-
-    def _insert_events_sql(self, count: int) -> str:
-        """The hot statement, written out: SQLAlchemy's per-parameter processing of a
-        500-row insert cost more CPU than SQLite storing it. The SQL is the same for
-        SQLite and Postgres; only the placeholders differ (qmark, numeric_dollar)."""
-        width = len(_EVENT_COLUMNS)
-        if self._paramstyle == "qmark":
-            rows = [_QMARK_ROW] * count
-        else:  # numeric_dollar (asyncpg)
-            rows = ["(" + ", ".join(f"${n * width + i + 1}" for i in range(width)) + ")" for n in range(count)]
-        return (f"INSERT INTO {t.events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {', '.join(rows)} "
-                "ON CONFLICT (node_id, seq) DO NOTHING RETURNING node_id, seq")
 
     async def list_events(
         self, *, session_id: str | None = None, node_id: str | None = None, type_prefix: str | None = None,
