@@ -44,8 +44,12 @@ async def test_offline_after_missed_heartbeats_then_back_with_sessions_on_reconn
     assert sup.state.sessions[sid].state == "unreachable"
     limit = sup.config.server.heartbeat_interval_seconds * sup.config.server.heartbeat_missed_count
     assert limit == pytest.approx(0.6)
-    stored = await sup.store.load_sessions()
-    assert {s["session_id"]: s["state"] for s in stored}[sid] == "unreachable"
+
+    async def stored_unreachable() -> bool:
+        return {s["session_id"]: s["state"] for s in await sup.store.load_sessions()}[sid] == "unreachable"
+
+    # the in-memory state turns first; its row is written just after, in the same liveness pass
+    await wait_until(stored_unreachable, 5, "the stored session unreachable")
 
     proxy.resume()
     await wait_until(lambda: sup.state.nodes["n1"].status == "online" and node.connected.is_set(), 10,
