@@ -80,3 +80,27 @@ async def test_a_client_that_leaves_ends_the_iteration_quietly() -> None:
     assert closed == ["cancelled", "finally"]
     assert 1 < len(client.bodies()) < 100
     assert not response.cancelled() and response.exception() is None
+
+
+async def test_a_client_that_leaves_while_the_source_records_its_call_does_not_interrupt_it() -> None:
+    """Once the source says it is settling (closing the upstream, recording usage), a
+    disconnect no longer cancels it: its awaits run to their end, unshielded."""
+    ahead = ReadAhead()
+    client = Client()
+    recorded: list[str] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        try:
+            yield b"only"
+        finally:
+            ahead.settling = True
+            client.leave.set()  # the client goes away just as the call is being recorded
+            await asyncio.sleep(0.05)  # a recording that has to wait (a Redis counter, say)
+            recorded.append("recorded")
+
+    response = asyncio.create_task(EventStreamResponse(source(), ahead=ahead)({"type": "http"}, client.receive,
+                                                                               client.send))
+    await asyncio.wait_for(response, 2)
+    assert recorded == ["recorded"]
+    assert response.exception() is None
+    assert client.bodies() == [b"only", b""]

@@ -380,3 +380,95 @@ def test_the_wire_on_uvloop() -> None:
         return echoes, upstream.connections
 
     assert uvloop.run(scenario()) == ([1, 2, 3], 1)
+
+
+async def test_the_provider_client_sends_the_head_httpx_would_with_its_body(serve) -> None:
+    """The provider client encodes its request head once per path and sends it straight
+    down the wire: the upstream must see what an `httpx.Request` would have carried."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            try:
+                seen.append(await read_request(reader))
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(answer(b'{"ok": true}'))
+            await writer.drain()
+
+    upstream = await serve(handler)
+    config = ProviderConfig(type="openai", api_key="sk-secret", headers={"x-team": "blue"})
+    http = HttpClient("up", config, base_url=f"http://127.0.0.1:{upstream.port}/v1",
+                      headers={"authorization": "Bearer sk-secret"}, api_key="sk-secret", params={"api-version": "7"})
+    expected = httpx.Request("POST", f"http://127.0.0.1:{upstream.port}/v1/chat/completions?api-version=7",
+                             headers={**http._client.headers, "content-type": "application/json"},
+                             content=b'{"model":"m","n":1}')
+    try:
+        for n in (1, 2):  # the second from the cached head, with its own length
+            assert await http.request_json("POST", "/chat/completions", json_body={"model": "m", "n": n}) == {"ok": True}
+        assert await http.request_json("GET", "/models") == {"ok": True}
+    finally:
+        await http.aclose()
+
+    def headers(head: bytes) -> dict[bytes, bytes]:
+        lines = head.split(b"\r\n")[1:]
+        return {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines if line)}
+
+    (first, body1), (second, body2), (listing, body3) = seen
+    assert first.split(b"\r\n")[0] == b"POST /v1/chat/completions?api-version=7 HTTP/1.1"
+    assert headers(first) == {k.lower(): v for k, v in expected.headers.raw}
+    assert (body1, body2, body3) == (b'{"model":"m","n":1}', b'{"model":"m","n":2}', b"")
+    assert headers(second)[b"content-length"] == b"19"
+    assert listing.split(b"\r\n")[0] == b"GET /v1/models?api-version=7 HTTP/1.1"
+    assert headers(listing)[b"authorization"] == b"Bearer sk-secret" and headers(listing)[b"x-team"] == b"blue"
+    assert b"content-length" not in headers(listing) and b"content-type" not in headers(listing)
+    assert upstream.connections == 1
+
+
+async def test_the_provider_client_decodes_an_encoded_body_and_passes_a_plain_one(serve) -> None:
+    """The wire tells the provider client whether a content-encoding came (an extension,
+    not a header lookup): an encoded body goes through httpx's decoder, a plain one not."""
+    payload = b'{"text": "' + b"z" * 5000 + b'"}'
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(answer(gzip.compress(payload), b"Content-Encoding: gzip"))
+        await read_request(reader)
+        writer.write(answer(payload))
+        await writer.drain()
+
+    upstream = await serve(handler)
+    http = HttpClient("up", ProviderConfig(type="openai"), base_url=f"http://127.0.0.1:{upstream.port}",
+                      headers={}, api_key=None)
+    try:
+        sent = await http._send("GET", "/", None, None, None)
+        assert sent.extensions["corral_encoded"] is True
+        assert await http._read(sent) == payload
+        assert await http.request_json("GET", "/") == {"text": "z" * 5000}
+    finally:
+        await http.aclose()
+
+
+async def test_the_provider_client_reads_a_body_that_arrives_after_its_headers(serve) -> None:
+    """A body already in with its headers is taken whole; one still on its way is read
+    as it comes; both leave the connection reusable."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"a\": ")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"12345}")
+        await read_request(reader)
+        writer.write(answer(b'{"b": 2}'))
+        await writer.drain()
+        await reader.read(1)
+
+    upstream = await serve(handler)
+    http = HttpClient("up", ProviderConfig(type="openai"), base_url=f"http://127.0.0.1:{upstream.port}",
+                      headers={}, api_key=None)
+    try:
+        assert await http.request_json("POST", "/x", json_body={}) == {"a": 12345}
+        assert await http.request_json("POST", "/x", json_body={}) == {"b": 2}
+        assert upstream.connections == 1
+    finally:
+        await http.aclose()

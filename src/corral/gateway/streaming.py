@@ -28,9 +28,9 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(self, content: AsyncIterator[bytes], *, headers: Mapping[str, str] | None = None,
-                 ahead: ReadAhead | None = None) -> None:
+                 ahead: ReadAhead | None = None, status_code: int = 200) -> None:
         self.body_iterator = content
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.ahead = ahead
         self.init_headers(headers)
@@ -40,8 +40,12 @@ class EventStreamResponse(Response):
         assert task is not None
         state = {"finishing": False, "gone": False}
 
+        ahead = self.ahead
+
         def client_left(listener: asyncio.Task[None]) -> None:
             if listener.cancelled() or listener.exception() is not None or state["finishing"]:
+                return
+            if ahead is not None and ahead.settling:  # the source is recording the call: let it
                 return
             state["gone"] = True
             task.cancel()
@@ -50,7 +54,8 @@ class EventStreamResponse(Response):
         listener.add_done_callback(client_left)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            ahead, parts, first = self.ahead, [], True
+            parts: list[bytes] = []
+            first = True
             async for chunk in self.body_iterator:
                 parts.append(chunk)
                 if first or ahead is None or not ahead.more:  # the first output goes at once: time to first token

@@ -15,10 +15,16 @@ from contextvars import ContextVar
 
 
 class ReadAhead:
-    __slots__ = ("more",)
+    """Shared by a stream's source and its writer (`EventStreamResponse`): ``more``, set
+    by the source's reader as above; ``settling``, set by the source once it is closing
+    (recording the call), after which the writer does not cancel it for a client that
+    left."""
+
+    __slots__ = ("more", "settling")
 
     def __init__(self) -> None:
         self.more = False
+        self.settling = False
 
 
 # Set by the writer for the task that streams; read by the SSE reader.

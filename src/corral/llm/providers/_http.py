@@ -22,7 +22,7 @@ import orjson
 
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
-from corral.llm.providers._wire import FastTransport
+from corral.llm.providers._wire import FastTransport, origin_of
 from corral.llm.readahead import READ_AHEAD
 
 # Parses a vendor's JSON error body into (message, code); the code may be None.
@@ -127,6 +127,9 @@ class HttpClient:
             transport=self._transport,
         )
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
+        self._wire = self._transport if isinstance(self._transport, FastTransport) else None
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], bool],
+                          tuple[tuple[bytes, bytes, int], bytes]] = {}
         self._timeout_dicts: dict[float | None, dict[str, float | None]] = {}
 
     async def aclose(self) -> None:
@@ -151,6 +154,14 @@ class HttpClient:
             request = self._client.build_request(method, path, json=json_body, params=params,
                                                  timeout=self.timeout(seconds))
             return await self._client.send(request, stream=True)
+        if self._wire is not None:  # our own wire: the request head pre-encoded per path
+            origin, head = self._head(method, path, params, json_body is not None)
+            if json_body is None:
+                return await self._wire.send(origin, head + b"\r\n", b"", self._timeouts(seconds),
+                                             head_only=method == "HEAD")
+            encoded = orjson.dumps(json_body)
+            return await self._wire.send(origin, head + b"%d\r\n\r\n" % len(encoded), encoded,
+                                         self._timeouts(seconds))
         headers = self._client.headers
         content = None
         if json_body is not None:
@@ -162,6 +173,28 @@ class HttpClient:
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response
+
+    def _head(self, method: str, path: str, params: Mapping[str, str] | None,
+              has_body: bool) -> tuple[tuple[bytes, bytes, int], bytes]:
+        """The origin and the encoded request head for `_wire`, built once per method,
+        path and parameters: the request line, the headers `httpx.Request` would send
+        (host, the client's headers, the JSON content type), and for a body the
+        ``Content-Length:`` name, its value to follow. Without a body the head lacks
+        only its final blank line."""
+        key = (method, path, tuple(params.items()) if params else (), has_body)
+        found = self._heads.get(key)
+        if found is None:
+            if len(self._heads) >= _URL_CACHE_SIZE:
+                self._heads.clear()
+            url = self._url(path, params)
+            lines = [method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\nHost: ", url.netloc, b"\r\n"]
+            for name, value in self._client.headers.raw:
+                if name.lower() not in (b"host", b"content-length", b"content-type", b"transfer-encoding"):
+                    lines += (name, b": ", value, b"\r\n")
+            if has_body:
+                lines.append(b"Content-Type: application/json\r\nContent-Length: ")
+            found = self._heads[key] = (origin_of(url), b"".join(lines))
+        return found
 
     def timeout(self, seconds: float | None) -> httpx.Timeout:
         total = seconds or self._default_timeout
@@ -205,7 +238,9 @@ class HttpClient:
         try:
             return response, await self._read(response)
         finally:
-            await response.aclose()
+            if not response.is_closed:  # `Response.aclose` without its per-call context manager
+                response.is_closed = True
+                await response.stream.aclose()  # type: ignore[union-attr]
 
     async def _checked(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
                        seconds: float | None) -> httpx.Response:
@@ -241,8 +276,12 @@ class HttpClient:
 
     async def _read(self, response: httpx.Response) -> bytes:
         try:
-            if "content-encoding" in response.headers:
+            if _encoded(response):
                 return await response.aread()  # httpx decodes it
+            take_all = getattr(response.stream, "take_all", None)  # the wire's, when it is all in
+            whole = take_all() if take_all is not None else None
+            if whole is not None:
+                return bytes(whole)
             parts = [part async for part in response.stream]  # type: ignore[union-attr]
             return parts[0] if len(parts) == 1 else b"".join(parts)
         except httpx.HTTPError as exc:
@@ -322,8 +361,10 @@ class HttpClient:
             raise await self._json_instead_of_events(response)
         ahead = READ_AHEAD.get()
         pending = b""
+        # The body as it arrives; httpx's decoding layer only when the body is encoded.
+        source = response.aiter_bytes() if _encoded(response) else response.stream
         try:
-            async for raw in response.aiter_bytes():
+            async for raw in source:  # type: ignore[union-attr]
                 pending += raw
                 if b"\r" in pending:  # CRLF or CR line endings; a CR at the end may start a CRLF
                     held = pending.endswith(b"\r")
@@ -349,13 +390,16 @@ class HttpClient:
         if event is not None:
             yield event
 
-    async def drain(self, events: AsyncIterator[ServerSentEvent], seconds: float = 1.0) -> None:
+    async def drain(self, events: AsyncIterator[ServerSentEvent], seconds: float = 1.0,
+                    response: httpx.Response | None = None) -> None:
         """Reads what follows a stream's last event, up to the end of the response, so
         the connection goes back to the pool: closing a response mid-body closes its
         connection, and the next stream would pay a new connect (and TLS handshake).
-        Bounded, for servers that keep the response open after their last event."""
+        Bounded, for servers that keep the response open after their last event (no
+        bound needed when `response`'s body says it has all arrived, the usual case)."""
+        at_end = getattr(response.stream, "at_end", None) if response is not None else None
         try:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(None if at_end is not None and at_end() else seconds):
                 async for _ in events:
                     pass
         except (builtins.TimeoutError, errors.ProviderError):
@@ -382,8 +426,17 @@ class HttpClient:
 
 
 
+def _encoded(response: httpx.Response) -> bool:
+    """Whether the body has a content-encoding for httpx to decode; the wire says so in an
+    extension (no header lookup), other transports in the headers."""
+    encoded = response.extensions.get("corral_encoded")
+    return "content-encoding" in response.headers if encoded is None else bool(encoded)
+
+
 def _parse_event(block: bytes) -> ServerSentEvent | None:
     """One event's lines; None when it carries no data (comments, a lone `event:`)."""
+    if block.startswith(b"data: ") and b"\n" not in block:  # the usual event: one data line
+        return ServerSentEvent(None, block[6:].decode("utf-8", "replace"))
     event: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):

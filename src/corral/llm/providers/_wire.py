@@ -33,7 +33,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import httptools
@@ -41,6 +41,10 @@ import httpx
 
 _READ_HIGH_WATER = 256 * 1024  # buffered response bytes at which the socket is paused
 _Origin = tuple[bytes, bytes, int]  # scheme, host, port
+# The response extensions (httpx copies them): the version, and whether a content-encoding
+# came (so the provider client needs no header lookup to know whether to decode).
+_PLAIN = {"http_version": b"HTTP/1.1", "corral_encoded": False}
+_ENCODED = {"http_version": b"HTTP/1.1", "corral_encoded": True}
 
 
 class _Connection(asyncio.Protocol):
@@ -65,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.encoded = False  # a content-encoding header came
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self._paused = False
@@ -113,11 +118,14 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) == 16 and name.lower() == b"content-encoding":
+            self.encoded = True
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         if 100 <= self.status < 200:  # an interim answer (100 Continue): the real one follows
             self.headers = []
+            self.encoded = False
             return
         self.headers_done = True
         self.keep_alive = self._parser.should_keep_alive()  # only valid until the message completes
@@ -239,6 +247,21 @@ class _Body(httpx.AsyncByteStream):
                 await conn.wait(self._timeout)
         self._release(reusable=conn.finish())
 
+    def take_all(self) -> bytes | None:
+        """The whole body when it has all arrived (the usual small answer, in the same
+        read as its headers), the connection released; else None (read it as a stream)."""
+        conn = self._conn
+        if conn is None or not conn.complete:
+            return None
+        data = conn.take() if conn.chunks else b""
+        self._release(reusable=conn.finish())
+        return data
+
+    def at_end(self) -> bool:
+        """Everything of the response has arrived and been taken: reading on cannot wait."""
+        conn = self._conn
+        return conn is None or (conn.complete and not conn.chunks)
+
     async def aclose(self) -> None:
         if self._conn is not None:  # closed before its end: the connection cannot be reused
             self._conn.close()
@@ -271,18 +294,29 @@ class FastTransport(httpx.AsyncBaseTransport):
         return self._ssl_context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        origin = origin_of(request.url)
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        body = request.content if isinstance(request.stream, httpx.ByteStream) else None
+        return await self.send(origin, _request_head(request), body, timeouts, request=request,
+                               head_only=request.method == "HEAD")
+
+    async def send(
+        self,
+        origin: _Origin,
+        head: bytes,
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+        *,
+        request: httpx.Request | None = None,
+        head_only: bool = False,
+    ) -> httpx.Response:
+        """One exchange from an encoded request head (request line and headers, ending
+        with the blank line) and its body: what `handle_async_request` does after
+        encoding an `httpx.Request`, for callers that keep their head pre-encoded (the
+        provider client builds one per path). ``body`` None means `request`'s stream
+        is sent as it comes."""
         if self._closed:
             raise httpx.ConnectError("the client is closed")
-        url = request.url
-        scheme = url.raw_scheme
-        if scheme not in (b"http", b"https"):
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme.decode()!r}")
-        port = url.port or (443 if scheme == b"https" else 80)
-        origin: _Origin = (scheme, url.raw_host, port)
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        head = _request_head(request)
-        body = request.content if isinstance(request.stream, httpx.ByteStream) else None
-
         for attempt in range(2):
             # A resend (attempt 1) never takes an idle connection: the one that failed was one.
             conn = self._checkout(origin) if attempt == 0 else None
@@ -295,6 +329,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                 if body is not None:
                     await conn.write(head + body, timeouts.get("write"))
                 else:
+                    assert request is not None, "a streamed body needs its request"
                     await conn.write(head, timeouts.get("write"))
                     await _send_stream(conn, request, timeouts.get("write"))
                 while not conn.headers_done:
@@ -309,14 +344,14 @@ class FastTransport(httpx.AsyncBaseTransport):
                 conn.close()
                 self.release(conn, reusable=False)
                 raise
-            if request.method == "HEAD":
+            if head_only:
                 conn.complete = conn.delimited = True
             return httpx.Response(
                 conn.status,
                 headers=conn.headers,
                 stream=_Body(self, conn, timeouts.get("read")),
                 request=request,
-                extensions={"http_version": b"HTTP/1.1"},
+                extensions=_ENCODED if conn.encoded else _PLAIN,
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -332,7 +367,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             return conn
         return None
 
-    async def _connect(self, origin: _Origin, timeouts: dict[str, float | None]) -> _Connection:
+    async def _connect(self, origin: _Origin, timeouts: Mapping[str, float | None]) -> _Connection:
         """Opens a connection in a slot already counted for it (freed again on failure)."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
@@ -429,6 +464,14 @@ class FastTransport(httpx.AsyncBaseTransport):
     def idle_connections(self) -> int:
         """How many connections sit in the pool (for tests and diagnostics)."""
         return sum(len(idle) for idle in self._idle.values())
+
+
+def origin_of(url: httpx.URL) -> _Origin:
+    """The pool key of a URL: scheme, host and port (http and https only)."""
+    scheme = url.raw_scheme
+    if scheme not in (b"http", b"https"):
+        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme.decode()!r}")
+    return scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80)
 
 
 def _request_head(request: httpx.Request) -> bytes:

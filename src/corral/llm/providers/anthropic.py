@@ -136,7 +136,7 @@ class AnthropicProvider:
                 if state.stopped:
                     break
             if state.stopped:
-                await self._http.drain(events)  # so the connection returns to the pool
+                await self._http.drain(events, response=resp)  # so the connection returns to the pool
         if state.finish is None:
             raise self._http.truncated()
         if state.finish == "tool_calls" and not state.tool_calls:

@@ -96,7 +96,7 @@ class OpenAIProvider:
                 for event in self._chunk_events(chunk, state):
                     yield event
             if state.done:
-                await self._http.drain(events)
+                await self._http.drain(events, response=resp)
         if state.finish is None:
             if not state.done:
                 raise self._http.truncated()
