@@ -247,3 +247,24 @@ async def test_keys_update_command_patches_a_key(scripted_server: ServerFactory)
     assert table.exit_code == 0 and "renamed" in table.output and created["key"] not in table.output
     assert wrong.exit_code == 2 and "--clear takes" in wrong.output
     assert nothing.exit_code == 2
+
+
+async def test_usage_rows_and_the_cost_metric_price_the_alias_first(scripted_server: ServerFactory) -> None:
+    """docs/pricing.md: the alias's price wins over the upstream id's, in the spend report
+    and in `corral_cost_usd_total` alike."""
+    from corral.config.schema import ModelConfig
+
+    config = {**PRICED, "observability": {"metrics": True},
+              "models": {"house": ModelConfig(provider="script", model="scripted", num_retries=0)},
+              "pricing": {"house": {"input": 1000, "output": 2000}, "scripted": {"input": 1, "output": 1}}}
+    async with scripted_server(**config) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as api:
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=MASTER, max_retries=0) as sdk:
+            await sdk.chat.completions.create(model="house", messages=[{"role": "user", "content": "hi"}])
+        [row] = (await wait_for_rows(api, 1))["data"]
+        expected = (row["input_tokens"] * 1000 + row["output_tokens"] * 2000) / 1_000_000
+        assert row["model"] == "house" and row["cost_usd"] == pytest.approx(expected) and expected > 0
+        metrics = (await api.get("/metrics")).text
+        [line] = [x for x in metrics.splitlines() if x.startswith('corral_cost_usd_total{model="house"}')]
+        assert float(line.split()[-1]) == pytest.approx(expected)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from corral.store import BatchWriter, Store, UsageRecord
 
 
@@ -88,3 +90,40 @@ async def test_close_gives_up_on_a_dead_sink_after_the_timeout_and_counts_the_lo
         await writer.put(i)
     await writer.aclose(grace=0.2)
     assert writer.stats.lost == 5 and writer.stats.written == 0
+
+
+async def test_a_queue_smaller_than_a_batch_is_written_when_full_not_after_the_interval() -> None:
+    written: list[list[int]] = []
+
+    async def sink(batch: Sequence[int]) -> None:
+        written.append(list(batch))
+
+    writer: BatchWriter[int] = BatchWriter(sink, max_queue=2, batch_size=100, flush_interval=30)
+    for i in range(5):
+        await asyncio.wait_for(writer.put(i), 2)  # would wait 30 s for room if a full queue waited for the interval
+    assert writer.stats.blocked_puts >= 1
+    assert [r for batch in written for r in batch] == [0, 1, 2, 3]
+    await writer.aclose()
+    assert [r for batch in written for r in batch] == [0, 1, 2, 3, 4]
+
+
+async def test_records_left_after_a_full_batch_wait_for_their_own_interval() -> None:
+    written: list[list[int]] = []
+
+    async def sink(batch: Sequence[int]) -> None:
+        written.append(list(batch))
+
+    writer: BatchWriter[int] = BatchWriter(sink, batch_size=3, flush_interval=0.2)
+    for i in range(4):
+        await writer.put(i)
+    await asyncio.sleep(0.05)
+    assert written == [[0, 1, 2]] and writer.depth == 1
+    for _ in range(100):
+        if len(written) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert written == [[0, 1, 2], [3]] and writer.depth == 0
+    await writer.aclose()
+    assert writer.stats.batches == 2 and writer.stats.written == 4
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.put(5)

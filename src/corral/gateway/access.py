@@ -122,7 +122,7 @@ class Access:
         principal = await self.authenticator.authenticate(request)
         self.authenticator.check_model(principal, model)
         if principal.kind == "jwt":
-            await self._seed_caller(principal)
+            await self._seed_caller(principal, model)
         try:
             reservation = await self.limiter.check(principal, model)
         except LimitExceeded as exc:
@@ -133,11 +133,13 @@ class Access:
         except Exception as exc:  # the shared counters are down: refuse rather than go unlimited
             log.error("limits backend failed: %s", exc)
             raise ApiError(503, "Rate limits cannot be checked right now", code="limits_unavailable") from None
-        request.state.corral_principal = principal
-        request.state.corral_reservation = reservation
+        # The scope's state dict itself (what `request.state` wraps in an object per request).
+        state = request.scope.setdefault("state", {})
+        state["corral_principal"] = principal
+        state["corral_reservation"] = reservation
 
     async def finish(self, request: Request, record: CallRecord) -> None:
-        reservation: Reservation | None = getattr(request.state, "corral_reservation", None)
+        reservation: Reservation | None = request.scope.get("state", {}).get("corral_reservation")
         if reservation is None or record.ctx.extra.get(METERED):
             return
         status = "ok" if record.error is None and record.status < 400 else f"error:{record.status}"
@@ -158,11 +160,13 @@ class Access:
 
     async def _charge(self, reservation: Reservation, request_id: str, model: str, ctx: CallContext,
                       usage: Usage | None, started: float, status: str) -> None:
-        cost = self.pricing.cost(usage, ctx.upstream_model, model) if usage is not None else 0.0
-        try:
-            await self.limiter.record(reservation, usage, cost)
-        except Exception as exc:
-            log.error("could not add usage to the limit counters: %s", exc)
+        # Priced as the alias first, then the upstream id (docs/pricing.md), as the metrics are.
+        cost = self.pricing.cost(usage, model, ctx.upstream_model) if usage is not None else 0.0
+        if reservation.tpm_counters or reservation.budgets:  # else there is nothing to count
+            try:
+                await self.limiter.record(reservation, usage, cost)
+            except Exception as exc:
+                log.error("could not add usage to the limit counters: %s", exc)
         principal = reservation.principal
         row = UsageRecord(
             request_id=request_id,
@@ -244,10 +248,10 @@ class Access:
                 spent = await self.store.usage.total_cost(team_id=team.id, since=rule.window.start)
                 await self.limiter.seed_budget(team, spent)
 
-    async def _seed_caller(self, principal: Principal) -> None:
+    async def _seed_caller(self, principal: Principal, model: str) -> None:
         """A JWT subject (or team) has no row to seed at start: the first call of each budget
         period in this process seeds its counter from the stored usage, if the counter is missing."""
-        for rule in self.limiter.budget_rules(principal):
+        for rule in self.limiter.plan(principal, model).budgets:
             if rule.counter in self._seeded or rule.which == "budget":
                 continue
             if len(self._seeded) >= SEEDED_MAX:

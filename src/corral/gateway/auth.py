@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.auth")
 
 KEY_PREFIX = "sk-corral-"
+PRINCIPALS_MAX = 10_000
 
 
 def generate_key() -> str:
@@ -79,14 +80,24 @@ MASTER = Principal(kind="master", subject="master")
 
 
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
+    # Read from the raw ASGI headers (names are lower case there, as `request.headers`
+    # assumes too): building the `Headers` object cost more than the rest of the check.
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    for name, value in request.scope["headers"]:  # the first of each, as `Headers.get` returns
+        if name == b"authorization" and authorization is None:
+            authorization = value
+            if value:
+                break  # x-api-key is read only without one
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value
+    if authorization:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
     # The Anthropic SDK sends its key as x-api-key.
-    return request.headers.get("x-api-key") or None
+    return api_key.decode("latin-1") if api_key else None
 
 
 class KeyCache:
@@ -191,8 +202,11 @@ class Authenticator:
     ) -> None:
         self.config = config
         self.master_key = master_key
+        self._master = master_key.encode() if master_key else None
         self.keys = keys
         self.jwt = jwt
+        # Key id -> the principal of its cached record (and team): one object per key, not per call.
+        self._principals: dict[str, Principal] = {}
         # Static keys from the config (``auth.api_keys``), by hash so comparison leaks nothing.
         self._static = {hash_key(k.get_secret_value()): i for i, k in enumerate(config.api_keys)}
         configured = bool(master_key) or jwt is not None or bool(self._static)
@@ -211,7 +225,7 @@ class Authenticator:
         return await self.authenticate_token(token)
 
     async def authenticate_token(self, token: str) -> Principal:
-        if self.master_key and hmac.compare_digest(token.encode(), self.master_key.encode()):
+        if self._master is not None and hmac.compare_digest(token.encode(), self._master):
             return MASTER
         index = self._static.get(hash_key(token)) if self._static else None
         if index is not None:
@@ -229,14 +243,22 @@ class Authenticator:
         record = await self.keys.lookup(hash_key(token))
         if record is None:
             raise AuthError(401, "Invalid API key", code="invalid_api_key")
-        if record.expired(datetime.now(UTC)):
+        if record.expires_at is not None and record.expired(datetime.now(UTC)):
             raise AuthError(401, "This API key has expired", code="expired_api_key")
         if record.disabled:
             raise AuthError(401, "This API key is disabled", code="disabled_api_key")
-        return Principal(
-            kind="key", subject=record.name or record.id, key_id=record.id, team_id=record.team_id,
-            models=record.models, key=record, team=self.keys.team(record.team_id),
-        )
+        team = self.keys.team(record.team_id)
+        principal = self._principals.get(record.id)
+        # Records are immutable and replaced on every change: the same objects, the same principal.
+        if principal is None or principal.key is not record or principal.team is not team:
+            principal = Principal(
+                kind="key", subject=record.name or record.id, key_id=record.id, team_id=record.team_id,
+                models=record.models, key=record, team=team,
+            )
+            if len(self._principals) >= PRINCIPALS_MAX:
+                self._principals.clear()
+            self._principals[record.id] = principal
+        return principal
 
     def _with_team(self, principal: Principal) -> Principal:
         """A JWT's team claim naming a team made with the admin API (by id or name) gets that

@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
 from corral.gateway.limits import BudgetRule, Refusal, Rule, budget_retry_after
 
 WINDOW_MS = 60_000
+
+
+class _TokenWindow:
+    """The tokens of one tpm counter per second, oldest first, and their running total
+    (so a check costs what expired since the last one, not a pass over 60 buckets)."""
+
+    __slots__ = ("seconds", "tokens", "total")
+
+    def __init__(self) -> None:
+        self.seconds: deque[int] = deque()
+        self.tokens: deque[int] = deque()
+        self.total = 0
+
+    def add(self, second: int, tokens: int) -> None:
+        seconds = self.seconds
+        if seconds and seconds[-1] == second:
+            self.tokens[-1] += tokens
+        elif not seconds or seconds[-1] < second:
+            seconds.append(second)
+            self.tokens.append(tokens)
+        else:  # the clock went back: keep the seconds in order
+            i = bisect_left(seconds, second)
+            if seconds[i] == second:
+                self.tokens[i] += tokens
+            else:
+                seconds.insert(i, second)
+                self.tokens.insert(i, tokens)
+        self.total += tokens
+
+    def trim(self, floor: int) -> None:
+        seconds = self.seconds
+        while seconds and seconds[0] < floor:
+            seconds.popleft()
+            self.total -= self.tokens.popleft()
 
 
 class MemoryCounters:
@@ -19,7 +54,7 @@ class MemoryCounters:
     def __init__(self, *, clock: Any = time.time) -> None:
         self._clock = clock
         self._logs: dict[str, deque[float]] = {}
-        self._buckets: dict[str, dict[int, int]] = {}
+        self._windows: dict[str, _TokenWindow] = {}
         self._spend: dict[str, tuple[float, float]] = {}  # counter -> (amount, expires at)
         self._calls = 0
 
@@ -34,7 +69,9 @@ class MemoryCounters:
         if self._calls % 1000 == 0:
             self._sweep(now)
         for rule in rpm:
-            log = self._logs.setdefault(rule.counter, deque())
+            log = self._logs.get(rule.counter)
+            if log is None:
+                log = self._logs[rule.counter] = deque()
             while log and log[0] <= now - WINDOW_MS:
                 log.popleft()
             if len(log) >= rule.limit:
@@ -51,13 +88,11 @@ class MemoryCounters:
         return None
 
     def _tokens(self, counter: str, now: float) -> tuple[int, int | None]:
-        buckets = self._buckets.get(counter)
-        if not buckets:
+        window = self._windows.get(counter)
+        if window is None:
             return 0, None
-        floor = int(now // 1000) - 59
-        for second in [s for s in buckets if s < floor]:
-            del buckets[second]
-        return sum(buckets.values()), min(buckets, default=None)
+        window.trim(int(now // 1000) - 59)
+        return window.total, window.seconds[0] if window.seconds else None
 
     def _spent(self, counter: str, now: float) -> float:
         amount, expires = self._spend.get(counter, (0.0, 0.0))
@@ -67,8 +102,10 @@ class MemoryCounters:
         now = self._now_ms()
         second = int(now // 1000)
         for counter in tpm_counters:
-            buckets = self._buckets.setdefault(counter, {})
-            buckets[second] = buckets.get(second, 0) + tokens
+            window = self._windows.get(counter)
+            if window is None:
+                window = self._windows[counter] = _TokenWindow()
+            window.add(second, tokens)
         for budget in budgets:
             self._spend[budget.counter] = (self._spent(budget.counter, now) + cost, now + budget.ttl_seconds * 1000)
 
@@ -87,8 +124,8 @@ class MemoryCounters:
         for counter in [c for c, log in self._logs.items() if not log or log[-1] <= now - WINDOW_MS]:
             del self._logs[counter]
         floor = int(now // 1000) - 59
-        for counter in [c for c, b in self._buckets.items() if not b or max(b) < floor]:
-            del self._buckets[counter]
+        for counter in [c for c, w in self._windows.items() if not w.seconds or w.seconds[-1] < floor]:
+            del self._windows[counter]
         for counter in [c for c, (_, expires) in self._spend.items() if expires <= now]:
             del self._spend[counter]
 

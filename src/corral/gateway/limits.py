@@ -171,6 +171,20 @@ class Counters(Protocol):
 
 
 ModelLimits = Mapping[str, tuple[int | None, int | None]]  # alias -> (rpm, tpm)
+PLANS_MAX = 10_000
+
+
+@dataclass(slots=True)
+class Plan:
+    """The rules of one caller's calls on one model, derived from its (immutable) key and
+    team records and the config; budget windows make it valid only until ``until``."""
+
+    key: KeyRecord | None
+    team: TeamRecord | None
+    rpm: list[Rule]
+    tpm: list[Rule]
+    budgets: list[BudgetRule]
+    until: float  # Unix time the first of its budget periods ends (inf: none ends)
 
 
 class Limiter:
@@ -187,6 +201,7 @@ class Limiter:
         self.subject_limits = subject_limits or CallerLimits()
         self.team_limits = team_limits or CallerLimits()
         self.rejections: dict[str, int] = {}
+        self._plans: dict[tuple[str | None, ...], Plan] = {}
 
     def quotas(self, principal: Principal) -> list[Quota]:
         """Every scope the principal's calls count against."""
@@ -238,11 +253,31 @@ class Limiter:
         rules = [self.budget_rule(q) for q in (self.quotas(principal) if quotas is None else quotas)]
         return [r for r in rules if r is not None]
 
-    async def check(self, principal: Principal, model: str) -> Reservation:
+    def plan(self, principal: Principal, model: str) -> Plan:
+        """The rules of the principal's call on `model`, built once per key (team, JWT
+        subject) and model: a changed key or team is a new record, so a new plan."""
+        key, team = principal.key, principal.team
+        if principal.kind == "jwt":
+            cache_key: tuple[str | None, ...] = ("jwt", principal.subject, principal.team_id, model)
+        else:
+            cache_key = (key.id if key is not None else None, team.id if team is not None else None, model)
+        plan = self._plans.get(cache_key)
+        if plan is not None and plan.key is key and plan.team is team and time.time() < plan.until:
+            return plan
         quotas = self.quotas(principal)
         rpm, tpm = self._rules(quotas, model)
         budgets = self.budget_rules(principal, quotas)
-        reservation = Reservation(new_id(), model, principal, [r.counter for r in tpm], budgets)
+        ends = [b.window.end.timestamp() for b in budgets if b.window.end is not None]
+        plan = Plan(key, team, rpm, tpm, budgets, min(ends, default=math.inf))
+        if len(self._plans) >= PLANS_MAX:
+            self._plans.clear()
+        self._plans[cache_key] = plan
+        return plan
+
+    async def check(self, principal: Principal, model: str) -> Reservation:
+        plan = self.plan(principal, model)
+        rpm, tpm, budgets = plan.rpm, plan.tpm, plan.budgets
+        reservation = Reservation(new_id(), model, principal, [r.counter for r in tpm], list(budgets))
         if not rpm and not tpm and not budgets:
             return reservation
         refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets)

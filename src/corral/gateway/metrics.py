@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,12 +26,25 @@ log = logging.getLogger("corral.request")
 REJECTED = {401: "unauthorized", 402: "budget_exceeded", 403: "forbidden", 429: "rate_limited"}
 
 
-@dataclass(slots=True)
 class _Call:
-    surface: str
-    model: str
-    started: float
-    finished: bool = False
+    """One admitted call, until its response starts (the middleware calls
+    `response_started` with the overhead it publishes)."""
+
+    __slots__ = ("finished", "metrics", "model", "started", "surface")
+
+    def __init__(self, metrics: GatewayMetrics, surface: str, model: str, started: float) -> None:
+        self.metrics = metrics
+        self.surface = surface
+        self.model = model
+        self.started = started
+        self.finished = False
+
+    def response_started(self, status: int, overhead_seconds: float) -> None:
+        self.metrics.observe_overhead(self.surface, overhead_seconds)
+        if not self.finished and status >= 400:  # refused after admit (auth, limits, budget)
+            self.metrics.observe_call(surface=self.surface, model=self.model, status=status,
+                                      seconds=time.perf_counter() - self.started,
+                                      error_type=REJECTED.get(status, f"http_{status}"))
 
 
 def error_type(record: CallRecord) -> str | None:
@@ -59,23 +71,16 @@ class CallObserver:
         return self.pricing.cost(record.usage, record.model, record.ctx.upstream_model)
 
     async def admit(self, request: Request, model: str, surface: str) -> None:
-        call = _Call(surface, model, time.perf_counter())
-        request.state.corral_call = call
-        request.state.observe_overhead = self._response_started(call)
-
-    def _response_started(self, call: _Call) -> Callable[[int, float], None]:
-        def observe(status: int, overhead_seconds: float) -> None:
-            if self.metrics is None:
-                return
-            self.metrics.overhead.labels(call.surface).observe(overhead_seconds)
-            if not call.finished and status >= 400:  # refused after admit (auth, limits, budget)
-                self.metrics.observe_call(surface=call.surface, model=call.model, status=status,
-                                          seconds=time.perf_counter() - call.started,
-                                          error_type=REJECTED.get(status, f"http_{status}"))
-        return observe
+        if self.metrics is None:
+            return
+        call = _Call(self.metrics, surface, model, time.perf_counter())
+        # The scope's state dict itself: `request.state` wraps it in an object per request.
+        state = request.scope.setdefault("state", {})
+        state["corral_call"] = call
+        state["observe_overhead"] = call.response_started
 
     async def finish(self, request: Request, record: CallRecord) -> None:
-        call = getattr(request.state, "corral_call", None)
+        call = request.scope.get("state", {}).get("corral_call")
         if call is not None:
             call.finished = True
         seconds = time.perf_counter() - record.started

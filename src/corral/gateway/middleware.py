@@ -32,30 +32,35 @@ class CorralMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        request_id = _client_request_id(scope) or new_id()
+        length: bytes | None = None
+        client_id: bytes | None = None
+        for key, value in scope["headers"]:  # one pass for the two headers read here
+            if key == b"content-length":
+                length = value
+            elif key == b"x-request-id":
+                client_id = value
+        request_id = _safe_request_id(client_id) or new_id()
         state["request_id"] = request_id
         state["upstream_seconds"] = 0.0
         REQUEST_ID.set(request_id)  # every log line of this request carries it
 
-        length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             receive = await self._buffered(scope, receive, send)
-            if receive is None:  # type: ignore[comparison-overlap]
+            if receive is None:
                 return
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                overhead = (time.perf_counter() - started - state.get("upstream_seconds", 0.0)) * 1000
+                overhead = max(time.perf_counter() - started - state["upstream_seconds"], 0.0)
                 observe = state.get("observe_overhead")  # the metrics interceptor's histogram
                 if observe is not None:
-                    observe(message["status"], max(overhead, 0.0) / 1000)
-                headers = list(message.get("headers", []))
-                headers.append((b"x-corral-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
+                    observe(message["status"], overhead)
+                message["headers"] = [*message.get("headers", ()),
+                                      (b"x-corral-overhead-ms", b"%.3f" % (overhead * 1000)), id_header]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -99,18 +104,10 @@ async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
-def _client_request_id(scope: Scope) -> str | None:
+def _safe_request_id(value: bytes | None) -> str | None:
     """The client's `x-request-id`, if it is a plain token: it is echoed into logs and
     headers, so anything else (control characters, huge values) is replaced."""
-    value = _header(scope, b"x-request-id")
-    return value if value is not None and _SAFE_REQUEST_ID.fullmatch(value) else None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    return value.decode("ascii") if value is not None and _SAFE_REQUEST_ID.fullmatch(value) else None

@@ -22,13 +22,6 @@ T = TypeVar("T")
 Sink = Callable[[Sequence[T]], Awaitable[None]]
 
 
-class _Close:
-    pass
-
-
-_CLOSE = _Close()
-
-
 @dataclass(slots=True)
 class BatchStats:
     queued: int = 0  # accepted by put()
@@ -40,6 +33,10 @@ class BatchStats:
 
 
 class BatchWriter(Generic[T]):
+    """Records wait in a plain list; the background task is woken once per batch (when
+    it is full, when the interval of its first record is up, or on close), not once per
+    record: a task wake-up per record cost more CPU than the rest of recording a call."""
+
     def __init__(
         self,
         sink: Sink[T],
@@ -53,11 +50,16 @@ class BatchWriter(Generic[T]):
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be >= 1")
         self._sink = sink
-        self._queue: asyncio.Queue[T | _Close] = asyncio.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._retry_base = retry_base
         self._retry_max = retry_max
+        self._pending: list[T] = []
+        self._due: float | None = None  # loop time the oldest pending record must be written by
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()  # a batch is full or due, or the writer is closing
+        self._room = asyncio.Event()  # set when records leave a full queue
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight: list[T] = []
@@ -65,11 +67,11 @@ class BatchWriter(Generic[T]):
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     @property
     def capacity(self) -> int:
-        return self._queue.maxsize
+        return self._max_queue
 
     def start(self) -> None:
         if self._task is None:
@@ -78,11 +80,32 @@ class BatchWriter(Generic[T]):
     async def put(self, record: T) -> None:
         if self._closing:
             raise RuntimeError("batch writer is closed")
-        self.start()
-        if self._queue.full():
+        if self._task is None:
+            self.start()
+        pending = self._pending
+        if len(pending) >= self._max_queue:
             self.stats.blocked_puts += 1
-        await self._queue.put(record)
+            while len(pending) >= self._max_queue:
+                self._room.clear()
+                self._wake.set()
+                await self._room.wait()
+        pending.append(record)
         self.stats.queued += 1
+        if len(pending) >= self.batch_size:
+            self._wake.set()
+        elif self._due is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + self.flush_interval
+        self._timer = loop.call_at(self._due, self._wake.set)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._due = None
 
     async def aclose(self, grace: float = 30.0) -> None:
         """Write everything queued, then stop. After ``grace`` seconds of a failing
@@ -92,45 +115,37 @@ class BatchWriter(Generic[T]):
         self._closing = True
         if self._task is None:
             return
-        await self._queue.put(_CLOSE)
+        self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), grace)
         except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            lost = len(self._inflight) + sum(
-                1 for _ in range(self._queue.qsize()) if not isinstance(self._queue.get_nowait(), _Close)
-            )
+            lost = len(self._inflight) + len(self._pending)
+            self._pending.clear()
             self.stats.lost += lost
             log.error("batch writer shut down with %d unwritten records", lost)
+        finally:
+            self._disarm()
 
     async def _run(self) -> None:
-        done = False
-        while not done:
-            batch, done = await self._next_batch()
-            if batch:
-                await self._write(batch)
-
-    async def _next_batch(self) -> tuple[list[T], bool]:
         loop = asyncio.get_running_loop()
-        item = await self._queue.get()
-        deadline = loop.time() + self.flush_interval
-        batch: list[T] = []
         while True:
-            if isinstance(item, _Close):
-                return batch, True
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                return batch, False
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        item = await self._queue.get()
-                except TimeoutError:
-                    return batch, False
+            await self._wake.wait()
+            self._wake.clear()
+            pending = self._pending
+            while pending and (len(pending) >= min(self.batch_size, self._max_queue) or self._closing
+                               or (self._due is not None and loop.time() >= self._due)):
+                batch = pending[:self.batch_size]
+                del pending[:self.batch_size]
+                self._disarm()
+                self._room.set()
+                await self._write(batch)
+            if pending and self._due is None:  # the rest waits for its own interval
+                self._arm()
+            if self._closing and not pending:
+                return
 
     async def _write(self, batch: list[T]) -> None:
         self._inflight = batch

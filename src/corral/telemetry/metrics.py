@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,17 +65,84 @@ def cleanup_multiprocess(path: str | None) -> None:
 _TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
 
 
+class _Total:
+    """A counter series' running total, kept here and copied into its prometheus child
+    at scrape time: no lock per increment (the gateway is one event-loop thread)."""
+
+    __slots__ = ("child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.value = 0.0
+
+    def publish(self) -> None:
+        self.child._value.set(self.value)
+
+
+class _Buckets:
+    """A histogram series' bucket counts (non-cumulative, as prometheus_client keeps them)
+    and sum, copied into its child at scrape time. The sum is accumulated in the order of
+    the observations, so it is the same float prometheus_client would have."""
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket with value <= bound
+        self.total += value
+
+    def publish(self) -> None:
+        self.child._sum.set(self.total)
+        for bucket, count in zip(self.child._buckets, self.counts, strict=True):
+            bucket.set(float(count))
+
+
+class _Shape:
+    """The series one kind of call (surface, model, status, error type) adds to; those
+    it may not touch yet (time to first token, each token kind, cost) are created when it
+    first does, so a series appears (with its ``_created``) at its first observation."""
+
+    __slots__ = ("cost", "errors", "latency", "model", "requests", "surface", "tokens", "ttft")
+
+    def __init__(self, surface: str, model: str, requests: _Total, latency: _Buckets, errors: _Total | None) -> None:
+        self.surface = surface
+        self.model = model
+        self.requests = requests
+        self.latency = latency
+        self.errors = errors
+        self.ttft: _Buckets | None = None
+        self.tokens: list[_Total | None] = [None] * len(_TOKEN_KINDS)
+        self.cost: _Total | None = None
+
+
 class GatewayMetrics:
     """Every metric the gateway publishes, plus the seams other components feed:
 
     - ``limit_rejections.labels(limit=..., scope=...).inc()`` (limits and budgets),
     - ``watch_queue(name, depth)`` (batch writers),
     - ``deployments`` (a callable listing `DeploymentHealth`; the router's state).
+
+    The per-call metrics (requests, latency, overhead, time to first token, tokens, cost,
+    errors) are fed through `observe_call` and `observe_overhead` only. In one process
+    they are counted in plain Python objects and copied into the prometheus_client
+    metrics when `/metrics` renders (`publish`): prometheus_client takes a lock per
+    increment, seven or eight per call. In multiprocess mode every increment is written
+    through at once instead, because a scrape answered by another worker reads this
+    worker's values from the shared directory.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, write_through: bool | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.write_through = multiprocess_dir() is not None if write_through is None else write_through
         self._children: dict[tuple[Any, ...], Any] = {}  # as many as the metrics' own label sets
+        self._series: dict[tuple[Any, ...], _Total | _Buckets] = {}
+        self._shapes: dict[tuple[str, str, int, str | None], _Shape] = {}
+        self._overheads: dict[str, _Buckets] = {}
         r = self.registry
         self.requests = Counter("corral_requests", "Model calls by API surface, model and HTTP status.",
                                 ["surface", "model", "status"], registry=r)
@@ -120,6 +188,75 @@ class GatewayMetrics:
         error_type: str | None = None,
         cost_usd: float | None = None,
     ) -> None:
+        if self.write_through:
+            self._observe_through(surface, model, status, seconds, ttft_seconds, tokens, error_type, cost_usd)
+            return
+        shape = self._shapes.get((surface, model, status, error_type))
+        if shape is None:
+            shape = self._shape(surface, model, status, error_type)
+        shape.requests.value += 1
+        shape.latency.observe(seconds)
+        if ttft_seconds is not None:
+            if shape.ttft is None:
+                shape.ttft = self._buckets(self.ttft, LATENCY_BUCKETS, surface, model)
+            shape.ttft.observe(ttft_seconds)
+        if error_type is not None:
+            assert shape.errors is not None
+            shape.errors.value += 1
+        if tokens is not None:
+            totals = shape.tokens
+            for i, count in enumerate(tokens):
+                if count:
+                    total = totals[i]
+                    if total is None:
+                        total = totals[i] = self._total(self.tokens, model, _TOKEN_KINDS[i])
+                    total.value += count
+        if cost_usd:
+            if shape.cost is None:
+                shape.cost = self._total(self.cost, model)
+            shape.cost.value += cost_usd
+
+    def observe_overhead(self, surface: str, seconds: float) -> None:
+        """``corral_overhead_seconds``: Corral's own time before the response started."""
+        if self.write_through:
+            self._child(self.overhead, surface).observe(seconds)
+            return
+        series = self._overheads.get(surface)
+        if series is None:
+            series = self._overheads[surface] = self._buckets(self.overhead, OVERHEAD_BUCKETS, surface)
+        series.observe(seconds)
+
+    def publish(self) -> None:
+        """Copy the per-call metrics into prometheus_client's (`render` does it first)."""
+        for series in self._series.values():
+            series.publish()
+
+    def _shape(self, surface: str, model: str, status: int, error_type: str | None) -> _Shape:
+        errors = self._total(self.errors, surface, model, error_type) if error_type is not None else None
+        shape = _Shape(surface, model, self._total(self.requests, surface, model, str(status)),
+                       self._buckets(self.latency, LATENCY_BUCKETS, surface, model), errors)
+        self._shapes[(surface, model, status, error_type)] = shape
+        return shape
+
+    def _total(self, metric: Any, *values: str) -> _Total:
+        key = (id(metric), *values)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = _Total(metric.labels(*values))
+        assert isinstance(found, _Total)
+        return found
+
+    def _buckets(self, metric: Any, bounds: tuple[float, ...], *values: str) -> _Buckets:
+        key = (id(metric), *values)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = _Buckets(metric.labels(*values), bounds)
+        assert isinstance(found, _Buckets)
+        return found
+
+    def _observe_through(self, surface: str, model: str, status: int, seconds: float, ttft_seconds: float | None,
+                         tokens: tuple[int, int, int, int] | None, error_type: str | None,
+                         cost_usd: float | None) -> None:
         child = self._child
         child(self.requests, surface, model, str(status)).inc()
         child(self.latency, surface, model).observe(seconds)
@@ -136,7 +273,7 @@ class GatewayMetrics:
 
     def _child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, looked up once: prometheus_client takes a lock and
-        builds the label tuple on every call, five to seven times per request."""
+        builds the label tuple on every call."""
         key = (id(metric), *values)
         found = self._children.get(key)
         if found is None:
@@ -155,6 +292,7 @@ class GatewayMetrics:
                 self.deployment_cooldown.labels(health.alias, health.deployment).set(health.cooldown_seconds)
 
     def render(self) -> tuple[bytes, str]:
+        self.publish()
         self.refresh()
         path = multiprocess_dir()
         if path is None:

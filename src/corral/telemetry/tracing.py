@@ -79,7 +79,7 @@ class Tracing:
 
 def otlp_exporter(endpoint: str | None) -> SpanExporter:
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found, unused-ignore]
             OTLPSpanExporter,
         )
     except ImportError:
