@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -55,6 +55,20 @@ async def test_usage_insert_is_exactly_once_per_request_id(store: Store) -> None
     assert await store.usage.insert_many(again) == 1
     assert await store.usage.count() == 4
     assert await store.usage.total_cost("k1") == pytest.approx(1.75)
+
+
+async def test_usage_times_are_stored_to_the_microsecond_as_utc_whatever_their_zone(store: Store) -> None:
+    plus5 = datetime(2026, 3, 2, 4, 30, 0, 123456, tzinfo=timezone(timedelta(hours=5)))  # 23:30:00.123456 UTC
+    whole = datetime(2026, 3, 1, 23, 30, 1, tzinfo=UTC)  # no microseconds: still stored with them
+    await store.usage.insert_many([UsageRecord("z", "gpt", key_id="k1", cost_usd=1.0, ts=plus5),
+                                   UsageRecord("u", "gpt", key_id="k1", cost_usd=2.0, ts=whole)])
+    stored = await store.usage.get("z")
+    assert stored is not None and stored.ts == plus5
+    assert await store.usage.total_cost("k1", since=plus5) == 3.0
+    assert await store.usage.total_cost("k1", since=plus5 + timedelta(microseconds=1)) == 2.0
+    assert await store.usage.total_cost("k1", since=whole) == 2.0
+    assert await store.usage.total_cost("k1", since=whole + timedelta(microseconds=1)) == 0.0
+    assert {r.group: r.cost_usd for r in await store.usage.spend("day")} == {"2026-03-01": 3.0}
 
 
 async def test_spend_groups_by_key_model_and_utc_day(store: Store) -> None:
@@ -139,3 +153,34 @@ async def test_a_run_whose_lease_expired_is_claimed_again_and_finish_is_final(st
     done = await store.runs.get("r")
     assert done is not None and done.state == "succeeded" and done.output == {"answer": 42}
     assert [r.id for r in await store.runs.list(state="succeeded")] == ["r"]
+
+
+async def test_an_agent_call_store_round_leaves_no_garbage_for_the_cycle_collector(store: Store) -> None:
+    """`corral serve` runs the cyclic collector rarely (corral.runtime); what an agent call
+    does in the store (session, messages, a run to its end) must free itself by
+    reference counting, or memory climbs until the next collection (the soak)."""
+    import gc
+
+    async def one_call(n: int) -> None:
+        await store.sessions.create(SessionRecord(id=f"g{n}", agent="helper"))
+        assert await store.sessions.get(f"g{n}") is not None
+        await store.sessions.append_messages(f"g{n}", [("user", "hi"), ("assistant", "hello")])
+        assert len(await store.sessions.messages(f"g{n}", limit=10)) == 2
+        await store.runs.enqueue(RunRecord(id=f"r{n}", agent="helper", session_id=f"g{n}"))
+        claimed = await store.runs.claim("w", agents=["helper"])
+        assert claimed is not None and claimed.id == f"r{n}"
+        assert await store.runs.finish(f"r{n}", "succeeded", output={"text": "hello"}, worker="w")
+        assert (await store.runs.get(f"r{n}")).state == "succeeded"
+
+    await one_call(0)  # warm: statement caches, connections
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(1, 6):
+            await one_call(n)
+        gc.collect()
+        leftovers = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert leftovers == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -16,9 +18,9 @@ from corral.gateway.errors import ApiError
 from corral.gateway.openai_format import (
     ChunkWriter,
     completion_json,
-    json_body,
+    read_body,
     to_neutral,
-    validate_chat,
+    validate_chat_json,
 )
 from corral.gateway.state import CallRecord, ChatTarget, Gateway
 from corral.gateway.streaming import EventStreamResponse
@@ -32,7 +34,20 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def json_response(data: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    return JSONBytes(orjson.dumps(data), status)
+
+
+class JSONBytes(Response):
+    """A JSON response from bytes already encoded: its two headers written directly
+    (Starlette's `init_headers` costs as much as encoding a small answer)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
 
 
 def model_not_found(model: str) -> ApiError:
@@ -49,14 +64,14 @@ async def begin_call(
     if target is None:
         raise model_not_found(model)
     await gateway.admit(request, model, surface)
-    ctx = CallContext(request_id=request.state.request_id)
-    return target, CallRecord(request.state.request_id, surface, model, stream, ctx, started)
+    request_id = request.scope["state"]["request_id"]  # set by CorralMiddleware
+    return target, CallRecord(request_id, surface, model, stream, CallContext(request_id=request_id), started)
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
-        body = validate_chat(await json_body(request))
+        body = validate_chat_json(await read_body(request))
         chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
         target, record = await begin_call(gateway, request, body.model, "openai", stream=body.stream, started=started)
         created = int(time.time())
@@ -107,7 +122,7 @@ async def complete_chat(
         await gateway.finish(request, record)
         raise to_api_error(exc) from None
     finally:
-        request.state.upstream_seconds = record.ctx.upstream_seconds
+        request.scope["state"]["upstream_seconds"] = record.ctx.upstream_seconds
     record.usage = result.usage
     await gateway.finish(request, record)
     return result
@@ -162,7 +177,7 @@ async def stream_chat(
         await gateway.finish(request, record)
         raise to_api_error(exc) from None
     finally:
-        request.state.upstream_seconds = ctx.upstream_seconds
+        request.scope["state"]["upstream_seconds"] = ctx.upstream_seconds
     record.ttft_seconds = time.perf_counter() - record.started
 
     async def body() -> AsyncIterator[bytes]:
@@ -185,9 +200,13 @@ async def stream_chat(
             raise
         finally:
             record.usage = writer.usage
-            # Shielded: on a client disconnect this generator is being cancelled, and the
-            # upstream stream must still be closed and the usage still recorded.
-            with anyio.CancelScope(shield=True):
+            # The upstream stream must be closed and the usage recorded whatever happens:
+            # from here the response no longer cancels us when the client leaves, and
+            # when we are unwinding a cancellation already, the rest is shielded.
+            ahead.settling = True
+            task = asyncio.current_task()
+            unwinding = task is not None and task.cancelling() > 0
+            with anyio.CancelScope(shield=True) if unwinding else contextlib.nullcontext():
                 await aclose(events)
                 await gateway.finish(request, record)
 

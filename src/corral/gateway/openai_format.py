@@ -96,7 +96,12 @@ class ChatCompletionIn(_Loose):
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON body, read straight from the ASGI `receive` (Starlette's
+    """The request's JSON body (see `read_body`)."""
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body, read straight from the ASGI `receive` (Starlette's
     `Request.body()` goes through an async generator and `aclosing` per request)."""
     chunks: list[bytes] = []
     while True:
@@ -106,7 +111,7 @@ async def json_body(request: Request) -> Any:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    return parse_json(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_json(body: bytes) -> Any:
@@ -147,6 +152,22 @@ def validate_chat(payload: Any) -> ChatCompletionIn:
         raise validation_error(exc) from None
 
 
+def validate_chat_json(raw: bytes) -> ChatCompletionIn:
+    """`validate_chat(parse_json(raw))` in one pass (pydantic parses the JSON itself),
+    with the same errors: invalid JSON and a body that is not an object are `invalid_json`."""
+    try:
+        return ChatCompletionIn.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            parse_json(raw)  # orjson's message for it, as every other route gives
+            raise ApiError(400, f"We could not parse the JSON body of your request: {first['msg']}",
+                           code="invalid_json") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise ApiError(400, "The request body must be a JSON object", code="invalid_json") from None
+        raise validation_error(exc) from None
+
+
 def _parts(content: str | list[ContentPartIn] | None) -> list[Part]:
     if content is None:
         return []
@@ -166,6 +187,9 @@ def _parts(content: str | list[ContentPartIn] | None) -> list[Part]:
         else:
             raise ApiError(400, f"Unsupported content part type '{part.type}'", param=f"content[{i}].type")
     return parts
+
+
+_KNOWN_FIELDS = frozenset(ChatCompletionIn.model_fields)
 
 
 def to_neutral(body: ChatCompletionIn) -> ChatRequest:
@@ -189,8 +213,7 @@ def to_neutral(body: ChatCompletionIn) -> ChatRequest:
     if isinstance(choice, dict):
         choice = str((choice.get("function") or {}).get("name") or "auto")
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    known = set(ChatCompletionIn.model_fields)
-    extra = {k: v for k, v in (body.model_extra or {}).items() if k not in known}
+    extra = {k: v for k, v in body.model_extra.items() if k not in _KNOWN_FIELDS} if body.model_extra else {}
     return ChatRequest(
         model=body.model, messages=messages, tools=tools, tool_choice=choice,
         parallel_tool_calls=body.parallel_tool_calls, temperature=body.temperature, top_p=body.top_p,
@@ -236,12 +259,19 @@ class ChunkWriter:
     def __init__(self, *, id: str, created: int, model: str, include_usage: bool) -> None:
         self._head = {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                       "system_fingerprint": None}
+        # Every chunk is this head, the delta, and this tail: encoded once per response,
+        # so a token costs one small `orjson.dumps` (of its delta).
+        self._open = b"data: " + orjson.dumps(self._head)[:-1] + b',"choices":[{"index":0,"delta":'
+        usage = b',"usage":null' if include_usage else b""
+        self._close = b',"finish_reason":null,"logprobs":null}]' + usage + b"}\n\n"
         self._include_usage = include_usage
         self._tool_ids: dict[int, str] = {}
         self.usage: Usage | None = None
         self.finish: str | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        if finish is None:
+            return self._open + orjson.dumps(delta) + self._close
         chunk: dict[str, Any] = {**self._head,
                                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
         if self._include_usage:

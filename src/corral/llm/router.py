@@ -31,7 +31,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from corral.config.schema import Deployment, ModelConfig, RouterConfig
@@ -69,6 +69,8 @@ class DeploymentState:
     cooldown_until: float = 0.0
     successes: int = 0
     failures: int = 0
+    params: dict[str, object] | None = None  # alias and deployment params, merged on first use
+    timeout: float | None = None  # the deployment's, else the alias's (set with params)
 
     @property
     def key(self) -> str:
@@ -164,6 +166,8 @@ class Router:
 
     def _pick(self, alias: str, tried: set[str]) -> DeploymentState:
         states = self._deployment_states(alias)
+        if len(states) == 1:  # the usual alias: nothing to choose (cooling or not, it is the one)
+            return states[0]
         if not states:
             raise errors.NotFoundError(f"The model '{alias}' does not exist or has no enabled deployment")
         now = self._clock()
@@ -185,11 +189,13 @@ class Router:
         return self._rng.choices(healthy, weights=[s.deployment.weight for s in healthy])[0]
 
     def _request_for(self, state: DeploymentState, request: ChatRequest) -> ChatRequest:
-        model = self._models.get(state.alias)
-        params = {**(model.params if model and model.deployments else {}), **state.deployment.params}
-        upstream = _with_params(request, state.deployment.model, params)
+        if state.params is None:  # the alias's and the deployment's settings, merged once
+            model = self._models.get(state.alias)
+            state.params = {**(model.params if model and model.deployments else {}), **state.deployment.params}
+            state.timeout = state.deployment.timeout or (model.timeout if model else None)
+        upstream = _with_params(request, state.deployment.model, state.params)
         if upstream.timeout is None:
-            upstream.timeout = state.deployment.timeout or (model.timeout if model else None)
+            upstream.timeout = state.timeout
         return upstream
 
     # ---- outcomes ---------------------------------------------------------
@@ -376,14 +382,14 @@ async def aclose(iterator: AsyncIterator[object]) -> None:
 def _with_params(request: ChatRequest, upstream_model: str, params: Mapping[str, object]) -> ChatRequest:
     """A copy of the request for one upstream: its model id, and alias params as defaults
     (what the client sent wins)."""
-    known = {"temperature", "top_p", "max_tokens", "seed"}
-    updates: dict[str, object] = {"model": upstream_model}
-    extra = dict(request.extra)
+    upstream = request.for_upstream(upstream_model)
     for key, value in params.items():
-        if key in known:
-            if getattr(request, key) is None:
-                updates[key] = value
+        if key in _KNOWN_PARAMS:
+            if getattr(upstream, key) is None:
+                setattr(upstream, key, value)
         else:
-            extra.setdefault(key, value)
-    updates["extra"] = extra
-    return replace(request, **updates)  # type: ignore[arg-type]
+            upstream.extra.setdefault(key, value)
+    return upstream
+
+
+_KNOWN_PARAMS = frozenset({"temperature", "top_p", "max_tokens", "seed"})

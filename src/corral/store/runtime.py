@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, and_, delete, func, or_, select, update
+from sqlalchemy import RowMapping, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.store.models import agent_messages, agent_runs, agent_sessions
@@ -70,19 +70,29 @@ def _fields(cls: Any, row: RowMapping) -> dict[str, Any]:
     return {name: row[name] for name in cls.__dataclass_fields__}
 
 
+# The statements of every agent call, built once: an expression built per call (`c.id ==
+# value`) leaves reference cycles (bind parameters and their comparators) for the cyclic
+# garbage collector, which `corral serve` runs rarely (`corral.runtime`).
+_INSERT_SESSION = agent_sessions.insert()
+_GET_SESSION = select(agent_sessions).where(agent_sessions.c.id == bindparam("session_id"))
+_TOUCH_SESSION = (update(agent_sessions).where(agent_sessions.c.id == bindparam("session_id"))
+                  .values(updated_at=bindparam("now")))
+_LAST_SEQ = select(func.coalesce(func.max(agent_messages.c.seq), 0)).where(
+    agent_messages.c.session_id == bindparam("session_id"))
+
+
 class SessionRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
     async def create(self, record: SessionRecord) -> SessionRecord:
         async with self._engine.begin() as conn:
-            await conn.execute(agent_sessions.insert().values(**_as_map(record)))
+            await conn.execute(_INSERT_SESSION, _as_map(record))
         return record
 
     async def get(self, session_id: str) -> SessionRecord | None:
         async with self._engine.connect() as conn:
-            query = select(agent_sessions).where(agent_sessions.c.id == session_id)
-            row = (await conn.execute(query)).mappings().first()
+            row = (await conn.execute(_GET_SESSION, {"session_id": session_id})).mappings().first()
         return SessionRecord(**_fields(SessionRecord, row)) if row else None
 
     async def list(
@@ -110,13 +120,9 @@ class SessionRepository:
         async with self._engine.begin() as conn:
             # Writing the session row first takes its row lock (Postgres) or the database
             # write lock (SQLite) before reading max(seq), so concurrent appends never collide.
-            touch = update(agent_sessions).where(agent_sessions.c.id == session_id).values(updated_at=now)
-            if (await conn.execute(touch)).rowcount == 0:
+            if (await conn.execute(_TOUCH_SESSION, {"session_id": session_id, "now": now})).rowcount == 0:
                 raise KeyError(session_id)
-            last = select(func.coalesce(func.max(agent_messages.c.seq), 0)).where(
-                agent_messages.c.session_id == session_id
-            )
-            start = int((await conn.execute(last)).scalar_one()) + 1
+            start = int((await conn.execute(_LAST_SEQ, {"session_id": session_id})).scalar_one()) + 1
             records = [
                 MessageRecord(session_id, start + i, role, content, run_id, now)
                 for i, (role, content) in enumerate(messages)
@@ -128,15 +134,11 @@ class SessionRepository:
     async def messages(
         self, session_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> builtins.list[MessageRecord]:
-        query = (
-            select(agent_messages)
-            .where(agent_messages.c.session_id == session_id, agent_messages.c.seq > after_seq)
-            .order_by(agent_messages.c.seq)
-        )
+        query, params = _MESSAGES, {"session_id": session_id, "after_seq": after_seq}
         if limit is not None:
-            query = query.limit(limit)
+            query, params["limit"] = _MESSAGES_LIMITED, limit
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            rows = (await conn.execute(query, params)).mappings().all()
         return [MessageRecord(**_fields(MessageRecord, row)) for row in rows]
 
 
@@ -146,12 +148,12 @@ class RunRepository:
 
     async def enqueue(self, record: RunRecord) -> RunRecord:
         async with self._engine.begin() as conn:
-            await conn.execute(agent_runs.insert().values(**_as_map(record)))
+            await conn.execute(_INSERT_RUN, _as_map(record))
         return record
 
     async def get(self, run_id: str) -> RunRecord | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(agent_runs).where(agent_runs.c.id == run_id))).mappings().first()
+            row = (await conn.execute(_GET_RUN, {"run_id": run_id})).mappings().first()
         return RunRecord(**_fields(RunRecord, row)) if row else None
 
     async def list(
@@ -171,33 +173,12 @@ class RunRepository:
     ) -> RunRecord | None:
         """Take the most urgent claimable run for ``worker``, or None."""
         now = _now()
-        claimable = or_(
-            agent_runs.c.state == "queued",
-            and_(agent_runs.c.state == "running", agent_runs.c.lease_expires_at < now),
-        )
-        pick = (
-            select(agent_runs.c.id)
-            .where(claimable)
-            .order_by(agent_runs.c.priority.desc(), agent_runs.c.created_at, agent_runs.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+        params: dict[str, Any] = {"now": now, "worker": worker, "lease": now + timedelta(seconds=lease_seconds)}
+        claim = _CLAIM
         if agents is not None:
-            pick = pick.where(agent_runs.c.agent.in_(list(agents)))
-        claim = (
-            update(agent_runs)
-            .where(agent_runs.c.id == pick.scalar_subquery(), claimable)
-            .values(
-                state="running",
-                claimed_by=worker,
-                attempts=agent_runs.c.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-            .returning(*agent_runs.c)
-        )
+            claim, params["agents"] = _CLAIM_OF_AGENTS, list(agents)
         async with self._engine.begin() as conn:
-            row = (await conn.execute(claim)).mappings().first()
+            row = (await conn.execute(claim, params)).mappings().first()
         return RunRecord(**_fields(RunRecord, row)) if row else None
 
     async def extend_lease(self, run_id: str, worker: str, *, lease_seconds: float = 60.0) -> bool:
@@ -254,13 +235,55 @@ class RunRepository:
         """Move a run to a final state; False if it was already final (or another worker holds it)."""
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state}")
-        query = update(agent_runs).where(agent_runs.c.id == run_id, agent_runs.c.state.not_in(FINAL_STATES))
-        if worker is not None:
-            query = query.where(agent_runs.c.claimed_by == worker)
-        query = query.values(state=state, output=output, error=error, lease_expires_at=None, updated_at=_now())
+        query = _FINISH_RUN if worker is None else _FINISH_RUN_OF_WORKER
+        params = {"run_id": run_id, "worker": worker, "new_state": state, "new_output": output,
+                  "new_error": error, "now": _now()}
         async with self._engine.begin() as conn:
-            return (await conn.execute(query)).rowcount > 0
+            return (await conn.execute(query, params)).rowcount > 0
 
+
+
+_MESSAGES = (select(agent_messages)
+             .where(agent_messages.c.session_id == bindparam("session_id"),
+                    agent_messages.c.seq > bindparam("after_seq"))
+             .order_by(agent_messages.c.seq))
+_MESSAGES_LIMITED = _MESSAGES.limit(bindparam("limit"))
+_INSERT_RUN = agent_runs.insert()
+_GET_RUN = select(agent_runs).where(agent_runs.c.id == bindparam("run_id"))
+_NOT_FINAL = agent_runs.c.state.not_in(sorted(FINAL_STATES))
+_FINISH_RUN = (update(agent_runs).where(agent_runs.c.id == bindparam("run_id"), _NOT_FINAL)
+               .values(state=bindparam("new_state"), output=bindparam("new_output"), error=bindparam("new_error"),
+                       lease_expires_at=None, updated_at=bindparam("now")))
+_FINISH_RUN_OF_WORKER = _FINISH_RUN.where(agent_runs.c.claimed_by == bindparam("worker"))
+
+
+def _claim(of_agents: bool) -> Any:
+    """The claim: the most urgent run that is queued or whose lease ran out, taken in one
+    statement (`claim`)."""
+    claimable = or_(
+        agent_runs.c.state == "queued",
+        and_(agent_runs.c.state == "running", agent_runs.c.lease_expires_at < bindparam("now")),
+    )
+    pick = (
+        select(agent_runs.c.id)
+        .where(claimable)
+        .order_by(agent_runs.c.priority.desc(), agent_runs.c.created_at, agent_runs.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if of_agents:
+        pick = pick.where(agent_runs.c.agent.in_(bindparam("agents", expanding=True)))
+    return (
+        update(agent_runs)
+        .where(agent_runs.c.id == pick.scalar_subquery(), claimable)
+        .values(state="running", claimed_by=bindparam("worker"), attempts=agent_runs.c.attempts + 1,
+                lease_expires_at=bindparam("lease"), updated_at=bindparam("now"))
+        .returning(*agent_runs.c)
+    )
+
+
+_CLAIM = _claim(False)
+_CLAIM_OF_AGENTS = _claim(True)
 
 def _as_map(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__dataclass_fields__}
