@@ -1,6 +1,6 @@
 """The Python floor: a bare pass-through proxy on Corral's own server stack
-(Starlette + uvicorn + httpx over Corral's upstream wire, `FastTransport`) with no
-features at all. It forwards the path, the
+(Starlette + uvicorn, Corral's upstream wire `FastTransport` called with a pre-encoded
+request head, Corral's `EventStreamResponse` for streams) with no features at all. It forwards the path, the
 body and the content type, and streams the answer back as it arrives.
 
 `python -m bench.passthrough --port P --upstream http://127.0.0.1:U`
@@ -14,33 +14,53 @@ from contextlib import asynccontextmanager
 
 import httpx
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from corral.llm.providers._wire import FastTransport
+from corral.gateway.openai_format import read_body
+from corral.gateway.streaming import EventStreamResponse
+from corral.llm.providers._wire import FastTransport, origin_of
+
+
+async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for raw in answer.stream:  # type: ignore[union-attr]
+            yield raw
+    finally:
+        await answer.aclose()
 
 
 def create_app(upstream: str) -> Starlette:
-    # Called the way Corral's provider client calls it: an httpx.Request straight to the transport.
+    # Called the way Corral's provider client calls it: a request head encoded once per
+    # path, then the body, straight to the transport; streams answered with Corral's own
+    # `EventStreamResponse` (one plain asyncio task, no anyio task group).
     transport = FastTransport(httpx.Limits(max_connections=100, max_keepalive_connections=100))
     base = upstream.rstrip("/")
-    timeout = httpx.Timeout(60).as_dict()
+    timeouts = httpx.Timeout(60).as_dict()
+    heads: dict[tuple[str, str, str], tuple[tuple[bytes, bytes, int], bytes]] = {}
+
+    def head_for(method: str, path: str, content_type: str) -> tuple[tuple[bytes, bytes, int], bytes]:
+        key = (method, path, content_type)
+        if key not in heads:
+            url = httpx.URL(base + path)
+            heads[key] = (origin_of(url), b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: "
+                          % (method.encode(), url.raw_path, url.netloc, content_type.encode("latin-1")))
+        return heads[key]
 
     async def proxy(request: Request) -> Response:
-        body = await request.body()
-        outgoing = httpx.Request(request.method, base + request.url.path, content=body,
-                                 headers={"content-type": request.headers.get("content-type", "")},
-                                 extensions={"timeout": timeout})
-        answer = await transport.handle_async_request(outgoing)
-        content_type = answer.headers.get("content-type", "")
-        if content_type.startswith("text/event-stream"):
-            return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, media_type=content_type,
-                                     background=BackgroundTask(answer.aclose))
-        raw = await answer.aread()
+        body = await read_body(request)
+        content_type = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"content-type"), "")
+        origin, head = head_for(request.method, request.scope["path"], content_type)
+        answer = await transport.send(origin, head + b"%d\r\n\r\n" % len(body), body, timeouts)
+        answer_type = answer.headers.get("content-type", "")
+        if answer_type.startswith("text/event-stream"):
+            return EventStreamResponse(_relay(answer), status_code=answer.status_code)
+        whole = answer.stream.take_all()  # type: ignore[union-attr]  # all in already, as Corral reads it
+        if whole is None:
+            whole = b"".join([part async for part in answer.stream])  # type: ignore[union-attr]
         await answer.aclose()
-        return Response(raw, status_code=answer.status_code, media_type=content_type)
+        return Response(whole, status_code=answer.status_code, media_type=answer_type)
 
     async def health(_: Request) -> Response:
         return Response(b"ok")
