@@ -13,7 +13,7 @@ from bench.load import Target, measure_sequential, run_load, wrk_path
 from bench.stack import Stack, corral_body, upstream_body
 from bench.stub import STREAM_PREFIX
 
-TARGETS = ("direct", "passthrough", "baseline", "corral")
+TARGETS = ("direct", "passthrough", "httpx-proxy", "baseline", "corral")
 
 
 def targets(stack: Stack, stream: bool) -> dict[str, Target]:
@@ -25,6 +25,8 @@ def targets(stack: Stack, stream: bool) -> dict[str, Target]:
         "corral": Target("corral", stack.corral_port, "/v1/chat/completions", corral_body(stream),
                          {**json_headers, "authorization": f"Bearer {MASTER_KEY}"}),
     }
+    if stack.httpx_proxy_port:
+        found["httpx-proxy"] = Target("httpx-proxy", stack.httpx_proxy_port, path, upstream_body(stream), json_headers)
     if stack.baseline_port:
         found["baseline"] = Target("baseline", stack.baseline_port, "/v1/chat/completions", corral_body(stream),
                                    {**json_headers, "authorization": f"Bearer {MASTER_KEY}"})
@@ -43,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pin", action="store_true", help="Do not pin the server under test to its own CPU.")
     parser.add_argument("--baseline-src", help="Also run a Corral from this source tree (the directory holding "
                         "the `corral` package) as target `baseline`: an A/B of a change under the same load.")
+    parser.add_argument("--no-httpx-proxy", action="store_true",
+                        help="Leave out the idiomatic httpx pass-through (target `httpx-proxy`, for scale).")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="Where to write gateway.json and gateway.png.")
 
@@ -57,10 +61,13 @@ def run(args: argparse.Namespace) -> Report:
     with Stack(server_cpus=server_cpus, load_cpus=load_cpus, prefer_nginx=not args.no_nginx) as stack:
         stack.start_stub()
         stack.start_passthrough()
+        if not args.no_httpx_proxy:
+            stack.start_passthrough("httpx")
         ready = stack.start_corral()
         if args.baseline_src:
             stack.start_baseline(args.baseline_src)
-        names = [n for n in TARGETS if n != "baseline" or args.baseline_src]
+        names = [n for n in TARGETS if (n != "baseline" or args.baseline_src)
+                 and (n != "httpx-proxy" or not args.no_httpx_proxy)]
         report.meta = {
             "seconds_per_point": seconds, "concurrency": args.concurrency,
             "load_generator": tool_version(["wrk", "--version"]) if use_wrk else "asyncio (built-in)",
@@ -114,6 +121,9 @@ def summarise(report: Report) -> None:
             row["overhead_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
         if floor is not None and floor["rps"]:
             row["vs_passthrough"] = row["rps"] / floor["rps"]
+        idiom = _row(report, row["mode"], row["concurrency"], "httpx-proxy")
+        if idiom is not None and idiom["rps"]:
+            row["vs_httpx_proxy"] = row["rps"] / idiom["rps"]
         base = _row(report, row["mode"], row["concurrency"], "baseline")
         if base is not None and row["target"] == "corral" and base["rps"] and base.get("server_cpu_us_per_req"):
             row["vs_baseline"] = row["rps"] / base["rps"]
@@ -134,6 +144,10 @@ def summarise(report: Report) -> None:
     s16 = _row(report, "stream", 16, "corral")
     if s16 is not None:
         report.summary["stream_c16_vs_passthrough"] = s16.get("vs_passthrough")
+    # For scale, not a target: Corral against the proxy the stack's documentation would give.
+    for mode, row in (("json", c16), ("stream", s16)):
+        if row is not None and row.get("vs_httpx_proxy") is not None:
+            report.summary[f"{mode}_c16_vs_httpx_proxy"] = row["vs_httpx_proxy"]
     report.target("overhead over direct p50, c=1, non-stream", c1.get("overhead_p50_ms") if c1 else None,
                   0.5, unit="ms", higher_is_better=False)
     report.target("stream TTFT overhead over direct (p50, sequential)", report.summary.get("ttft_overhead_ms"),
@@ -151,6 +165,8 @@ def show(report: Report) -> None:
                               ("overhead_p50_ms", "+p50 ms", ".3f"), ("overhead_p99_ms", "+p99 ms", ".3f"),
                               ("vs_passthrough", "/floor", ".2f"), ("server_cpu_us_per_req", "cpu us/req", ".0f"),
                               ("cpu_vs_passthrough", "/floor cpu", ".2f"), ("errors", "errors", "d")]
+                + ([("vs_httpx_proxy", "/httpx", ".2f")] if any(r["target"] == "httpx-proxy" for r in report.rows)
+                   else [])
                 + ([("vs_baseline", "/baseline", ".2f"), ("cpu_vs_baseline", "/baseline cpu", ".2f")]
                    if any(r["target"] == "baseline" for r in report.rows) else []))
     seq = report.summary.get("sequential", {})
@@ -158,6 +174,10 @@ def show(report: Report) -> None:
     rows = [{"mode": mode, "target": name, **vals} for mode, per in seq.items() for name, vals in per.items()]
     print_table(rows, [("mode", "mode", ""), ("target", "target", ""), ("ttft_p50_ms", "p50 ms", ".3f"),
                        ("ttft_p99_ms", "p99 ms", ".3f"), ("reported_overhead_p50_ms", "x-corral-overhead-ms", ".3f")])
+    for mode in ("json", "stream"):
+        ratio = report.summary.get(f"{mode}_c16_vs_httpx_proxy")
+        if ratio is not None:
+            print(f"for scale: Corral / idiomatic httpx pass-through RPS, c=16, {mode}: {ratio:.2f} x")
     report.print_targets()
 
 
@@ -170,7 +190,8 @@ def chart(report: Report, path: str) -> None:
     metrics = (("rps", "requests/s"), ("p50_ms", "p50 latency (ms)"),
                ("server_cpu_us_per_req", "server CPU us/request"))
     fig, axes = plt.subplots(len(metrics), 2, figsize=(10, 9))
-    colours = {"direct": "#999999", "passthrough": "#4c72b0", "baseline": "#c4ad66", "corral": "#dd8452"}
+    colours = {"direct": "#999999", "passthrough": "#4c72b0", "httpx-proxy": "#8fb0d8", "baseline": "#c4ad66",
+               "corral": "#dd8452"}
     names = [n for n in TARGETS if any(r["target"] == n for r in report.rows)]
     concurrencies = sorted({r["concurrency"] for r in report.rows})
     for col, mode in enumerate(("json", "stream")):

@@ -3,7 +3,11 @@
 request head, Corral's `EventStreamResponse` for streams) with no features at all. It forwards the path, the
 body and the content type, and streams the answer back as it arrives.
 
-`python -m bench.passthrough --port P --upstream http://127.0.0.1:U`
+`--style httpx` serves the same proxy written the way the stack's documentation shows
+it (an `httpx.AsyncClient` and Starlette's `StreamingResponse`): the benchmark's
+second reference, `httpx-proxy`, for scale only.
+
+`python -m bench.passthrough --port P --upstream http://127.0.0.1:U [--style tight|httpx]`
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from corral.gateway.openai_format import read_body
@@ -74,15 +79,47 @@ def create_app(upstream: str) -> Starlette:
                      lifespan=lifespan)
 
 
+def create_httpx_app(upstream: str) -> Starlette:
+    """The idiomatic pass-through: one `httpx.AsyncClient`, a request built per call,
+    streams relayed with `StreamingResponse` and closed by a background task."""
+    client = httpx.AsyncClient(base_url=upstream.rstrip("/"), timeout=60,
+                               limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+
+    async def proxy(request: Request) -> Response:
+        outgoing = client.build_request(request.method, request.url.path, content=await request.body(),
+                                        headers={"content-type": request.headers.get("content-type", "")})
+        answer = await client.send(outgoing, stream=True)
+        content_type = answer.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream"):
+            return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, media_type=content_type,
+                                     background=BackgroundTask(answer.aclose))
+        raw = await answer.aread()
+        await answer.aclose()
+        return Response(raw, status_code=answer.status_code, media_type=content_type)
+
+    async def health(_: Request) -> Response:
+        return Response(b"ok")
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    return Starlette(routes=[Route("/health", health), Route("/{path:path}", proxy, methods=["POST"])],
+                     lifespan=lifespan)
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Bare pass-through proxy (the benchmark's Python floor).")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--style", choices=["tight", "httpx"], default="tight")
     args = parser.parse_args()
+    app = create_app(args.upstream) if args.style == "tight" else create_httpx_app(args.upstream)
     # The same uvicorn settings `corral serve` uses (auto loop/http: uvloop + httptools when installed).
-    uvicorn.run(create_app(args.upstream), host="127.0.0.1", port=args.port, log_level="warning",
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False, lifespan="on")
 
 

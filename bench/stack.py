@@ -91,6 +91,7 @@ class Stack:
     stub_kind: str = ""
     corral_port: int = 0
     passthrough_port: int = 0
+    httpx_proxy_port: int = 0
     baseline_port: int = 0
     corral: Child | None = None
 
@@ -112,13 +113,19 @@ class Stack:
                                            cpus=self.load_cpus)
         self.children.append(child)
 
-    def start_passthrough(self) -> None:
-        self.passthrough_port = free_port()
-        child = spawn("passthrough", [sys.executable, "-m", "bench.passthrough", "--port", str(self.passthrough_port),
-                                      "--upstream", f"http://127.0.0.1:{self.stub_port}"],
+    def start_passthrough(self, style: str = "tight") -> None:
+        """`tight`: the floor (`passthrough`); `httpx`: the idiomatic proxy (`httpx-proxy`)."""
+        port = free_port()
+        name = "passthrough" if style == "tight" else "httpx-proxy"
+        child = spawn(name, [sys.executable, "-m", "bench.passthrough", "--port", str(port), "--style", style,
+                             "--upstream", f"http://127.0.0.1:{self.stub_port}"],
                       log_dir=self.work, cpus=self.server_cpus)
         self.children.append(child)
-        wait_http(f"http://127.0.0.1:{self.passthrough_port}/health", child, timeout=30)
+        wait_http(f"http://127.0.0.1:{port}/health", child, timeout=30)
+        if style == "tight":
+            self.passthrough_port = port
+        else:
+            self.httpx_proxy_port = port
 
     def write_corral_config(self, name: str = "corral") -> Path:
         """The config and its own data directory (a baseline must not share the store:
@@ -146,7 +153,7 @@ class Stack:
         by_name = {c.name: c.pid for c in self.children}
         stub = by_name.get("stub-nginx") or by_name.get("stub-python") or 0
         return {"direct": stub, "passthrough": by_name.get("passthrough", 0), "corral": by_name.get("corral", 0),
-                "baseline": by_name.get("baseline", 0)}
+                "baseline": by_name.get("baseline", 0), "httpx-proxy": by_name.get("httpx-proxy", 0)}
 
     def start_baseline(self, src: str) -> float:
         """A second Corral from another source tree (`src` holds the `corral` package),
