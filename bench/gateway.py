@@ -145,9 +145,9 @@ def summarise(report: Report) -> None:
     if s16 is not None:
         report.summary["stream_c16_vs_passthrough"] = s16.get("vs_passthrough")
     # For scale, not a target: Corral against the proxy the stack's documentation would give.
-    for mode, row in (("json", c16), ("stream", s16)):
-        if row is not None and row.get("vs_httpx_proxy") is not None:
-            report.summary[f"{mode}_c16_vs_httpx_proxy"] = row["vs_httpx_proxy"]
+    for mode, point in (("json", c16), ("stream", s16)):
+        if point is not None and point.get("vs_httpx_proxy") is not None:
+            report.summary[f"{mode}_c16_vs_httpx_proxy"] = point["vs_httpx_proxy"]
     report.target("overhead over direct p50, c=1, non-stream", c1.get("overhead_p50_ms") if c1 else None,
                   0.5, unit="ms", higher_is_better=False)
     report.target("stream TTFT overhead over direct (p50, sequential)", report.summary.get("ttft_overhead_ms"),
