@@ -100,6 +100,10 @@ class Alerter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
 
+    def wants(self, alert_type: str) -> bool:
+        """Whether any route takes alerts of this type (callers skip building the rest)."""
+        return any(route.matches(alert_type) for route in self.routes)
+
     def notify(self, alert: dict[str, Any]) -> None:
         for route in self.routes:
             if route.matches(str(alert.get("type"))):

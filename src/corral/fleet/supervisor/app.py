@@ -68,7 +68,11 @@ class Supervisor:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _alert_on(self, rows: list[EventRow]) -> None:
+        if not self.alerter.routes:  # the usual case: nothing to build per stored event
+            return
         for row in rows:
+            if not self.alerter.wants(row.type):
+                continue
             self.alerter.notify({"type": row.type, "node_id": row.data.get("node_id", row.node_id),
                                  "session_id": row.session_id, "project": row.project, "ts": row.ts,
                                  "data": row.data})
