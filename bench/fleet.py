@@ -277,14 +277,21 @@ def run(args: argparse.Namespace) -> Report:
     return report
 
 
+def capacity(cpu_us_per_event: float) -> str:
+    """Events per second one free core would store. A short run can finish inside one
+    tick of the kernel's CPU clock (10 ms), so 0 µs per event can be measured."""
+    return f"~{1e6 / cpu_us_per_event:.0f} events/s" if cpu_us_per_event else "not measurable in so short a run"
+
+
 def show(report: Report) -> None:
     s = report.summary
     print(f"fleet: {s['nodes']} nodes connected in {s['connect_s']:.2f} s; {s['expected']} events "
           f"({s['events_per_node']}/node) stored and acknowledged in {s['stored_s']:.2f} s = "
           f"{s['events_per_s']:.0f} events/s")
     busy = 100 * s["supervisor_cpu_share"]
-    print(f"supervisor CPU {s['supervisor_cpu_us_per_event']:.0f} us/event (busy {busy:.0f}% "
-          f"of the wall time; capacity on a free core ~{1e6 / s['supervisor_cpu_us_per_event']:.0f} events/s); "
+    per_event = s["supervisor_cpu_us_per_event"]
+    print(f"supervisor CPU {per_event:.0f} us/event (busy {busy:.0f}% "
+          f"of the wall time; capacity on a free core {capacity(per_event)}); "
           f"the simulated nodes used {s['nodes_cpu_s']:.1f} s CPU")
     print(f"nodes sent {s['sent']} events in {s['event_frames']} frames ({s['events_per_frame']:.1f} events "
           f"per frame, window {report.meta['window']}); error frames from the supervisor: {s['error_frames']}"

@@ -125,7 +125,8 @@ def summarise(report: Report) -> None:
         if idiom is not None and idiom["rps"]:
             row["vs_httpx_proxy"] = row["rps"] / idiom["rps"]
         base = _row(report, row["mode"], row["concurrency"], "baseline")
-        if base is not None and row["target"] == "corral" and base["rps"] and base.get("server_cpu_us_per_req"):
+        if (base is not None and row["target"] == "corral" and base["rps"] and base.get("server_cpu_us_per_req")
+                and row.get("server_cpu_us_per_req")):  # 0: under the clock's tick in a short run
             row["vs_baseline"] = row["rps"] / base["rps"]
             row["cpu_vs_baseline"] = base["server_cpu_us_per_req"] / row["server_cpu_us_per_req"]
         if floor is not None and floor.get("server_cpu_us_per_req") and row.get("server_cpu_us_per_req"):

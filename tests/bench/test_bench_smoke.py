@@ -98,3 +98,13 @@ def test_fleet_benchmark_stores_every_event_it_sends(tmp_path: Path) -> None:
     assert summary["stored_distinct"] == 50 and summary["lost"] == 0 and summary["duplicates"] == 0
     assert summary["acked"] == 50
     assert summary["rtt_p50_ms"] > 0
+
+
+def test_fleet_capacity_of_a_run_shorter_than_a_cpu_clock_tick() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.fleet import capacity
+    finally:
+        sys.path.remove(str(ROOT))
+    assert capacity(0.0) == "not measurable in so short a run"  # was a ZeroDivisionError on a fast machine
+    assert capacity(15.9) == "~62893 events/s"
