@@ -218,6 +218,11 @@ class TcpProxy:
                 w.transport.abort()
         self._pairs.clear()
 
+    @property
+    def cut_pending(self) -> bool:
+        """A `cut(mid_frame=True)` waiting for the next frame from the client."""
+        return self._truncate_next
+
     def cut(self, *, mid_frame: bool = False) -> None:
         if mid_frame:
             self._truncate_next = True
