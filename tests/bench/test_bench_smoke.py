@@ -108,3 +108,24 @@ def test_fleet_capacity_of_a_run_shorter_than_a_cpu_clock_tick() -> None:
         sys.path.remove(str(ROOT))
     assert capacity(0.0) == "not measurable in so short a run"  # was a ZeroDivisionError on a fast machine
     assert capacity(15.9) == "~62893 events/s"
+
+
+def test_gateway_summary_gives_the_ratio_and_the_cpu_corral_adds_over_the_floor() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.common import Report
+        from bench.gateway import summarise
+    finally:
+        sys.path.remove(str(ROOT))
+    report = Report("gateway")
+    for mode, floor_cpu, corral_cpu in (("json", 85.0, 193.0), ("stream", 111.0, 352.0)):
+        for target, rps, cpu in (("direct", 180_000.0, 3.0), ("passthrough", 11_000.0, floor_cpu),
+                                 ("httpx-proxy", 800.0, 1255.0), ("corral", 5_000.0, corral_cpu)):
+            report.rows.append({"mode": mode, "concurrency": 16, "target": target, "rps": rps,
+                                "p50_ms": 1.0, "p99_ms": 2.0, "server_cpu_us_per_req": cpu})
+    summarise(report)
+    assert report.summary["json_c16_added_cpu_us"] == 108.0
+    assert report.summary["stream_c16_added_cpu_us"] == 241.0
+    assert report.summary["json_c16_vs_httpx_proxy"] == 6.25
+    ratio = next(t for t in report.targets if t["target"].startswith("Corral / pass-through"))
+    assert ratio["value"] == 5_000 / 11_000 and ratio["held"] is False
