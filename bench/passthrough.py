@@ -13,7 +13,7 @@ second reference, `httpx-proxy`, for scale only.
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -34,6 +34,21 @@ async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
             yield raw
     finally:
         await answer.aclose()
+
+
+def _proxy_app(proxy: Callable[[Request], Awaitable[Response]], close: Callable[[], Awaitable[None]]) -> Starlette:
+    """Either proxy on Starlette: `/health`, every POST path to `proxy`, `close` at shutdown."""
+
+    async def health(_: Request) -> Response:
+        return Response(b"ok")
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await close()
+
+    return Starlette(routes=[Route("/health", health), Route("/{path:path}", proxy, methods=["POST"])],
+                     lifespan=lifespan)
 
 
 def create_app(upstream: str) -> Starlette:
@@ -67,16 +82,7 @@ def create_app(upstream: str) -> Starlette:
         await answer.aclose()
         return Response(whole, status_code=answer.status_code, media_type=answer_type)
 
-    async def health(_: Request) -> Response:
-        return Response(b"ok")
-
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await transport.aclose()
-
-    return Starlette(routes=[Route("/health", health), Route("/{path:path}", proxy, methods=["POST"])],
-                     lifespan=lifespan)
+    return _proxy_app(proxy, transport.aclose)
 
 
 def create_httpx_app(upstream: str) -> Starlette:
@@ -97,16 +103,7 @@ def create_httpx_app(upstream: str) -> Starlette:
         await answer.aclose()
         return Response(raw, status_code=answer.status_code, media_type=content_type)
 
-    async def health(_: Request) -> Response:
-        return Response(b"ok")
-
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await client.aclose()
-
-    return Starlette(routes=[Route("/health", health), Route("/{path:path}", proxy, methods=["POST"])],
-                     lifespan=lifespan)
+    return _proxy_app(proxy, client.aclose)
 
 
 def main() -> None:
