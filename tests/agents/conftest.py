@@ -7,10 +7,10 @@ import pytest
 
 from corral.agents.events import RunEvent, RunFinished
 from corral.agents.registry import AgentRegistry
+from corral.agents.router_models import RouterModels
 from corral.agents.runner import RunContext, Runner
 from corral.agents.spec import RunState
 from corral.config.schema import CorralConfig, ScriptStep
-from corral.gateway.agents import RouterModels
 from corral.llm.router import Router
 from corral.llm.types import Message
 from corral.testing.scripted import ScriptedProvider

@@ -108,9 +108,9 @@ async def test_no_background_workers_poll_the_store_when_no_agent_is_configured(
         "providers": {"s": {"type": "scripted"}}, "models": {"m": {"provider": "s", "model": "x"}},
         "database": {"url": f"sqlite:///{tmp_path / 'c.db'}"}, "verification": {"enabled": False}})
     gateway = create_app(config).state.gateway
-    await gateway.startup()
+    await gateway.start()
     try:
-        service = gateway.components["agents"].service
+        service = gateway.agents.service
         assert service._workers == []
     finally:
-        await gateway.shutdown()
+        await gateway.stop()

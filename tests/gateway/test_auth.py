@@ -106,13 +106,13 @@ async def test_a_cached_key_costs_no_database_read() -> None:
         key = (await api.post("/admin/keys", json={})).json()["key"]
         for _ in range(5):
             await ask(base_url, key)
-        access = app.state.gateway.components["access"]
-        assert access.keys.db_lookups == 0
+        keys = app.state.gateway.authenticator.keys
+        assert keys.db_lookups == 0
         with pytest.raises(openai.AuthenticationError):
             await ask(base_url, "sk-corral-unknown")
         with pytest.raises(openai.AuthenticationError):
             await ask(base_url, "sk-corral-unknown")
-        assert access.keys.db_lookups == 1  # the miss is remembered
+        assert keys.db_lookups == 1  # the miss is remembered
 
 
 async def test_admin_routes_refuse_virtual_keys_and_anonymous(scripted_server: ServerFactory) -> None:

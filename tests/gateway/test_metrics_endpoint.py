@@ -93,23 +93,20 @@ async def test_upstream_errors_are_counted_by_type_and_status() -> None:
 
 
 class RefuseEverything:
-    """Stands in for the limits engineer's interceptor: counts, then refuses."""
+    """Stands in for admission (`Access`): counts, then refuses."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
-    async def admit(self, request, model, surface) -> None:
+    async def admit(self, request, call) -> None:
         self.metrics.limit_rejections.labels(limit="rpm", scope="key").inc()
         raise ApiError(429, "Rate limit reached", code="rate_limit_exceeded")
-
-    async def finish(self, request, record) -> None:
-        raise AssertionError("a refused call never finishes")
 
 
 async def test_refusals_after_admit_are_counted_and_limit_seam_is_published() -> None:
     async with gateway([]) as (url, app):
-        metrics = app.state.gateway.components["metrics"]
-        app.state.gateway.interceptors.append(RefuseEverything(metrics))
+        metrics = app.state.gateway.metrics
+        app.state.gateway.pipeline.access = RefuseEverything(metrics)
         async with anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0) as ant:
             with pytest.raises(anthropic.RateLimitError):
                 await ant.messages.create(model="scripted", max_tokens=5, messages=[{"role": "user", "content": "x"}])
@@ -124,7 +121,7 @@ async def test_queue_depth_deployment_health_and_cost_from_pricing() -> None:
     pricing = {"scripted": {"input": 2.0, "output": 10.0}}
     steps = [ScriptStep(text="ok"), ScriptStep(error="unavailable")]
     async with gateway(steps, router=router, pricing=pricing) as (url, app):
-        metrics: GatewayMetrics = app.state.gateway.components["metrics"]
+        metrics: GatewayMetrics = app.state.gateway.metrics
         metrics.watch_queue("audit", lambda: 7)
         async with httpx.AsyncClient(base_url=url) as http:
             body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
@@ -151,4 +148,4 @@ async def test_each_app_has_its_own_registry_and_metrics_can_be_turned_off() -> 
     async with gateway([], observability={"metrics": False}) as (url, app):
         async with httpx.AsyncClient(base_url=url) as http:
             assert (await http.get("/metrics")).status_code == 404
-        assert "metrics" not in app.state.gateway.components
+        assert app.state.gateway.metrics is None

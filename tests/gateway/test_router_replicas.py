@@ -15,8 +15,7 @@ import openai
 import pytest
 
 from corral.config.schema import CorralConfig
-from corral.gateway.app import create_app
-from corral.gateway.state import Gateway
+from corral.gateway.app import Gateway, create_app
 from corral.llm.cooldowns import RedisHealth
 from corral.llm.router import DeploymentState
 from corral.testing.fakes import FakeOpenAI, Reply
@@ -112,7 +111,7 @@ async def test_a_deployment_cooled_down_on_one_replica_gets_no_traffic_from_the_
         assert stored == [b'["chat","bad/gpt-4o-mini"]']
 
         # A success after a cooldown ends it on every replica.
-        health_a: RedisHealth = gw_a.components["router.health"]
+        health_a: RedisHealth = gw_a.router_health
         health_a.recovered("chat", "bad/gpt-4o-mini")
         await until(lambda: not bad_state(gw_b).cooling(gw_b.router._clock())
                     and not bad_state(gw_c).cooling(gw_c.router._clock()))
@@ -131,8 +130,8 @@ async def test_latency_averages_seed_a_replica_that_never_called_the_deployment(
         assert all(v is not None and v > 0 for v in measured.values())
         assert all(s.latency is None for s in gw_b.router.deployment_states())
 
-        await gw_a.components["router.health"].sync_latency()
-        await gw_b.components["router.health"].sync_latency()
+        await gw_a.router_health.sync_latency()
+        await gw_b.router_health.sync_latency()
         assert {s.key: s.latency for s in gw_b.router.deployment_states()} == measured
 
 

@@ -156,7 +156,7 @@ async def test_a_run_whose_lease_expired_is_claimed_again_and_finish_is_final(st
 
 
 async def test_an_agent_call_store_round_leaves_no_garbage_for_the_cycle_collector(store: Store) -> None:
-    """`corral serve` runs the cyclic collector rarely (corral.runtime); what an agent call
+    """`corral serve` runs the cyclic collector rarely (corral.process); what an agent call
     does in the store (session, messages, a run to its end) must free itself by
     reference counting, or memory climbs until the next collection (the soak)."""
     import gc

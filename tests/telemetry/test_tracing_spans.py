@@ -24,7 +24,7 @@ TRACED = {"observability": {"tracing": {"enabled": True, "exporter": "none", "se
 
 def exporter_for(app) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
-    app.state.gateway.components["tracing"].provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app.state.gateway.tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
     return exporter
 
 
@@ -73,7 +73,7 @@ async def test_embeddings_span_and_no_tracing_when_disabled(scripted_server) -> 
     [span] = spans.get_finished_spans()
     assert (span.name, span.attributes["gen_ai.operation.name"]) == ("embeddings embedder", "embeddings")
     async with scripted_server() as (_, plain):
-        assert "tracing" not in plain.state.gateway.components
+        assert plain.state.gateway.tracing is None
 
 
 def test_otlp_exporter_is_optional_with_a_clear_message() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from corral.agents.compaction import compact
@@ -73,10 +73,11 @@ class RunContext:
     run_id: str
     session_id: str | None = None
     request_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # handed to every model call (e.g. who pays)
+    agent: str | None = None
+    caller: Mapping[str, Any] | None = None  # who the run's model calls are charged to
 
     def call_context(self) -> CallContext:
-        return CallContext(request_id=self.request_id, extra=dict(self.extra))
+        return CallContext(request_id=self.request_id, run_id=self.run_id, agent=self.agent, caller=self.caller)
 
 
 class Runner:
@@ -254,7 +255,7 @@ class Runner:
             return ToolResult(await self.remote(target, text, None))
         state = RunState(agent=name, messages=[Message.text("user", text)], variables=dict(parent.variables))
         final: RunFinished | None = None
-        async for event in self.run(state, RunContext(ctx.run_id, None, ctx.request_id, ctx.extra)):
+        async for event in self.run(state, RunContext(ctx.run_id, None, ctx.request_id, agent=name, caller=ctx.caller)):
             if isinstance(event, RunFinished):
                 final = event
         parent.usage = parent.usage + state.usage

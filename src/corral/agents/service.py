@@ -191,7 +191,7 @@ class AgentService:
     async def _loop(self, record: RunRecord, live: LiveRun, state: RunState) -> RunFinished:
         agent = self.registry.agents[state.agent]
         ctx = RunContext(record.id, record.session_id, str(record.input.get("request_id", "")),
-                         extra={"run_id": record.id, "caller": record.input.get("caller")})
+                         agent=record.agent, caller=record.input.get("caller"))
         # Only background runs are ever resumed, so only they pay for checkpoints.
         resumable = record.input.get("mode") == "background"
         try:

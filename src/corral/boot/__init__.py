@@ -8,20 +8,17 @@ summary served in `/v1/startup/verification`.
 
 from corral.boot.launch import Launcher, LaunchError
 from corral.boot.manager import (
-    BOOT_SUMMARY_ENV,
     BootManager,
     BootReport,
     Outcome,
     ServiceOutcome,
     boot_summary,
-    summary_from_env,
 )
 from corral.boot.probes import ProbeResult, Status, probe
 from corral.boot.specs import ServiceSpec, ServiceSpecError, effective_services, topological_levels
 from corral.boot.status import ServiceCheck, check_services, probe_client
 
 __all__ = [
-    "BOOT_SUMMARY_ENV",
     "BootManager",
     "BootReport",
     "LaunchError",
@@ -38,6 +35,5 @@ __all__ = [
     "effective_services",
     "probe",
     "probe_client",
-    "summary_from_env",
     "topological_levels",
 ]

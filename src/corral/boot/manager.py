@@ -9,10 +9,9 @@ one) passes. A rejected credential ends the wait at once: retrying cannot fix it
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,7 +25,6 @@ from corral.boot.specs import ServiceSpec, env_prefix, topological_levels
 
 MAX_BACKOFF = 5.0
 # `corral up` hands its summary to the server it starts through this variable.
-BOOT_SUMMARY_ENV = "CORRAL_BOOT_SUMMARY"
 
 Prober = Callable[[ServiceSpec], Awaitable[ProbeResult]]
 Progress = Callable[[str, str], None]  # (service name, message)
@@ -248,18 +246,3 @@ def boot_summary(report: BootReport | None) -> dict[str, Any]:
     if report is None:
         return {"status": "not_run", "services": [], "counts": {o.value: 0 for o in Outcome}}
     return report.to_dict()
-
-
-def summary_from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """The summary `corral up` handed to the server it started (every worker reads the same
-    variable); ``{"status": "not_run", ...}`` under plain `corral serve`."""
-    raw = env.get(BOOT_SUMMARY_ENV)
-    if not raw:
-        return boot_summary(None)
-    try:
-        summary = json.loads(raw)
-    except ValueError:
-        summary = None
-    if not isinstance(summary, dict):
-        return {**boot_summary(None), "status": "unreadable"}
-    return summary

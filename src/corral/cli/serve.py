@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -30,13 +29,15 @@ def run_server(
     config_path: str | None = None,
     model: str | None = None,
     allow_unauthenticated: bool = False,
+    boot_summary: dict[str, Any] | None = None,
 ) -> None:
+    """`boot_summary`: what `corral up` found, shown by `/v1/startup/verification`."""
     refuse_open_bind(loaded, host or loaded.config.server.host, loaded.config.server.port if port is None else port,
                      allow_unauthenticated=allow_unauthenticated)
     import uvicorn
 
     from corral.gateway.app import create_app
-    from corral.gateway.asgi import ENV
+    from corral.gateway.asgi import ENV, ServeArgs
     from corral.telemetry.logging import configure_logging
     from corral.telemetry.metrics import cleanup_multiprocess, prepare_multiprocess
 
@@ -60,8 +61,8 @@ def run_server(
         lifespan="on", access_log=False, log_config=log_config,
     )
     if workers > 1:
-        os.environ[ENV] = json.dumps({"config": config_path, "model": model,
-                                      "strict_providers": loaded.config.verification.strict})
+        # The workers are started by import string: they rebuild the app from these arguments.
+        os.environ[ENV] = ServeArgs(config_path, model, loaded.config.verification.strict, boot_summary).to_env()
         # Workers are separate processes: metrics go through prometheus_client's multiprocess files.
         metrics_dir = prepare_multiprocess(workers) if loaded.config.observability.metrics else None
         try:
@@ -69,7 +70,8 @@ def run_server(
         finally:
             cleanup_multiprocess(metrics_dir)
     else:
-        uvicorn.run(create_app(loaded.config, notes=loaded.notes, server_process=True), **common)  # type: ignore[arg-type]
+        app = create_app(loaded.config, notes=loaded.notes, boot_summary=boot_summary, server_process=True)
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
 
 
 def refuse_open_bind(loaded: LoadedConfig, host: str, port: int, *, allow_unauthenticated: bool) -> None:

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
 async def _run(cfg: object, token: str, path: Path | None) -> None:
     from corral.config.fleet import SupervisorConfig
     from corral.fleet.supervisor.app import Supervisor, run_supervisor
-    from corral.runtime import settle_after_startup
+    from corral.process import settle_after_startup
 
     assert isinstance(cfg, SupervisorConfig)
     stop = asyncio.Event()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 from pathlib import Path
 
 import typer
 
 from corral.boot.launch import Launcher
-from corral.boot.manager import BOOT_SUMMARY_ENV, BootManager, BootReport, boot_summary
+from corral.boot.manager import BootManager, BootReport, boot_summary
 from corral.boot.specs import ServiceSpec, env_prefix, unknown_overrides
 from corral.boot.status import probe_client
 from corral.cli._services import CONFIG_OPTION_HELP, boot_table, console, environment, load, specs_for
@@ -116,12 +115,11 @@ def register(app: typer.Typer) -> None:
                 asyncio.run(hold(launcher))
             launcher.release()  # detached commands keep running (pid files in the data dir)
             return
-        os.environ[BOOT_SUMMARY_ENV] = json.dumps(boot_summary(report))
         from corral.cli.serve import run_server
 
         try:
             run_server(loaded, host=host, port=port, workers=workers,
-                       config_path=str(config) if config else None)
+                       config_path=str(config) if config else None, boot_summary=boot_summary(report))
         finally:
             asyncio.run(launcher.stop_all())
 

@@ -129,7 +129,7 @@ class ServerConfig(Strict):
     shutdown_timeout: float = Field(default=30.0, ge=0)
     cors_origins: list[str] = Field(default_factory=list)
     tls: TLSConfig | None = None
-    # Python's collector (corral.runtime): allocations between young collections once
+    # Python's collector (corral.process): allocations between young collections once
     # start-up is over (start-up's objects are frozen out of its sight); 0 leaves both alone.
     gc_young_threshold: int = Field(default=50_000, ge=0)
 

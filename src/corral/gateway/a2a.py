@@ -42,15 +42,14 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from corral.agents.events import RunFinished, TextOutput
 from corral.agents.service import AgentService, RunConflict, RunNotFound
 from corral.agents.sessions import SessionConflict
 from corral.agents.spec import Agent
-from corral.gateway.access import caller_of
-from corral.gateway.agents import Agents
-from corral.gateway.state import Gateway
+from corral.gateway.agent_runtime import AgentRuntime
+from corral.gateway.call import exchange_of
+from corral.gateway.pipeline import CallPipeline
 from corral.llm.types import Message as ChatMessage
 from corral.store import RunRecord
 
@@ -92,23 +91,26 @@ def _json(value: Any) -> str:
 
 
 class CallerContextBuilder(DefaultServerCallContextBuilder):
-    """Hands the handler who the admitted request's runs are charged to, and its request id."""
+    """Hands the handler the admitted call (who its runs are charged to, its request id)
+    in the SDK's own context object."""
 
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
-        context.state["corral_caller"] = caller_of(request, str(request.path_params.get("name", "")))
-        context.state["corral_request_id"] = getattr(request.state, "request_id", "")
+        context.state[CALL_STATE] = exchange_of(request).call
         return context
 
 
+CALL_STATE = "corral_call"  # the key of the admitted `Call` in the SDK's ServerCallContext.state
+
+
 class AgentRequestHandler(RequestHandler):
-    def __init__(self, agents: Agents, agent: Agent) -> None:
-        self.agents = agents
+    def __init__(self, runtime: AgentRuntime, agent: Agent) -> None:
+        self.runtime = runtime
         self.agent = agent
 
     @property
     def service(self) -> AgentService:
-        return self.agents.require()
+        return self.runtime.service
 
     async def _start(self, params: SendMessageRequest, context: ServerCallContext,
                      *, background: bool) -> tuple[RunRecord, Any, str]:
@@ -116,11 +118,12 @@ class AgentRequestHandler(RequestHandler):
         if not text:
             raise InvalidParamsError(message="the message has no text part")
         context_id = params.message.context_id or f"ctx-{uuid.uuid4().hex}"
+        call = context.state.get(CALL_STATE)
         try:
             record, live = await self.service.start_run(
                 self.agent.name, [ChatMessage.text("user", text)], session_id=context_id,
-                mode="background" if background else "foreground", caller=context.state.get("corral_caller"),
-                request_id=str(context.state.get("corral_request_id") or ""))
+                mode="background" if background else "foreground",
+                caller=call.caller() if call is not None else None, request_id=call.request_id if call else "")
         except SessionConflict as exc:
             raise InvalidParamsError(message=str(exc)) from None
         return record, live, context_id
@@ -209,31 +212,31 @@ def agent_card(agent: Agent, base_url: str) -> AgentCard:
     )
 
 
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    agents: Agents = gateway.components["agents"]
-    public = agents.registry.public()
-    dispatchers = {a.name: JsonRpcDispatcher(AgentRequestHandler(agents, a), context_builder=CallerContextBuilder(),
-                                             enable_v0_3_compat=True) for a in public}
+class A2AApi:
+    """Each public agent's JSON-RPC endpoint and agent card."""
 
-    async def rpc(request: Request) -> Response:
+    def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline) -> None:
+        self.runtime = runtime
+        self.pipeline = pipeline
+        self.public = runtime.registry.public()
+        self.dispatchers = {a.name: JsonRpcDispatcher(AgentRequestHandler(runtime, a),
+                                                      context_builder=CallerContextBuilder(), enable_v0_3_compat=True)
+                            for a in self.public}
+
+    async def rpc(self, request: Request) -> Response:
         name = request.path_params["name"]
-        dispatcher = dispatchers.get(name)
+        dispatcher = self.dispatchers.get(name)
         if dispatcher is None:
             return JSONResponse({"jsonrpc": "2.0", "id": None,
                                  "error": {"code": -32601, "message": f"unknown agent {name!r}"}}, status_code=404)
-        await gateway.admit(request, name, "a2a")
+        call = self.pipeline.begin(request, name, "a2a")
+        call.metered = True
+        await self.pipeline.admit(request, call)
         return await dispatcher.handle_requests(request)
 
-    async def card(request: Request) -> Response:
-        name = request.path_params.get("name") or (public[0].name if public else None)
-        agent = agents.registry.get(name) if name else None
+    async def card(self, request: Request) -> Response:
+        name = request.path_params.get("name") or (self.public[0].name if self.public else None)
+        agent = self.runtime.registry.get(name) if name else None
         if agent is None or agent.config.visibility != "public":
             return JSONResponse({"error": f"unknown agent {name!r}"}, status_code=404)
         return JSONResponse(agent_card_to_dict(agent_card(agent, str(request.base_url))))
-
-    return [
-        Route("/.well-known/agent-card.json", card, methods=["GET"]),
-        Route("/.well-known/agent.json", card, methods=["GET"]),  # the pre-0.3 path many clients still use
-        Route("/a2a/{name}/.well-known/agent-card.json", card, methods=["GET"]),
-        Route("/a2a/{name}", rpc, methods=["POST"]),
-    ]

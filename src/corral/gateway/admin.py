@@ -10,19 +10,19 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from corral.gateway.access import Access
-from corral.gateway.auth import AuthError, display_prefix, generate_key, hash_key
+from corral.gateway.auth import Authenticator, AuthError, display_prefix, generate_key, hash_key
+from corral.gateway.budgets import BudgetSeeder
 from corral.gateway.errors import ApiError
-from corral.gateway.limits import parse_duration
-from corral.gateway.state import Gateway
-from corral.store import AuditRecord, KeyRecord, TeamRecord
+from corral.gateway.http import json_response
+from corral.gateway.keysync import KeySync
+from corral.gateway.limits import Limiter, parse_duration
+from corral.store import AuditRecord, BatchWriter, KeyRecord, Store, TeamRecord
 from corral.store.keys import new_id
+from corral.store.store import BatchRecord
 from corral.store.usage import GroupBy
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -99,10 +99,6 @@ class TeamCreate(_Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-def json_response(data: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
 def key_json(record: KeyRecord, *, spend: float | None = None) -> dict[str, Any]:
     return {
         "id": record.id,
@@ -156,36 +152,38 @@ def _time_param(request: Request, name: str) -> datetime | None:
 
 
 class AdminApi:
-    def __init__(self, access: Access) -> None:
-        self.access = access
+    def __init__(self, authenticator: Authenticator, store: Store, limiter: Limiter, keys: KeySync,
+                 budgets: BudgetSeeder, writer: BatchWriter[BatchRecord]) -> None:
+        self.authenticator = authenticator
+        self.store = store
+        self.limiter = limiter
+        self.keys = keys
+        self.budgets = budgets
+        self.writer = writer
 
     def guarded(self, handler: Handler) -> Handler:
         async def run(request: Request) -> Response:
-            principal = await self.access.principal(request)
+            principal = await self.authenticator.authenticate(request)
             if principal.kind == "anonymous":
                 raise AuthError(401, "The admin API needs the master key", code="missing_api_key")
             if not principal.is_admin:
                 raise AuthError(403, "The admin API needs the master key", code="forbidden")
-            if self.access.store is None:
-                raise ApiError(503, "The store is not open yet", code="not_ready")
             return await handler(request)
 
         return run
 
     async def _audit(self, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
-        if self.access.writer is not None:
-            await self.access.writer.put(AuditRecord(actor="master", action=action, target=target, detail=detail or {}))
+        await self.writer.put(AuditRecord(actor="master", action=action, target=target, detail=detail or {}))
 
     def _key_id(self, request: Request) -> str:
         return str(request.path_params["key_id"])
 
     async def _spend(self, record: KeyRecord) -> float | None:
-        return await self.access.limiter.spend(record) if record.max_budget is not None else None
+        return await self.limiter.spend(record) if record.max_budget is not None else None
 
     async def create_key(self, request: Request) -> Response:
         body: KeyCreate = await _body(request, KeyCreate)
-        assert self.access.store is not None
-        if body.team_id is not None and await self.access.store.teams.get(body.team_id) is None:
+        if body.team_id is not None and await self.store.teams.get(body.team_id) is None:
             raise ApiError(400, f"No team with id '{body.team_id}'", param="team_id")
         secret = generate_key()
         record = KeyRecord(
@@ -195,32 +193,29 @@ class AdminApi:
             model_limits={m: v.model_dump(exclude_none=True) for m, v in body.model_limits.items()},
             expires_at=body.expires_at, metadata=body.metadata,
         )
-        await self.access.store.keys.create(record)
-        await self.access.key_changed(record.id)
+        await self.store.keys.create(record)
+        await self.keys.key_changed(record.id)
         await self._audit("key.create", record.id, {"name": record.name})
         # The only time the key itself is ever shown.
         return json_response({**key_json(record, spend=0.0 if record.max_budget is not None else None),
                               "key": secret}, 201)
 
     async def list_keys(self, request: Request) -> Response:
-        assert self.access.store is not None
         include = request.query_params.get("include_revoked", "").lower() in ("1", "true", "yes")
-        records = await self.access.store.keys.list(include_revoked=include,
+        records = await self.store.keys.list(include_revoked=include,
                                                     team_id=request.query_params.get("team_id"))
         return json_response({"data": [key_json(r, spend=await self._spend(r)) for r in records]})
 
     async def get_key(self, request: Request) -> Response:
-        assert self.access.store is not None
-        record = await self.access.store.keys.get(self._key_id(request))
+        record = await self.store.keys.get(self._key_id(request))
         if record is None:
             raise ApiError(404, f"No key with id '{self._key_id(request)}'", code="not_found")
         return json_response(key_json(record, spend=await self._spend(record)))
 
     async def update_key(self, request: Request) -> Response:
         body: KeyUpdate = await _body(request, KeyUpdate)
-        assert self.access.store is not None
         key_id = self._key_id(request)
-        current = await self.access.store.keys.get(key_id)
+        current = await self.store.keys.get(key_id)
         if current is None:
             raise ApiError(404, f"No key with id '{key_id}'", code="not_found")
         if current.revoked:
@@ -230,64 +225,58 @@ class AdminApi:
         changes = body.changes()
         if "disabled" in body.model_fields_set and body.disabled != current.disabled:
             changes["disabled_at"] = datetime.now(UTC) if body.disabled else None
-        if changes.get("team_id") is not None and await self.access.store.teams.get(changes["team_id"]) is None:
+        if changes.get("team_id") is not None and await self.store.teams.get(changes["team_id"]) is None:
             raise ApiError(400, f"No team with id '{changes['team_id']}'", param="team_id")
-        record = await self.access.store.keys.update(key_id, changes) if changes else current
+        record = await self.store.keys.update(key_id, changes) if changes else current
         if record is None:  # revoked while we looked
             raise ApiError(409, f"The key '{key_id}' is revoked; a revoked key cannot be changed", code="conflict")
-        await self.access.key_changed(record.id)
+        await self.keys.key_changed(record.id)
         if {"max_budget", "budget_duration"} & set(changes):
-            await self.access.seed_key_budget(record)
+            await self.budgets.seed_key(record)
         await self._audit("key.update", record.id, {k: _iso(v) if isinstance(v, datetime) else v
                                                      for k, v in changes.items()})
         return json_response(key_json(record, spend=await self._spend(record)))
 
     async def revoke_key(self, request: Request) -> Response:
-        assert self.access.store is not None
-        record = await self.access.store.keys.revoke(self._key_id(request))
+        record = await self.store.keys.revoke(self._key_id(request))
         if record is None:
             raise ApiError(404, f"No key with id '{self._key_id(request)}'", code="not_found")
-        await self.access.key_changed(record.id)
+        await self.keys.key_changed(record.id)
         await self._audit("key.revoke", record.id)
         return json_response(key_json(record))
 
     async def rotate_key(self, request: Request) -> Response:
-        assert self.access.store is not None
         secret = generate_key()
-        record = await self.access.store.keys.rotate(
+        record = await self.store.keys.rotate(
             self._key_id(request), key_hash=hash_key(secret), key_prefix=display_prefix(secret)
         )
         if record is None:
             raise ApiError(404, f"No live key with id '{self._key_id(request)}'", code="not_found")
-        await self.access.key_changed(record.id)
+        await self.keys.key_changed(record.id)
         await self._audit("key.rotate", record.id)
         return json_response({**key_json(record, spend=await self._spend(record)), "key": secret})
 
     async def create_team(self, request: Request) -> Response:
         body: TeamCreate = await _body(request, TeamCreate)
-        assert self.access.store is not None
         record = TeamRecord(id=new_id(), name=body.name, max_budget=body.max_budget,
                             budget_duration=body.budget_duration, metadata=body.metadata)
-        if any(t.name == body.name for t in await self.access.store.teams.list()):
+        if any(t.name == body.name for t in await self.store.teams.list()):
             raise ApiError(409, f"A team named '{body.name}' exists", param="name")
-        await self.access.store.teams.create(record)
-        if self.access.keys is not None:
-            self.access.keys.put_team(record)
+        await self.store.teams.create(record)
+        self.keys.keys.put_team(record)
         await self._audit("team.create", record.id, {"name": record.name})
         return json_response(_team_json(record, spend=0.0 if record.max_budget is not None else None), 201)
 
     async def list_teams(self, request: Request) -> Response:
-        assert self.access.store is not None
-        teams = await self.access.store.teams.list()
-        return json_response({"data": [_team_json(t, spend=await self.access.limiter.spend(t)) for t in teams]})
+        teams = await self.store.teams.list()
+        return json_response({"data": [_team_json(t, spend=await self.limiter.spend(t)) for t in teams]})
 
     async def spend(self, request: Request) -> Response:
-        assert self.access.store is not None
         group_by = request.query_params.get("group_by", "key")
         if group_by not in ("key", "model", "day", "subject", "team"):
             raise ApiError(400, "group_by must be one of: key, model, day, subject, team", param="group_by")
         group: GroupBy = group_by  # type: ignore[assignment]
-        rows = await self.access.store.usage.spend(
+        rows = await self.store.usage.spend(
             group, since=_time_param(request, "since"), until=_time_param(request, "until"),
             key_id=request.query_params.get("key_id"),
         )
@@ -301,23 +290,3 @@ def _team_json(record: TeamRecord, *, spend: float | None = None) -> dict[str, A
     return {"id": record.id, "name": record.name, "max_budget": record.max_budget,
             "budget_duration": record.budget_duration, "spend": spend, "metadata": record.metadata,
             "created_at": _iso(record.created_at)}
-
-
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    access = gateway.components.get("access")
-    if not isinstance(access, Access):
-        return []
-    api = AdminApi(access)
-    g = api.guarded
-    return [
-        Route("/admin/keys", g(api.create_key), methods=["POST"]),
-        Route("/admin/keys", g(api.list_keys), methods=["GET"]),
-        Route("/admin/keys/{key_id}", g(api.get_key), methods=["GET"]),
-        Route("/admin/keys/{key_id}", g(api.update_key), methods=["PATCH"]),
-        Route("/admin/keys/{key_id}", g(api.revoke_key), methods=["DELETE"]),
-        Route("/admin/keys/{key_id}/revoke", g(api.revoke_key), methods=["POST"]),
-        Route("/admin/keys/{key_id}/rotate", g(api.rotate_key), methods=["POST"]),
-        Route("/admin/teams", g(api.create_team), methods=["POST"]),
-        Route("/admin/teams", g(api.list_teams), methods=["GET"]),
-        Route("/admin/spend", g(api.spend), methods=["GET"]),
-    ]

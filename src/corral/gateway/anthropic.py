@@ -9,7 +9,6 @@ import time
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from corral.gateway.anthropic_format import (
     EventWriter,
@@ -20,10 +19,10 @@ from corral.gateway.anthropic_format import (
     validate_count_tokens,
     validate_messages,
 )
+from corral.gateway.call import Models
 from corral.gateway.errors import ApiError
-from corral.gateway.openai import begin_call, complete_chat, json_response, stream_chat
-from corral.gateway.openai_format import json_body
-from corral.gateway.state import Gateway
+from corral.gateway.http import json_body, json_response
+from corral.gateway.pipeline import CallPipeline
 from corral.ids import new_id
 from corral.llm import errors
 from corral.llm.types import Message
@@ -54,30 +53,29 @@ def estimate_input_tokens(messages: list[Message], tool_schemas: list[object]) -
     return max(1, (chars + 3) // 4)
 
 
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    async def messages(request: Request) -> Response:
+class MessagesApi:
+    def __init__(self, pipeline: CallPipeline, models: Models) -> None:
+        self.pipeline = pipeline
+        self.models = models
+
+    async def create(self, request: Request) -> Response:
         started = time.perf_counter()
         body = validate_messages(await json_body(request))
-        chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
-        target, record = await begin_call(gateway, request, body.model, "anthropic", stream=body.stream,
-                                          started=started)
+        chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
+        target, call = await self.pipeline.open(request, body.model, "anthropic", stream=body.stream,
+                                                started=started)
         message_id = f"msg_{new_id()}"
         if body.stream:
             writer = EventWriter(id=message_id, model=body.model)
-            return await stream_chat(gateway, request, target, chat, record, writer, anthropic_error)
-        result = await complete_chat(gateway, request, target, chat, record, anthropic_error)
+            return await self.pipeline.stream(target, chat, call, writer, anthropic_error)
+        result = await self.pipeline.complete(target, chat, call, anthropic_error)
         return json_response(message_json(result, id=message_id, model=body.model))
 
-    async def count_tokens(request: Request) -> Response:
+    async def count_tokens(self, request: Request) -> Response:
         body = validate_count_tokens(await json_body(request))
-        if gateway.resolve(body.model) is None:
+        if self.models.resolve(body.model) is None:
             raise model_not_found(body.model)
         tools = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
                  for t in body.tools or []]
         to_tools(body.tools)  # same validation as /v1/messages
         return json_response({"input_tokens": estimate_input_tokens(to_messages(body), list(tools))})
-
-    return [
-        Route("/v1/messages", messages, methods=["POST"]),
-        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-    ]

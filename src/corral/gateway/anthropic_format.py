@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.gateway.errors import ApiError, error_body
 from corral.gateway.openai_format import validation_error
+from corral.gateway.streaming import sse_event
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -251,7 +251,7 @@ def message_json(result: ChatResult, *, id: str, model: str) -> dict[str, Any]:
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps({"type": event, **data}) + b"\n\n"
+    return sse_event({"type": event, **data})
 
 
 class EventWriter:

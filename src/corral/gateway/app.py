@@ -1,12 +1,18 @@
-"""The ASGI app factory. Everything is built from the config and held by one
-`Gateway` object; nothing is global, so tests build as many apps as they like."""
+"""The ASGI app factory: every gateway component built explicitly, in order, from the
+config alone, each given its dependencies; then the routes and middleware, declared in
+one list each. Nothing is global, so tests build as many apps as they like.
+
+The path of a model call through these parts is `corral.gateway.pipeline`; the
+picture is docs/architecture.md.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,65 +20,159 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
+from corral.agents.registry import AgentRegistry
 from corral.config.schema import CorralConfig
+from corral.gateway.access import Access
+from corral.gateway.admin import AdminApi
+from corral.gateway.agent_chat import AgentChatTargets
+from corral.gateway.agent_runtime import AgentRuntime
+from corral.gateway.anthropic import MessagesApi
+from corral.gateway.auth import Authenticator, KeyCache
+from corral.gateway.billing import Billing
+from corral.gateway.budgets import BudgetSeeder
+from corral.gateway.call import Models
+from corral.gateway.counters import MemoryCounters, RedisCounters
+from corral.gateway.embeddings import EmbeddingsApi
 from corral.gateway.errors import ApiError, error_response, surface_for_path
+from corral.gateway.health import HealthApi, Readiness
+from corral.gateway.keysync import KeySync
+from corral.gateway.limits import Counters, Limiter
+from corral.gateway.metrics import CallObserver, queue_depth, router_health
 from corral.gateway.middleware import CorralMiddleware
-from corral.gateway.state import Gateway
+from corral.gateway.openai import ChatCompletionsApi, ModelsApi
+from corral.gateway.pipeline import CallPipeline
+from corral.gateway.responses import ResponsesApi
+from corral.gateway.runs import RunsApi
+from corral.gateway.tracing import CallTracer
+from corral.gateway.verification import Verification, VerificationApi
+from corral.llm.cooldowns import RedisHealth
 from corral.llm.errors import ProviderError
+from corral.llm.pricing import PricingTable
 from corral.llm.provider import Provider
 from corral.llm.router import Router
-from corral.runtime import settle_after_startup
+from corral.process import settle_after_startup
+from corral.store import BatchWriter, Store
+from corral.store.store import BatchRecord
+from corral.telemetry.agent_metrics import AgentMetrics
+from corral.telemetry.metrics import GatewayMetrics
+from corral.telemetry.tracing import Tracing, build_tracing
+
+if TYPE_CHECKING:
+    from corral.gateway.mcp_server import McpEndpoint
 
 log = logging.getLogger("corral.gateway")
 
-# Feature modules, in install order. Each may define `install(gateway)` (attach
-# interceptors, components, hooks) and/or `routes(gateway) -> list[BaseRoute]`.
-MODULES = [
-    "corral.gateway.health",
-    "corral.gateway.openai",
-    "corral.gateway.verification",
-    "corral.gateway.anthropic",
-    "corral.gateway.responses",
-    "corral.gateway.embeddings",
-    "corral.gateway.metrics",
-    "corral.gateway.tracing",
-    "corral.gateway.access",
-    "corral.gateway.admin",
-    "corral.gateway.agents",
-    "corral.gateway.a2a",
-    "corral.gateway.mcp_server",
-]
-# Modules that only serve agents and cost most of the startup time in imports (the A2A
-# and MCP SDKs): loaded only when the config declares agents.
-AGENT_ONLY_MODULES = frozenset({"corral.gateway.a2a", "corral.gateway.mcp_server"})
 
+@dataclass
+class Gateway:
+    """Every part `build_gateway` made, by name and type (``app.state.gateway``)."""
 
-def build_providers(config: CorralConfig) -> dict[str, Provider]:
-    from corral.llm.registry import build_provider
+    config: CorralConfig
+    router: Router
+    store: Store
+    writer: BatchWriter[BatchRecord]  # usage and audit rows, written in batches
+    metrics: GatewayMetrics | None
+    tracing: Tracing | None
+    authenticator: Authenticator
+    limiter: Limiter
+    access: Access
+    keys: KeySync
+    budgets: BudgetSeeder
+    billing: Billing
+    agents: AgentRuntime
+    models: Models
+    pipeline: CallPipeline
+    verification: Verification
+    router_health: RedisHealth | None  # cooldowns and latencies shared through Redis
+    readiness: Readiness
+    started_at: float
+    mcp: McpEndpoint | None = None  # agents over MCP (only with agents: the SDK costs startup time)
 
-    return {name: build_provider(name, p) for name, p in config.providers.items() if p.enabled}
+    async def start(self) -> None:
+        """Start the parts in dependency order; `stop` stops them in reverse."""
+        config = self.config
+        if config.server.workers > 1 and not config.cache.url:
+            log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
+        await self.store.migrate()
+        await self.keys.start()  # the key cache loaded and the budget counters seeded from the store
+        self.writer.start()
+        if self.router_health is not None:
+            await self.router_health.start()
+        await self.verification.start()
+        await self.agents.start()
+        if self.mcp is not None:
+            await self.mcp.start()
+        self.readiness.ready = True
+
+    async def stop(self) -> None:
+        self.readiness.ready = False
+        if self.mcp is not None:
+            await self.mcp.stop()
+        await self.agents.stop()
+        await self.verification.stop()
+        if self.router_health is not None:
+            await self.router_health.stop()
+        await self.keys.stop()
+        await self.writer.aclose()
+        await self.access.aclose()
+        if self.tracing is not None:
+            await self.tracing.shutdown()
+        if self.metrics is not None:
+            self.metrics.worker_exit()
+        await self.router.aclose()
+        await self.store.aclose()
 
 
 def build_gateway(
     config: CorralConfig,
     *,
     providers: Mapping[str, Provider] | None = None,
-    notes: list[str] | None = None,
+    boot_summary: dict[str, Any] | None = None,
 ) -> Gateway:
-    built = dict(providers) if providers is not None else build_providers(config)
-    passthrough = frozenset(n for n, p in config.providers.items() if getattr(p, "passthrough", False))
-    router = Router(config.models, built, settings=config.router, passthrough=passthrough)
-    gateway = Gateway(config=config, router=router, notes=list(notes or []))
-    if config.cache.url:  # replicas share cooldowns (and latency averages) through Redis
-        from corral.llm.cooldowns import RedisHealth
+    import time
 
-        health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix)
-        gateway.components["router.health"] = health
-        gateway.startup_hooks.append(health.start)
-        gateway.shutdown_hooks.append(health.stop)
-    return gateway
+    router = build_router(config, providers)
+    store = Store.connect(config.database.url, pool_size=config.database.pool_size)
+    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch)
+    metrics = GatewayMetrics() if config.observability.metrics else None
+    tracing = build_tracing(config.observability.tracing)
+    pricing = PricingTable(config.pricing)
+    observer = CallObserver(metrics, pricing)
+
+    keys = KeyCache(store)
+    authenticator = build_authenticator(config, keys)
+    redis = _redis(config.cache.url)
+    limiter = build_limiter(config, redis)
+    budgets = BudgetSeeder(limiter, store)
+    access = Access(authenticator, limiter, budgets, observer.count_rejection)
+    key_sync = KeySync(keys, budgets, redis=redis, channel=f"{config.cache.prefix}keys")
+    billing = Billing(limiter, pricing, keys, writer)
+
+    registry = AgentRegistry.from_config(config)
+    agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
+    agents = AgentRuntime(config, registry, router, store, meter=billing.charge_run_call, observer=agent_metrics)
+    models = Models(router, AgentChatTargets(agents))
+    tracer = CallTracer(tracing, config.providers) if tracing is not None else None
+    pipeline = CallPipeline(models, access, observer, billing, tracer)
+
+    health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix) if config.cache.url else None
+    if metrics is not None:
+        metrics.deployments = router_health(router)
+        metrics.watch_queue("usage", queue_depth(writer))
+    mcp = None
+    if config.agents:
+        from corral.gateway.mcp_server import McpEndpoint  # the MCP SDK: only with agents
+
+        mcp = McpEndpoint(agents, pipeline)
+    return Gateway(
+        config=config, router=router, store=store, writer=writer, metrics=metrics, tracing=tracing,
+        authenticator=authenticator, limiter=limiter, access=access, keys=key_sync, budgets=budgets,
+        billing=billing, agents=agents, models=models, pipeline=pipeline,
+        verification=Verification(config, router, boot_summary=boot_summary), router_health=health,
+        readiness=Readiness(), started_at=time.time(), mcp=mcp,
+    )
 
 
 def create_app(
@@ -80,38 +180,32 @@ def create_app(
     *,
     providers: Mapping[str, Provider] | None = None,
     notes: list[str] | None = None,
-    modules: list[str] | None = None,
+    boot_summary: dict[str, Any] | None = None,
     server_process: bool = False,
 ) -> Starlette:
-    """`server_process`: this process is the server (`corral serve`), not a test or an
-    embedding app, so process-wide settings apply (`corral.runtime`)."""
-    gateway = build_gateway(config, providers=providers, notes=notes)
-    routes: list[BaseRoute] = []
-    for name in modules or MODULES:
-        if name in AGENT_ONLY_MODULES and not config.agents:
-            continue
-        module = importlib.import_module(name)
-        if hasattr(module, "install"):
-            module.install(gateway)
-        if hasattr(module, "routes"):
-            routes.extend(module.routes(gateway))
+    """`providers` replaces the configured ones (tests); `boot_summary` is what `corral up`
+    found (shown by `/v1/startup/verification`); `server_process`: this process is the
+    server (`corral serve`), not a test or an embedding app, so process-wide settings
+    apply (`corral.process`)."""
+    gateway = build_gateway(config, providers=providers, boot_summary=boot_summary)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await gateway.startup()
+        await gateway.start()
         if server_process:
             settle_after_startup(config.server.gc_young_threshold)
         try:
             yield
         finally:
-            await gateway.shutdown()
+            await gateway.stop()
 
-    middleware = [Middleware(CorralMiddleware, max_body_bytes=config.server.max_body_bytes)]
+    middleware = [Middleware(CorralMiddleware, max_body_bytes=config.server.max_body_bytes,
+                             on_response_start=gateway.pipeline.observer.response_started)]
     if config.server.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.server.cors_origins,
                                      allow_methods=["*"], allow_headers=["*"]))
     app = Starlette(
-        routes=routes,
+        routes=build_routes(gateway),
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
@@ -123,6 +217,114 @@ def create_app(
     )
     app.state.gateway = gateway
     return app
+
+
+def build_routes(gateway: Gateway) -> list[BaseRoute]:
+    """Every route the gateway serves."""
+    pipeline, models, config = gateway.pipeline, gateway.models, gateway.config
+    health = HealthApi(gateway.readiness)
+    chat = ChatCompletionsApi(pipeline)
+    model_list = ModelsApi(pipeline, models, int(gateway.started_at))
+    messages = MessagesApi(pipeline, models)
+    responses = ResponsesApi(pipeline)
+    embeddings = EmbeddingsApi(pipeline, gateway.router)
+    verification = VerificationApi(gateway.verification, gateway.authenticator)
+    admin = AdminApi(gateway.authenticator, gateway.store, gateway.limiter, gateway.keys, gateway.budgets,
+                     gateway.writer)
+    runs = RunsApi(gateway.agents, pipeline)
+    g = admin.guarded
+    routes: list[BaseRoute] = [
+        Route("/health", health.health, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/v1/chat/completions", chat.create, methods=["POST"]),
+        Route("/v1/models", model_list.list, methods=["GET"]),
+        Route("/v1/models/{model:path}", model_list.get, methods=["GET"]),
+        Route("/v1/messages", messages.create, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
+        Route("/v1/responses", responses.create, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.create, methods=["POST"]),
+        Route("/v1/startup/verification", verification.report, methods=["GET"]),
+        Route("/admin/keys", g(admin.create_key), methods=["POST"]),
+        Route("/admin/keys", g(admin.list_keys), methods=["GET"]),
+        Route("/admin/keys/{key_id}", g(admin.get_key), methods=["GET"]),
+        Route("/admin/keys/{key_id}", g(admin.update_key), methods=["PATCH"]),
+        Route("/admin/keys/{key_id}", g(admin.revoke_key), methods=["DELETE"]),
+        Route("/admin/keys/{key_id}/revoke", g(admin.revoke_key), methods=["POST"]),
+        Route("/admin/keys/{key_id}/rotate", g(admin.rotate_key), methods=["POST"]),
+        Route("/admin/teams", g(admin.create_team), methods=["POST"]),
+        Route("/admin/teams", g(admin.list_teams), methods=["GET"]),
+        Route("/admin/spend", g(admin.spend), methods=["GET"]),
+        Route("/v1/agents", runs.list_agents, methods=["GET"]),
+        Route("/v1/agents/{name}/runs", runs.create_run, methods=["POST"]),
+        Route("/v1/runs/{run_id}", runs.get_run, methods=["GET"]),
+        Route("/v1/runs/{run_id}/events", runs.run_events, methods=["GET"]),
+        Route("/v1/runs/{run_id}/cancel", runs.cancel_run, methods=["POST"]),
+        Route("/v1/runs/{run_id}/approve", runs.approve_run, methods=["POST"]),
+        Route("/v1/sessions", runs.list_sessions, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", runs.get_session, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", runs.delete_session, methods=["DELETE"]),
+    ]
+    if gateway.metrics is not None:
+        routes.append(Route("/metrics", _scrape(gateway.metrics, gateway.authenticator), methods=["GET"]))
+    if config.agents:  # the A2A SDK costs most of the startup time in imports: only with agents
+        from corral.gateway.a2a import A2AApi
+
+        a2a = A2AApi(gateway.agents, pipeline)
+        routes += [
+            Route("/.well-known/agent-card.json", a2a.card, methods=["GET"]),
+            Route("/.well-known/agent.json", a2a.card, methods=["GET"]),  # the pre-0.3 path many clients use
+            Route("/a2a/{name}/.well-known/agent-card.json", a2a.card, methods=["GET"]),
+            Route("/a2a/{name}", a2a.rpc, methods=["POST"]),
+        ]
+    if gateway.mcp is not None:
+        routes += [Route("/mcp", gateway.mcp, methods=["GET", "POST", "DELETE"]),
+                   Route("/mcp/", gateway.mcp, methods=["GET", "POST", "DELETE"])]
+    return routes
+
+
+def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None) -> Router:
+    from corral.llm.registry import build_provider
+
+    built = dict(providers) if providers is not None else {
+        name: build_provider(name, p) for name, p in config.providers.items() if p.enabled}
+    passthrough = frozenset(n for n, p in config.providers.items() if getattr(p, "passthrough", False))
+    return Router(config.models, built, settings=config.router, passthrough=passthrough)
+
+
+def build_authenticator(config: CorralConfig, keys: KeyCache) -> Authenticator:
+    master = config.auth.master_key.get_secret_value() if config.auth.master_key else None
+    jwt = None
+    if config.auth.jwt is not None:
+        from corral.gateway.auth_jwt import JWTVerifier  # PyJWT + cryptography: only when used
+
+        jwt = JWTVerifier(config.auth.jwt)
+    return Authenticator(config.auth, master_key=master or None, keys=keys, jwt=jwt)
+
+
+def build_limiter(config: CorralConfig, redis: Any) -> Limiter:
+    counters: Counters = RedisCounters(redis, prefix=config.cache.prefix) if redis is not None else MemoryCounters()
+    model_limits = {name: (m.rpm, m.tpm) for name, m in config.models.items() if m.rpm or m.tpm}
+    jwt = config.auth.jwt
+    return Limiter(counters, model_limits=model_limits, subject_limits=jwt.limits if jwt else None,
+                   team_limits=jwt.team_limits if jwt else None)
+
+
+def _redis(url: str | None) -> Any:
+    if not url:
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(url)
+
+
+def _scrape(metrics: GatewayMetrics, authenticator: Authenticator) -> Any:
+    async def scrape(request: Request) -> Response:
+        await authenticator.authenticate(request)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return scrape
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -10,14 +10,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from corral.gateway.errors import ApiError
-from corral.gateway.openai import json_response, model_not_found
-from corral.gateway.openai_format import json_body, validation_error
-from corral.gateway.state import CallRecord, Gateway
-from corral.llm.errors import ProviderError
-from corral.llm.router import CallContext
+from corral.gateway.http import json_body, json_response
+from corral.gateway.openai_format import validation_error
+from corral.gateway.pipeline import CallPipeline, model_not_found
+from corral.llm.router import Router
 from corral.llm.types import Usage
 
 MAX_INPUTS = 2048  # OpenAI's own limit per request
@@ -63,28 +61,25 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    async def embeddings(request: Request) -> Response:
+class EmbeddingsApi:
+    def __init__(self, pipeline: CallPipeline, router: Router) -> None:
+        self.pipeline = pipeline
+        self.router = router
+
+    async def create(self, request: Request) -> Response:
         started = time.perf_counter()
         body, texts = validate_embeddings(await json_body(request))
-        if not gateway.router.has_model(body.model):
+        if not self.router.has_model(body.model):
             raise model_not_found(body.model)
-        await gateway.admit(request, body.model, "embeddings")
-        ctx = CallContext(request_id=request.state.request_id)
-        record = CallRecord(request.state.request_id, "embeddings", body.model, False, ctx, started)
-        try:
-            vectors, tokens = await gateway.router.embed(body.model, texts, ctx)
-        except ProviderError as exc:
-            record.status, record.error = exc.status, exc
-            await gateway.finish(request, record)
-            raise ApiError.from_provider(exc) from None
-        finally:
-            request.state.upstream_seconds = ctx.upstream_seconds
-        record.usage = Usage(input_tokens=tokens)
-        await gateway.finish(request, record)
+        call = self.pipeline.begin(request, body.model, "embeddings", started=started)
+        await self.pipeline.admit(request, call)
+        vectors, tokens = await self.pipeline.settle(call, self.router.embed(body.model, texts, call.ctx),
+                                                     _tokens_usage)
         data = [{"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
                 for i, v in enumerate(vectors)]
         return json_response({"object": "list", "data": data, "model": body.model,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    return [Route("/v1/embeddings", embeddings, methods=["POST"])]
+
+def _tokens_usage(result: tuple[list[list[float]], int]) -> Usage:
+    return Usage(input_tokens=result[1])

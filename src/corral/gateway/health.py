@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from corral import __version__
-from corral.gateway.state import Gateway
 
 
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    async def health(_: Request) -> JSONResponse:
+class Readiness:
+    """Set once every component has started, cleared when shutdown begins."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+
+class HealthApi:
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+
+    async def health(self, _: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
-    async def healthz(_: Request) -> JSONResponse:
+    async def healthz(self, _: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_: Request) -> JSONResponse:
-        if not gateway.ready:
+    async def readyz(self, _: Request) -> JSONResponse:
+        if not self.readiness.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready"})
-
-    return [
-        Route("/health", health, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-    ]

@@ -19,14 +19,12 @@ import mcp_types as types
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from corral.agents.service import FINAL_STATES
-from corral.gateway.access import caller_of
-from corral.gateway.agents import Agents
+from corral.gateway.agent_runtime import AgentRuntime
 from corral.gateway.errors import ApiError, error_response
-from corral.gateway.state import Gateway
+from corral.gateway.pipeline import CallPipeline
 from corral.llm.types import Message
 
 INPUT_SCHEMA = {
@@ -36,8 +34,8 @@ INPUT_SCHEMA = {
 }
 
 
-def build_server(agents: Agents) -> Server[Any]:
-    exposed = {a.name: a for a in agents.registry.public() if a.config.mcp}
+def build_server(runtime: AgentRuntime, pipeline: CallPipeline) -> Server[Any]:
+    exposed = {a.name: a for a in runtime.registry.public() if a.config.mcp}
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[
@@ -55,12 +53,14 @@ def build_server(agents: Agents) -> Server[Any]:
         request: Request | None = ctx.request
         caller, request_id = None, ""
         if request is not None:
+            call = pipeline.begin(request, agent.name, "mcp")
+            call.metered = True
             try:
-                await agents.gateway.admit(request, agent.name, "mcp")
+                await pipeline.admit(request, call)
             except ApiError as exc:
                 return _error(exc.message)
-            caller, request_id = caller_of(request, agent.name), str(getattr(request.state, "request_id", ""))
-        service = agents.require()
+            caller, request_id = call.caller(), call.request_id
+        service = runtime.service
         session_id = arguments.get("session_id")
         record, _ = await service.start_run(agent.name, [Message.text("user", text)],
                                             session_id=str(session_id) if session_id else None,
@@ -84,38 +84,24 @@ def _error(message: str) -> types.CallToolResult:
 
 
 class McpEndpoint:
-    """ASGI: the gateway's auth, then the SDK's transport (tool calls are admitted one by one)."""
+    """ASGI: the gateway's auth, then the SDK's transport (tool calls are admitted one by
+    one). Its session manager runs for the app's lifetime (`start`/`stop`)."""
 
-    def __init__(self, gateway: Gateway, manager: StreamableHTTPSessionManager) -> None:
-        self.gateway = gateway
-        self.manager = manager
+    def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline) -> None:
+        self.pipeline = pipeline
+        self.manager = StreamableHTTPSessionManager(app=build_server(runtime, pipeline), stateless=True)
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
+        await self._stack.enter_async_context(self.manager.run())
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self.gateway.guard(Request(scope, receive))
+            await self.pipeline.authenticate(Request(scope, receive))
         except ApiError as exc:
             await error_response(exc, "openai")(scope, receive, send)
             return
         await self.manager.handle_request(scope, receive, send)
-
-
-def install(gateway: Gateway) -> None:
-    agents: Agents = gateway.components["agents"]
-    manager = StreamableHTTPSessionManager(app=build_server(agents), stateless=True)
-    stack = contextlib.AsyncExitStack()
-
-    async def start() -> None:
-        await stack.enter_async_context(manager.run())
-
-    async def stop() -> None:
-        await stack.aclose()
-
-    gateway.components["mcp.manager"] = manager
-    gateway.startup_hooks.append(start)
-    gateway.shutdown_hooks.append(stop)
-
-
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    endpoint = McpEndpoint(gateway, gateway.components["mcp.manager"])
-    return [Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
-            Route("/mcp/", endpoint, methods=["GET", "POST", "DELETE"])]

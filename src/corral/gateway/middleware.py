@@ -12,26 +12,29 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.gateway.call import EXCHANGE, Call, Exchange
 from corral.gateway.errors import ApiError, error_response, surface_for_path
 from corral.ids import new_id
 from corral.telemetry.logging import REQUEST_ID
 
+ResponseStarted = Callable[[Call, int, float], None]  # the model call, its status, Corral's overhead
+
 
 class CorralMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, on_response_start: ResponseStarted | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.on_response_start = on_response_start
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        state: dict[str, Any] = scope.setdefault("state", {})
         length: bytes | None = None
         client_id: bytes | None = None
         for key, value in scope["headers"]:  # one pass for the two headers read here
@@ -40,8 +43,7 @@ class CorralMiddleware:
             elif key == b"x-request-id":
                 client_id = value
         request_id = _safe_request_id(client_id) or new_id()
-        state["request_id"] = request_id
-        state["upstream_seconds"] = 0.0
+        exchange = scope[EXCHANGE] = Exchange(request_id, started)
         REQUEST_ID.set(request_id)  # every log line of this request carries it
 
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
@@ -52,13 +54,13 @@ class CorralMiddleware:
             if receive is None:
                 return
         id_header = (b"x-request-id", request_id.encode())
+        observe = self.on_response_start
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                overhead = max(time.perf_counter() - started - state["upstream_seconds"], 0.0)
-                observe = state.get("observe_overhead")  # the metrics interceptor's histogram
-                if observe is not None:
-                    observe(message["status"], overhead)
+                overhead = max(time.perf_counter() - started - exchange.upstream_seconds, 0.0)
+                if observe is not None and exchange.call is not None:
+                    observe(exchange.call, message["status"], overhead)
                 message["headers"] = [*message.get("headers", ()),
                                       (b"x-corral-overhead-ms", b"%.3f" % (overhead * 1000)), id_header]
             await send(message)

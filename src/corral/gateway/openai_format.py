@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect, Request
 
 from corral.gateway.errors import ApiError
+from corral.gateway.http import parse_json
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -93,33 +93,6 @@ class ChatCompletionIn(_Loose):
     seed: int | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
-
-
-async def json_body(request: Request) -> Any:
-    """The request's JSON body (see `read_body`)."""
-    return parse_json(await read_body(request))
-
-
-async def read_body(request: Request) -> bytes:
-    """The request's body, read straight from the ASGI `receive` (Starlette's
-    `Request.body()` goes through an async generator and `aclosing` per request)."""
-    chunks: list[bytes] = []
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"We could not parse the JSON body of your request: {exc}",
-                       code="invalid_json") from None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

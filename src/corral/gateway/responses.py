@@ -7,10 +7,9 @@ import time
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from corral.gateway.openai import begin_call, complete_chat, json_response, stream_chat
-from corral.gateway.openai_format import json_body
+from corral.gateway.http import json_body, json_response
+from corral.gateway.pipeline import CallPipeline
 from corral.gateway.responses_format import (
     ResponseEventWriter,
     ResponseShape,
@@ -18,21 +17,20 @@ from corral.gateway.responses_format import (
     to_neutral,
     validate_responses,
 )
-from corral.gateway.state import Gateway
 from corral.ids import new_id
 
 
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    async def create_response(request: Request) -> Response:
+class ResponsesApi:
+    def __init__(self, pipeline: CallPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def create(self, request: Request) -> Response:
         started = time.perf_counter()
         body = validate_responses(await json_body(request))
-        chat = to_neutral(body)  # before admit: a request we refuse as invalid uses no rate limit
-        target, record = await begin_call(gateway, request, body.model, "responses", stream=body.stream,
-                                          started=started)
+        chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
+        target, call = await self.pipeline.open(request, body.model, "responses", stream=body.stream, started=started)
         shape = ResponseShape(body, id=f"resp_{new_id()}")
         if body.stream:
-            return await stream_chat(gateway, request, target, chat, record, ResponseEventWriter(shape))
-        result = await complete_chat(gateway, request, target, chat, record)
+            return await self.pipeline.stream(target, chat, call, ResponseEventWriter(shape))
+        result = await self.pipeline.complete(target, chat, call)
         return json_response(response_json(result, shape))
-
-    return [Route("/v1/responses", create_response, methods=["POST"])]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.gateway.errors import ApiError
 from corral.gateway.openai_format import validation_error
+from corral.gateway.streaming import sse_event
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -228,10 +228,6 @@ def response_json(result: ChatResult, shape: ResponseShape) -> dict[str, Any]:
     return shape.render("completed", output, result.usage, result.finish_reason)
 
 
-def sse(event: dict[str, Any]) -> bytes:
-    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
 class ResponseEventWriter:
     """Neutral stream events -> Responses stream events, each with the next ``sequence_number``."""
 
@@ -247,7 +243,7 @@ class ResponseEventWriter:
     def _emit(self, kind: str, **data: Any) -> bytes:
         event = {"type": kind, "sequence_number": self._seq, **data}
         self._seq += 1
-        return sse(event)
+        return sse_event(event)
 
     @property
     def _item_id(self) -> str:

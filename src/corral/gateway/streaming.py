@@ -17,11 +17,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from corral.llm.readahead import ReadAhead
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def sse_event(event: Mapping[str, Any]) -> bytes:
+    """One server-sent event: its ``type`` as the event name, the whole object as data."""
+    return b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 class EventStreamResponse(Response):
@@ -33,7 +42,7 @@ class EventStreamResponse(Response):
         self.status_code = status_code
         self.background = None
         self.ahead = ahead
-        self.init_headers(headers)
+        self.init_headers(SSE_HEADERS if headers is None else headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()

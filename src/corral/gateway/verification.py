@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from corral.gateway.openai import json_response
-from corral.gateway.state import Gateway
+from corral.boot.manager import boot_summary
+from corral.config.schema import CorralConfig
+from corral.gateway.auth import Authenticator
+from corral.gateway.http import json_response
+from corral.llm.router import Router
 from corral.llm.verify import VerificationReport, verify_providers
 
 log = logging.getLogger("corral.verification")
@@ -29,22 +30,24 @@ class StartupRefused(RuntimeError):
 
 
 class Verification:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, config: CorralConfig, router: Router, *, boot_summary: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.router = router
+        self.boot_summary = boot_summary  # what `corral up` found, when it started this server
         self.report: VerificationReport | None = None
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def _mark_required(self) -> None:
         """In strict mode with no provider marked `required`, every enabled one is."""
-        providers = self.gateway.config.providers
-        if self.gateway.config.verification.strict and not any(p.required for p in providers.values()):
+        providers = self.config.providers
+        if self.config.verification.strict and not any(p.required for p in providers.values()):
             for p in providers.values():
                 p.required = True
 
     async def run(self) -> None:
         try:
-            self.report = await verify_providers(self.gateway.router.providers, self.gateway.config)
+            self.report = await verify_providers(self.router.providers, self.config)
         except Exception as exc:  # never let verification itself take the server down
             log.exception("provider verification failed")
             self.error = f"{type(exc).__name__}: {exc}"
@@ -54,10 +57,10 @@ class Verification:
                 log.warning("provider %s: %s (%s)", check.name, check.status, check.detail)
 
     async def start(self) -> None:
-        if not self.gateway.config.verification.enabled:
+        if not self.config.verification.enabled:
             return
         self._mark_required()
-        if self.gateway.config.verification.strict:
+        if self.config.verification.strict:
             await self.run()
             failed = self.report.required_failed if self.report else ["(verification did not run)"]
             if failed:
@@ -71,32 +74,22 @@ class Verification:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def to_json(self) -> dict[str, Any]:
-        services = self.gateway.components.get("boot_summary")
-        if not self.gateway.config.verification.enabled:
+        if not self.config.verification.enabled:
             body: dict[str, Any] = {"version": 1, "status": "disabled", "providers": []}
         elif self.report is None:
             body = {"version": 1, "status": "failed" if self.error else "pending", "error": self.error,
                     "providers": []}
         else:
             body = self.report.to_json()
-        body["services"] = services
+        body["services"] = self.boot_summary if self.boot_summary is not None else boot_summary(None)
         return body
 
 
-def install(gateway: Gateway) -> None:
-    from corral.boot.manager import summary_from_env
+class VerificationApi:
+    def __init__(self, verification: Verification, authenticator: Authenticator) -> None:
+        self.verification = verification
+        self.authenticator = authenticator
 
-    # `corral up` hands its boot summary to the server (and every worker) in the environment.
-    gateway.components.setdefault("boot_summary", summary_from_env(os.environ))
-    verification = Verification(gateway)
-    gateway.components["verification"] = verification
-    gateway.startup_hooks.append(verification.start)
-    gateway.shutdown_hooks.append(verification.stop)
-
-
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    async def report(request: Request) -> Response:
-        await gateway.guard(request)
-        return json_response(gateway.components["verification"].to_json())
-
-    return [Route("/v1/startup/verification", report, methods=["GET"])]
+    async def report(self, request: Request) -> Response:
+        await self.authenticator.authenticate(request)
+        return json_response(self.verification.to_json())

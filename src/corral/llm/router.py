@@ -37,6 +37,7 @@ from typing import Protocol, TypeVar
 from corral.config.schema import Deployment, ModelConfig, RouterConfig
 from corral.llm import errors
 from corral.llm.provider import Provider
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import ChatRequest, ChatResult, ModelInfo, StreamEvent
 
 log = logging.getLogger("corral.router")
@@ -56,7 +57,13 @@ class CallContext:
     upstream_seconds: float = 0.0  # non-stream: all attempts; stream: until the first event
     first_event_at: float | None = None  # perf_counter() of the first streamed event
     errors: list[str] = field(default_factory=list)  # one line per failed attempt
-    extra: dict[str, object] = field(default_factory=dict)
+    # A model call of an agent run: the run, its agent, and who it is charged to (the
+    # caller's JSON, kept with the run so a resumed run charges the same caller).
+    run_id: str | None = None
+    agent: str | None = None
+    caller: Mapping[str, object] | None = None
+    # Streams: shared with the writer of the gateway's response (see `corral.llm.readahead`).
+    read_ahead: ReadAhead | None = None
 
 
 @dataclass(slots=True)

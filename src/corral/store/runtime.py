@@ -72,7 +72,7 @@ def _fields(cls: Any, row: RowMapping) -> dict[str, Any]:
 
 # The statements of every agent call, built once: an expression built per call (`c.id ==
 # value`) leaves reference cycles (bind parameters and their comparators) for the cyclic
-# garbage collector, which `corral serve` runs rarely (`corral.runtime`).
+# garbage collector, which `corral serve` runs rarely (`corral.process`).
 _INSERT_SESSION = agent_sessions.insert()
 _GET_SESSION = select(agent_sessions).where(agent_sessions.c.id == bindparam("session_id"))
 _TOUCH_SESSION = (update(agent_sessions).where(agent_sessions.c.id == bindparam("session_id"))

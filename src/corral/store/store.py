@@ -26,18 +26,28 @@ class Store:
         self.runs = RunRepository(engine)
 
     @classmethod
+    def connect(cls, url: str | None = None, *, pool_size: int = 10, echo: bool = False) -> Store:
+        """The store on ``url`` (default: SQLite in the data dir); nothing is opened until
+        the first statement, so an app factory can build it and `migrate` it at startup."""
+        return cls(make_engine(url, pool_size=pool_size, echo=echo))
+
+    @classmethod
     async def open(
         cls, url: str | None = None, *, pool_size: int = 10, echo: bool = False, upgrade: bool = True
     ) -> Store:
-        """Connect to ``url`` (default: SQLite in the data dir) and apply pending migrations."""
-        engine = make_engine(url, pool_size=pool_size, echo=echo)
+        """Connect to ``url`` and apply pending migrations."""
+        store = cls.connect(url, pool_size=pool_size, echo=echo)
         try:
             if upgrade:
-                await migrate.upgrade(engine)
+                await store.migrate()
         except BaseException:
-            await engine.dispose()
+            await store.aclose()
             raise
-        return cls(engine)
+        return store
+
+    async def migrate(self) -> None:
+        """Bring the schema up to date (Alembic's head)."""
+        await migrate.upgrade(self.engine)
 
     @property
     def dialect(self) -> str:

@@ -1,4 +1,4 @@
-"""`corral.runtime.settle_after_startup`, in a process of its own (it is process-wide)."""
+"""`corral.process.settle_after_startup`, in a process of its own (it is process-wide)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 def test_settling_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
     code = (
         "import gc, json, corral.gateway.app\n"
-        "from corral.runtime import settle_after_startup, GEN0_THRESHOLD\n"
+        "from corral.process import settle_after_startup, GEN0_THRESHOLD\n"
         "before = gc.get_freeze_count()\n"
         "settle_after_startup()\n"
         "print(json.dumps([before, gc.get_freeze_count(), gc.get_threshold()[0], GEN0_THRESHOLD]))\n"
@@ -24,7 +24,7 @@ def test_settling_freezes_start_up_objects_and_raises_the_young_threshold() -> N
 def test_a_threshold_of_zero_leaves_the_collector_alone() -> None:
     code = (
         "import gc, json\n"
-        "from corral.runtime import settle_after_startup\n"
+        "from corral.process import settle_after_startup\n"
         "before = gc.get_threshold()\n"
         "settle_after_startup(0)\n"
         "print(json.dumps([gc.get_freeze_count(), gc.get_threshold() == before]))\n"

@@ -1,0 +1,99 @@
+"""What a call costs, and who pays: the usage row and the limit counters.
+
+`settle` charges a finished call on any surface: its tokens and cost go to the caller's
+shared counters (tpm, budgets) and its usage row to the batch writer (no database write
+on the request path). An agent run is charged per model call instead (`charge_run_call`,
+the runner's meter): the run keeps its caller as JSON, so its model calls are charged
+to it on whichever replica executes the run, and the surface's own call is not charged
+twice (`Call.metered`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from corral.gateway.auth import ANONYMOUS, KeyCache, Principal
+from corral.gateway.call import Call
+from corral.gateway.limits import Limiter, Reservation
+from corral.llm.pricing import PricingTable
+from corral.llm.router import CallContext
+from corral.llm.types import Usage
+from corral.store import BatchWriter, UsageRecord
+from corral.store.store import BatchRecord
+
+log = logging.getLogger("corral.billing")
+
+_KINDS = frozenset({"anonymous", "master", "static", "key", "jwt"})
+
+
+class Billing:
+    def __init__(self, limiter: Limiter, pricing: PricingTable, keys: KeyCache,
+                 writer: BatchWriter[BatchRecord]) -> None:
+        self.limiter = limiter
+        self.pricing = pricing
+        self.keys = keys
+        self.writer = writer
+
+    async def settle(self, call: Call) -> None:
+        """A finished call, charged to its admitted caller (not when it was an agent run,
+        whose model calls were charged one by one, nor when admission refused it)."""
+        if call.reservation is None or call.metered:
+            return
+        status = "ok" if call.error is None and call.status < 400 else f"error:{call.status}"
+        await self._charge(call.reservation, call.request_id, call.model, call.ctx, call.usage, call.started, status)
+
+    async def charge_run_call(self, alias: str, ctx: CallContext, usage: Usage, started: float) -> None:
+        """One model call of an agent run: charged to the run's caller (``ctx.caller``)."""
+        caller = ctx.caller
+        principal = self.principal_for(caller)
+        named = str(caller.get("model") or alias) if caller else alias
+        reservation = self.limiter.charges(principal, named, alias)
+        # One row per model call: the run's request id (or the run's id) and a suffix of its own.
+        base = ctx.request_id or ctx.run_id or "run"
+        request_id = f"{base[:80]}:{uuid.uuid4().hex[:12]}"
+        await self._charge(reservation, request_id, alias, ctx, usage, started, "ok")
+
+    def principal_for(self, caller: Mapping[str, Any] | None) -> Principal:
+        """The principal a run's caller (`Call.caller`) stands for now: its key and team from
+        the cache (a key revoked since then still gets its usage rows, not its counters)."""
+        if not caller or caller.get("kind") not in _KINDS:
+            return ANONYMOUS
+        key_id = caller.get("key_id")
+        key = self.keys.by_id(str(key_id)) if key_id else None
+        team_id = caller.get("team_id")
+        team = self.keys.team(str(team_id)) if team_id else None
+        return Principal(kind=caller["kind"], subject=str(caller.get("subject") or caller["kind"]),
+                         key_id=str(key_id) if key_id else None, team_id=str(team_id) if team_id else None,
+                         key=key, team=team)
+
+    async def _charge(self, reservation: Reservation, request_id: str, model: str, ctx: CallContext,
+                      usage: Usage | None, started: float, status: str) -> None:
+        # Priced as the alias first, then the upstream id (docs/pricing.md), as the metrics are.
+        cost = self.pricing.cost(usage, model, ctx.upstream_model) if usage is not None else 0.0
+        if reservation.tpm_counters or reservation.budgets:  # else there is nothing to count
+            try:
+                await self.limiter.record(reservation, usage, cost)
+            except Exception as exc:
+                log.error("could not add usage to the limit counters: %s", exc)
+        principal = reservation.principal
+        await self.writer.put(UsageRecord(
+            request_id=request_id,
+            model=model,
+            key_id=principal.key_id,
+            team_id=principal.team_id,
+            subject=principal.subject,
+            provider=ctx.provider,
+            deployment=f"{ctx.provider}/{ctx.upstream_model}" if ctx.provider else None,
+            upstream_model=ctx.upstream_model,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            cost_usd=cost,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status=status,
+        ))
