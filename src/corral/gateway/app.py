@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.gateway")
 
+# Response headers a browser client may read across origins (with `server.cors_origins`).
+EXPOSED_HEADERS = ["x-request-id", "request-id", "x-corral-overhead-ms", "retry-after"]
+
 
 @dataclass
 class Gateway:
@@ -139,7 +142,7 @@ def build_gateway(
     metrics = GatewayMetrics() if config.observability.metrics else None
     tracing = build_tracing(config.observability.tracing)
     pricing = PricingTable(config.pricing)
-    observer = CallObserver(metrics, pricing)
+    observer = CallObserver(metrics)
 
     keys = KeyCache(store)
     authenticator = build_authenticator(config, keys)
@@ -153,9 +156,9 @@ def build_gateway(
     registry = AgentRegistry.from_config(config)
     agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
     agents = AgentRuntime(config, registry, router, store, meter=billing.charge_run_call, observer=agent_metrics)
-    models = Models(router, AgentChatTargets(agents))
+    models = Models(router, AgentChatTargets(agents), default_model=config.default_model)
     tracer = CallTracer(tracing, config.providers) if tracing is not None else None
-    pipeline = CallPipeline(models, access, observer, billing, tracer)
+    pipeline = CallPipeline(models, access, pricing, observer, billing, tracer)
 
     health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix) if config.cache.url else None
     if metrics is not None:
@@ -203,7 +206,7 @@ def create_app(
                              on_response_start=gateway.pipeline.observer.response_started)]
     if config.server.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.server.cors_origins,
-                                     allow_methods=["*"], allow_headers=["*"]))
+                                     allow_methods=["*"], allow_headers=["*"], expose_headers=EXPOSED_HEADERS))
     app = Starlette(
         routes=build_routes(gateway),
         middleware=middleware,
@@ -341,8 +344,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: f"Unknown route: {request.method} {request.url.path}",
                405: f"Method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
-    return error_response(ApiError(exc.status_code, message, code="not_found" if exc.status_code == 404 else None),
-                          surface_for_path(request.url.path))
+    headers = {"allow": ", ".join(allowed_methods(request))} if exc.status_code == 405 else None
+    return error_response(ApiError(exc.status_code, message, code="not_found" if exc.status_code == 404 else None,
+                                   headers=headers), surface_for_path(request.url.path))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (a path may have one route per method,
+    and Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.path_regex.match(request.url.path) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

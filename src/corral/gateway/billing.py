@@ -44,7 +44,8 @@ class Billing:
         if call.reservation is None or call.metered:
             return
         status = "ok" if call.error is None and call.status < 400 else f"error:{call.status}"
-        await self._charge(call.reservation, call.request_id, call.model, call.ctx, call.usage, call.started, status)
+        await self._record(call.reservation, call.request_id, call.model, call.ctx, call.usage, call.cost_usd or 0.0,
+                           call.started, status)
 
     async def charge_run_call(self, alias: str, ctx: CallContext, usage: Usage, started: float) -> None:
         """One model call of an agent run: charged to the run's caller (``ctx.caller``)."""
@@ -55,7 +56,8 @@ class Billing:
         # One row per model call: the run's request id (or the run's id) and a suffix of its own.
         base = ctx.request_id or ctx.run_id or "run"
         request_id = f"{base[:80]}:{uuid.uuid4().hex[:12]}"
-        await self._charge(reservation, request_id, alias, ctx, usage, started, "ok")
+        cost = self.pricing.cost(usage, alias, ctx.upstream_model)
+        await self._record(reservation, request_id, alias, ctx, usage, cost, started, "ok")
 
     def principal_for(self, caller: Mapping[str, Any] | None) -> Principal:
         """The principal a run's caller (`Call.caller`) stands for now: its key and team from
@@ -70,10 +72,8 @@ class Billing:
                          key_id=str(key_id) if key_id else None, team_id=str(team_id) if team_id else None,
                          key=key, team=team)
 
-    async def _charge(self, reservation: Reservation, request_id: str, model: str, ctx: CallContext,
-                      usage: Usage | None, started: float, status: str) -> None:
-        # Priced as the alias first, then the upstream id (docs/pricing.md), as the metrics are.
-        cost = self.pricing.cost(usage, model, ctx.upstream_model) if usage is not None else 0.0
+    async def _record(self, reservation: Reservation, request_id: str, model: str, ctx: CallContext,
+                      usage: Usage | None, cost: float, started: float, status: str) -> None:
         if reservation.tpm_counters or reservation.budgets:  # else there is nothing to count
             try:
                 await self.limiter.record(reservation, usage, cost)

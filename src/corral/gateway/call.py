@@ -56,6 +56,7 @@ class Call:
     trace_parent: Any = None  # the caller's trace context (``traceparent``), when tracing is on
     status: int = 200
     usage: Usage | None = None
+    cost_usd: float | None = None  # priced once, when the call is over
     error: BaseException | None = None
     ttft_seconds: float | None = None
     finished: bool = False
@@ -88,6 +89,9 @@ def owner_of(principal: Principal) -> str | None:
 class ChatTarget(Protocol):
     """What a chat request can be served by: a model alias (through the router) or an agent."""
 
+    @property
+    def name(self) -> str: ...
+
     async def complete(self, request: ChatRequest, call: Call) -> ChatResult: ...
 
     def stream(self, request: ChatRequest, call: Call) -> AsyncIterator[StreamEvent]: ...
@@ -96,13 +100,13 @@ class ChatTarget(Protocol):
 @dataclass(slots=True)
 class RouterTarget:
     router: Router
-    alias: str
+    name: str  # the model alias
 
     async def complete(self, request: ChatRequest, call: Call) -> ChatResult:
-        return await self.router.complete(self.alias, request, call.ctx)
+        return await self.router.complete(self.name, request, call.ctx)
 
     def stream(self, request: ChatRequest, call: Call) -> AsyncIterator[StreamEvent]:
-        return self.router.stream(self.alias, request, call.ctx)
+        return self.router.stream(self.name, request, call.ctx)
 
 
 class AgentTargets(Protocol):
@@ -115,13 +119,22 @@ class AgentTargets(Protocol):
 
 class Models:
     """What a model name on a chat surface resolves to: a public agent first, then a
-    router alias; and the list `/v1/models` shows."""
+    router alias, then ``default_model`` (a name Corral does not know is served by it);
+    and the list `/v1/models` shows."""
 
-    def __init__(self, router: Router, agents: AgentTargets | None = None) -> None:
+    def __init__(self, router: Router, agents: AgentTargets | None = None, *, default_model: str | None = None) -> None:
         self.router = router
         self.agents = agents
+        self.default_model = default_model
 
     def resolve(self, model: str) -> ChatTarget | None:
+        target = self.named(model)
+        if target is None and self.default_model is not None:
+            target = self.named(self.default_model)
+        return target
+
+    def named(self, model: str) -> ChatTarget | None:
+        """The target of exactly this name (no default)."""
         if self.agents is not None:
             target = self.agents.target(model)
             if target is not None:

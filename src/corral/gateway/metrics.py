@@ -16,7 +16,6 @@ from typing import Any
 
 from corral.gateway.call import Call
 from corral.llm.errors import ProviderError
-from corral.llm.pricing import PricingTable
 from corral.llm.router import Router
 from corral.store import BatchWriter
 from corral.telemetry.metrics import DeploymentHealth, GatewayMetrics
@@ -40,9 +39,8 @@ def error_type(call: Call) -> str | None:
 class CallObserver:
     """Metrics (when enabled) and one access-log line per model call."""
 
-    def __init__(self, metrics: GatewayMetrics | None, pricing: PricingTable) -> None:
+    def __init__(self, metrics: GatewayMetrics | None) -> None:
         self.metrics = metrics
-        self.pricing = pricing
 
     def response_started(self, call: Call, status: int, overhead_seconds: float) -> None:
         metrics = self.metrics
@@ -67,10 +65,9 @@ class CallObserver:
             if usage is not None else None
         kind = error_type(call)
         if self.metrics is not None:
-            cost = self.pricing.cost(usage, call.model, call.ctx.upstream_model) if usage is not None else None
             self.metrics.observe_call(surface=call.surface, model=call.model, status=call.status,
                                       seconds=seconds, ttft_seconds=call.ttft_seconds, tokens=tokens,
-                                      error_type=kind, cost_usd=cost)
+                                      error_type=kind, cost_usd=call.cost_usd)
         if not log.isEnabledFor(logging.INFO):  # the line's fields cost more than the metrics above
             return
         log.info("%s model=%s status=%s %.3fs tokens=%s/%s%s", call.surface, call.model, call.status, seconds,

@@ -7,7 +7,7 @@
     stream    the target's first event (an upstream failure before any output is a
               proper HTTP error) -> the surface's writer turns events into bytes ->
               `finish` after the last byte, whatever ends the stream
-    finish    metrics and the access log (`CallObserver`) -> usage row and counters
+    finish    the price -> metrics and the access log (`CallObserver`) -> usage row and counters
               (`Billing`) -> the span (`CallTracer`)
 
 Surfaces (`openai.py`, `anthropic.py`, `responses.py`, `embeddings.py`, the agents' runs,
@@ -35,6 +35,7 @@ from corral.gateway.metrics import CallObserver
 from corral.gateway.streaming import EventStreamResponse
 from corral.gateway.tracing import CallTracer
 from corral.llm.errors import ProviderError
+from corral.llm.pricing import PricingTable
 from corral.llm.readahead import ReadAhead
 from corral.llm.router import CallContext, aclose
 from corral.llm.types import ChatRequest, ChatResult, StreamEvent, Usage
@@ -65,10 +66,11 @@ def model_not_found(model: str) -> ApiError:
 
 
 class CallPipeline:
-    def __init__(self, models: Models, access: Access, observer: CallObserver, billing: Billing,
-                 tracer: CallTracer | None) -> None:
+    def __init__(self, models: Models, access: Access, pricing: PricingTable, observer: CallObserver,
+                 billing: Billing, tracer: CallTracer | None) -> None:
         self.models = models
         self.access = access
+        self.pricing = pricing
         self.observer = observer
         self.billing = billing
         self.tracer = tracer
@@ -95,7 +97,8 @@ class CallPipeline:
         target = self.models.resolve(model)
         if target is None:
             raise model_not_found(model)
-        call = self.begin(request, model, surface, stream=stream, started=started)
+        # Counted, limited and billed as the model that serves it (``default_model`` may).
+        call = self.begin(request, target.name, surface, stream=stream, started=started)
         await self.access.admit(request, call)
         call.session_id = request.headers.get(SESSION_HEADER) or None
         return target, call
@@ -174,7 +177,9 @@ class CallPipeline:
         return EventStreamResponse(body(), ahead=ahead)
 
     async def finish(self, call: Call) -> None:
-        """The call is over: observed, billed, traced. Never blocks on a database."""
+        """The call is over: priced, observed, billed, traced. Never blocks on a database."""
+        if call.usage is not None:  # as the alias first, then the upstream id (docs/pricing.md)
+            call.cost_usd = self.pricing.cost(call.usage, call.model, call.ctx.upstream_model)
         self.observer.finished(call)
         await self.billing.settle(call)
         if self.tracer is not None:
