@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from corral.gateway.openai_format import read_body
+from corral.gateway.http import read_body
 from corral.gateway.streaming import EventStreamResponse
 from corral.llm.providers._wire import FastTransport, origin_of
 

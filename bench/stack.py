@@ -185,9 +185,6 @@ class Stack:
                 features["metrics"] = resp.status == 200 and b"corral_" in resp.read()
         except urllib.error.HTTPError:
             features["metrics"] = False
-        from corral.gateway.app import MODULES
-
-        features["gateway_modules"] = [m.rsplit(".", 1)[-1] for m in MODULES]
         return features
 
     def usage_rows(self) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from corral.llm.router import _with_params
-from corral.llm.types import ChatRequest, Message, ToolSpec
+from corral.llm.types import ChatRequest, Message, Reasoning, ToolSpec
 
 
 def full_request() -> ChatRequest:
@@ -13,7 +13,7 @@ def full_request() -> ChatRequest:
                        tools=[ToolSpec(name="t", description="d", parameters={"type": "object"})],
                        tool_choice="auto", parallel_tool_calls=False, temperature=0.5, top_p=0.9, max_tokens=7,
                        stop=["x"], seed=3, response_format={"type": "json_object"}, user="u",
-                       extra={"logprobs": True}, timeout=12.0)
+                       extra={"logprobs": True}, timeout=12.0, reasoning=Reasoning(effort="high"))
 
 
 def test_for_upstream_copies_every_field_but_the_model_and_owns_its_extra() -> None:

@@ -81,6 +81,6 @@ async def test_strict_mode_refuses_to_start_when_a_required_provider_fails() -> 
         app = create_app(config)
         gateway = app.state.gateway
         with pytest.raises(StartupRefused, match="locked"):
-            await gateway.startup()
-        await gateway.shutdown()
+            await gateway.start()
+        await gateway.stop()
     assert not gateway.ready

@@ -14,10 +14,17 @@ Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 
 
+# A prompt-cache breakpoint as the client sent it (Anthropic's ``cache_control``, e.g.
+# ``{"type": "ephemeral", "ttl": "1h"}``): forwarded to upstreams that take one, and a
+# no-op for those that cache on their own (OpenAI), as docs/api.md's mapping table says.
+CacheControl = dict[str, Any]
+
+
 @dataclass(slots=True)
 class TextPart:
     text: str
     type: Literal["text"] = "text"
+    cache_control: CacheControl | None = None
 
 
 @dataclass(slots=True)
@@ -27,6 +34,18 @@ class ImagePart:
     url: str
     detail: str | None = None
     type: Literal["image"] = "image"
+    cache_control: CacheControl | None = None
+
+
+@dataclass(slots=True)
+class Thinking:
+    """One block of a model's extended thinking, as the model produced it: its text and
+    the ``signature`` the vendor needs to accept it back in a later turn, or, for a block
+    the vendor redacted, only its opaque ``redacted`` data."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
 
 
 Part = TextPart | ImagePart
@@ -37,6 +56,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # JSON text exactly as the model produced it
+    cache_control: CacheControl | None = None
 
     def parsed_arguments(self) -> Any:
         import json
@@ -51,7 +71,10 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None  # for role == "tool"
     name: str | None = None
-    reasoning: str | None = None
+    reasoning: str | None = None  # the thinking text, for surfaces that show it as one string
+    thinking: list[Thinking] = field(default_factory=list)  # the signed blocks (Anthropic replays them)
+    cache_control: CacheControl | None = None  # role == "tool": on the tool result itself
+    is_error: bool = False  # role == "tool": the tool failed
 
     @classmethod
     def text(cls, role: Role, text: str, **kw: Any) -> Message:
@@ -67,6 +90,24 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    cache_control: CacheControl | None = None
+
+
+Effort = Literal["minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+@dataclass(slots=True)
+class Reasoning:
+    """How much the model should think: an ``effort`` level (OpenAI's ``reasoning_effort``,
+    Anthropic's ``output_config.effort``), a thinking ``budget_tokens`` (Anthropic's
+    ``thinking``), ``adaptive`` thinking, or thinking ``disabled``; ``summary`` asks for
+    a reasoning summary (OpenAI Responses). Providers translate what they have an
+    equivalent for (docs/api.md)."""
+
+    effort: Effort | None = None
+    budget_tokens: int | None = None
+    mode: Literal["enabled", "adaptive", "disabled"] | None = None
+    summary: str | None = None
 
 
 ToolChoice = Literal["auto", "none", "required"] | str  # a str other than those names one tool
@@ -88,6 +129,7 @@ class ChatRequest:
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific pass-through params
     timeout: float | None = None  # seconds, for the whole upstream call
+    reasoning: Reasoning | None = None
 
     def for_upstream(self, model: str) -> ChatRequest:
         """A copy for one upstream: its model id, and its own `extra` (the router adds
@@ -95,7 +137,7 @@ class ChatRequest:
         every routed call."""
         return ChatRequest(model, self.messages, self.tools, self.tool_choice, self.parallel_tool_calls,
                            self.temperature, self.top_p, self.max_tokens, self.stop, self.seed,
-                           self.response_format, self.user, dict(self.extra), self.timeout)
+                           self.response_format, self.user, dict(self.extra), self.timeout, self.reasoning)
 
 
 @dataclass(slots=True)
@@ -138,8 +180,13 @@ class TextDelta:
 
 @dataclass(slots=True)
 class ReasoningDelta:
+    """Thinking text; a block ends with its ``signature`` (a delta of its own), and a
+    redacted block arrives whole as ``redacted`` data."""
+
     text: str
     type: Literal["reasoning"] = "reasoning"
+    signature: str | None = None
+    redacted: str | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +225,8 @@ class StreamAccumulator:
         self.model = model
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        self._thinking: list[Thinking] = []
+        self._open_thinking = False  # the last block has not been signed yet
         self._calls: dict[int, ToolCall] = {}
         self.usage = Usage()
         self.finish_reason: FinishReason = "stop"
@@ -186,7 +235,7 @@ class StreamAccumulator:
         if isinstance(event, TextDelta):
             self._text.append(event.text)
         elif isinstance(event, ReasoningDelta):
-            self._reasoning.append(event.text)
+            self._add_thinking(event)
         elif isinstance(event, ToolCallDelta):
             call = self._calls.get(event.index)
             if call is None:
@@ -203,11 +252,27 @@ class StreamAccumulator:
             if event.model:
                 self.model = event.model
 
+    def _add_thinking(self, event: ReasoningDelta) -> None:
+        self._reasoning.append(event.text)
+        if event.redacted is not None:
+            self._thinking.append(Thinking(redacted=event.redacted))
+            self._open_thinking = False
+            return
+        if not self._open_thinking:
+            self._thinking.append(Thinking())
+            self._open_thinking = True
+        block = self._thinking[-1]
+        block.text += event.text
+        if event.signature is not None:
+            block.signature = (block.signature or "") + event.signature
+            self._open_thinking = False
+
     def result(self) -> ChatResult:
         message = Message.text("assistant", "".join(self._text))
         message.tool_calls = [self._calls[i] for i in sorted(self._calls)]
         if self._reasoning:
             message.reasoning = "".join(self._reasoning)
+            message.thinking = self._thinking
         return ChatResult(message=message, finish_reason=self.finish_reason, usage=self.usage, model=self.model)
 
 

@@ -26,10 +26,12 @@ from corral.llm.types import (
     ImagePart,
     Message,
     ModelInfo,
+    Reasoning,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
     TextPart,
+    Thinking,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -113,6 +115,10 @@ class AnthropicProvider:
                 )
             elif kind == "thinking":
                 reasoning.append(str(block.get("thinking") or ""))
+                signature = _str(block.get("signature"))
+                message.thinking.append(Thinking(str(block.get("thinking") or ""), signature=signature))
+            elif kind == "redacted_thinking":
+                message.thinking.append(Thinking(redacted=str(block.get("data") or "")))
         if reasoning:
             message.reasoning = "".join(reasoning)
         finish = _FINISH.get(str(body.get("stop_reason")), "stop")
@@ -224,6 +230,10 @@ class _StreamState:
             return [ToolCallDelta(index=ordinal, id=str(block.get("id") or ""), name=str(block.get("name") or ""))]
         if kind == "text" and block.get("text"):
             return [TextDelta(str(block["text"]))]
+        if kind == "redacted_thinking":
+            return [ReasoningDelta("", redacted=str(block.get("data") or ""))]
+        if kind == "thinking" and block.get("thinking"):
+            return [ReasoningDelta(str(block["thinking"]))]
         return []
 
     def block_delta(self, index: int, delta: dict[str, Any]) -> list[StreamEvent]:
@@ -232,6 +242,8 @@ class _StreamState:
             return [TextDelta(str(delta["text"]))]
         if kind == "thinking_delta" and delta.get("thinking"):
             return [ReasoningDelta(str(delta["thinking"]))]
+        if kind == "signature_delta" and delta.get("signature"):
+            return [ReasoningDelta("", signature=str(delta["signature"]))]
         if kind == "input_json_delta" and index in self._answer_blocks and delta.get("partial_json"):
             self._answer_blocks[index] = True
             return [TextDelta(str(delta["partial_json"]))]
@@ -265,15 +277,16 @@ def parse_usage(raw: Any) -> Usage:
 
 
 def build_body(request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
-    system = "\n\n".join(m.text_content for m in request.messages if m.role == "system" and m.text_content)
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
         "messages": encode_messages([m for m in request.messages if m.role != "system"]),
     }
+    system = encode_system([m for m in request.messages if m.role == "system"])
     if system:
         body["system"] = system
-    tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+    tools = [_cached({"name": t.name, "description": t.description, "input_schema": t.parameters}, t.cache_control)
+             for t in request.tools]
     schema = structured_schema(request)
     if schema is not None:
         tools.append({"name": STRUCTURED_TOOL, "description": "Give the final answer as JSON matching this schema.",
@@ -287,10 +300,43 @@ def build_body(request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.user:
         body["metadata"] = {"user_id": request.user}
+    encode_reasoning(body, request.reasoning)
     if stream:
         body["stream"] = True
     body.update(request.extra)
     return body
+
+
+def encode_system(messages: list[Message]) -> str | list[dict[str, Any]]:
+    """A plain string, unless the client sent blocks (several, or with cache breakpoints):
+    then the same blocks."""
+    parts = [p for m in messages for p in m.content if isinstance(p, TextPart) and p.text]
+    if (len(parts) > 1 and any(p.cache_control for p in parts)) or any(p.cache_control for p in parts):
+        return [_cached({"type": "text", "text": p.text}, p.cache_control) for p in parts]
+    return "\n\n".join(p.text for p in parts)
+
+
+def encode_reasoning(body: dict[str, Any], reasoning: Reasoning | None) -> None:
+    """Thinking (a budget, adaptive, or disabled) and ``output_config.effort``."""
+    if reasoning is None:
+        return
+    if reasoning.mode == "enabled" or (reasoning.mode is None and reasoning.budget_tokens is not None):
+        body["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens or 1024}
+    elif reasoning.mode is not None:
+        body["thinking"] = {"type": reasoning.mode}
+    if reasoning.effort is not None:
+        effort = "low" if reasoning.effort == "minimal" else reasoning.effort
+        body["output_config"] = {**body.get("output_config", {}), "effort": effort}
+
+
+def _cached(block: dict[str, Any], cache_control: dict[str, Any] | None) -> dict[str, Any]:
+    if cache_control is not None:
+        block["cache_control"] = cache_control
+    return block
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def structured_schema(request: ChatRequest) -> dict[str, Any] | None:
@@ -340,16 +386,31 @@ def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 def encode_blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
-        return [{"type": "tool_result", "tool_use_id": safe_id(message.tool_call_id or ""),
-                 "content": message.text_content}]
-    blocks = [encode_part(p) for p in message.content if not (isinstance(p, TextPart) and not p.text)]
+        plain = all(isinstance(p, TextPart) and p.cache_control is None for p in message.content)
+        content: str | list[dict[str, Any]] = message.text_content if plain else \
+            [encode_part(p) for p in message.content]
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": safe_id(message.tool_call_id or ""),
+                                  "content": content}
+        if message.is_error:
+            result["is_error"] = True
+        return [_cached(result, message.cache_control)]
+    # Signed thinking goes back first and unchanged: Anthropic checks it with tool use.
+    blocks = [encode_thinking(t) for t in message.thinking if t.signature is not None or t.redacted is not None]
+    blocks += [encode_part(p) for p in message.content if not (isinstance(p, TextPart) and not p.text)]
     for call in message.tool_calls:
         try:
             arguments = json.loads(call.arguments or "{}")
         except ValueError:
             arguments = {}
-        blocks.append({"type": "tool_use", "id": safe_id(call.id), "name": call.name, "input": arguments})
+        blocks.append(_cached({"type": "tool_use", "id": safe_id(call.id), "name": call.name, "input": arguments},
+                              call.cache_control))
     return blocks
+
+
+def encode_thinking(thinking: Thinking) -> dict[str, Any]:
+    if thinking.redacted is not None:
+        return {"type": "redacted_thinking", "data": thinking.redacted}
+    return {"type": "thinking", "thinking": thinking.text, "signature": thinking.signature}
 
 
 def safe_id(call_id: str) -> str:
@@ -360,9 +421,10 @@ def safe_id(call_id: str) -> str:
 
 def encode_part(part: TextPart | ImagePart) -> dict[str, Any]:
     if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
+        return _cached({"type": "text", "text": part.text}, part.cache_control)
     if part.url.startswith("data:"):
         header, _, data = part.url.partition(",")
         media_type = header.removeprefix("data:").split(";")[0] or "image/png"
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": part.url}}
+        return _cached({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}},
+                       part.cache_control)
+    return _cached({"type": "image", "source": {"type": "url", "url": part.url}}, part.cache_control)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from corral.config.schema import ProviderConfig
+from corral.llm import errors
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
 from corral.llm.types import (
     ChatRequest,
@@ -20,6 +21,7 @@ from corral.llm.types import (
     ImagePart,
     Message,
     ModelInfo,
+    Reasoning,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -275,6 +277,9 @@ def build_body(request: ChatRequest, max_tokens_field: str = "max_tokens", *, st
         "user": request.user,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    effort = reasoning_effort(request.reasoning)
+    if effort is not None:
+        body["reasoning_effort"] = effort
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -282,11 +287,28 @@ def build_body(request: ChatRequest, max_tokens_field: str = "max_tokens", *, st
     return body
 
 
+def reasoning_effort(reasoning: Reasoning | None) -> str | None:
+    """OpenAI's ``reasoning_effort`` for the neutral reasoning: the effort as is (``xhigh``
+    and ``max`` are ``high``), a thinking budget by size, disabled thinking as ``minimal``."""
+    if reasoning is None:
+        return None
+    if reasoning.effort is not None:
+        return "high" if reasoning.effort in ("xhigh", "max") else reasoning.effort
+    if reasoning.mode == "disabled":
+        return "minimal"
+    if reasoning.budget_tokens is not None:
+        return "low" if reasoning.budget_tokens < 4096 else "medium" if reasoning.budget_tokens < 16384 else "high"
+    return None
+
+
 def encode_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
     if message.role == "tool":
+        if any(isinstance(p, ImagePart) for p in message.content):
+            raise errors.BadRequestError("messages: an image in a tool result has no equivalent on the "
+                                         "OpenAI-compatible wire (tool messages carry text only)")
         out["tool_call_id"] = wire_id(message.tool_call_id or "")
-        out["content"] = message.text_content
+        out["content"] = f"Error: {message.text_content}" if message.is_error else message.text_content
         return out
     if message.role == "assistant":
         out["content"] = message.text_content or None
