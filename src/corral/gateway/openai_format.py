@@ -19,6 +19,7 @@ from corral.llm.types import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -93,6 +94,7 @@ class ChatCompletionIn(_Loose):
     seed: int | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -192,6 +194,7 @@ def to_neutral(body: ChatCompletionIn) -> ChatRequest:
         parallel_tool_calls=body.parallel_tool_calls, temperature=body.temperature, top_p=body.top_p,
         max_tokens=body.max_completion_tokens or body.max_tokens, stop=stop, seed=body.seed,
         response_format=body.response_format, user=body.user, extra=extra,
+        reasoning=Reasoning(effort=body.reasoning_effort) if body.reasoning_effort else None,
     )
 
 

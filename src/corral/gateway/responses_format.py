@@ -19,6 +19,7 @@ from corral.llm.types import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -68,6 +69,27 @@ class ResponsesIn(_Loose):
     text: dict[str, Any] | None = None
     user: str | None = None
     store: bool | None = None
+    reasoning: ReasoningIn | None = None
+    background: bool | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+
+
+class ReasoningIn(_Loose):
+    effort: Literal["minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+ResponsesIn.model_rebuild()
+
+# Accepted and honoured only with these values: anything else is refused by name, since
+# this gateway does not store responses or run them in the background.
+_REFUSED: dict[str, tuple[object, str]] = {
+    "store": (True, "responses are not stored by this gateway; send store: false and the whole "
+                    "conversation in 'input'"),
+    "background": (True, "background responses are not supported; use the runs API for background work"),
+    "truncation": ("auto", "automatic truncation is not supported; the request is sent whole (truncation: "
+                           "disabled)"),
+}
 
 
 def validate_responses(payload: Any) -> ResponsesIn:
@@ -81,6 +103,13 @@ def validate_responses(payload: Any) -> ResponsesIn:
         # Responses are not stored: the client sends the whole conversation as `input`.
         raise ApiError(400, "previous_response_id is not supported by this gateway; send the conversation in "
                        "'input'", param="previous_response_id", code="unsupported_parameter")
+    for name, (refused, why) in _REFUSED.items():
+        if getattr(body, name) == refused:
+            raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+    unknown = sorted(body.model_extra or ())
+    if unknown:
+        raise ApiError(400, f"{unknown[0]}: this field is not supported by this gateway", param=unknown[0],
+                       code="unsupported_parameter")
     return body
 
 
@@ -167,6 +196,7 @@ def to_neutral(body: ResponsesIn) -> ChatRequest:
         model=body.model, messages=to_messages(body), tools=to_tools(body.tools), tool_choice=choice,
         parallel_tool_calls=body.parallel_tool_calls, temperature=body.temperature, top_p=body.top_p,
         max_tokens=body.max_output_tokens, response_format=response_format, user=body.user,
+        reasoning=Reasoning(effort=body.reasoning.effort, summary=body.reasoning.summary) if body.reasoning else None,
     )
 
 
@@ -202,7 +232,8 @@ class ResponseShape:
             "temperature": body.temperature, "top_p": body.top_p, "max_output_tokens": body.max_output_tokens,
             "tool_choice": body.tool_choice or "auto",
             "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
-            "previous_response_id": None, "reasoning": None, "store": False,
+            "previous_response_id": None, "store": False,
+            "reasoning": body.reasoning.model_dump() if body.reasoning else None,
             "text": body.text or {"format": {"type": "text"}}, "truncation": "disabled", "user": body.user,
             "usage": usage_json(usage) if usage is not None else None,
         }
