@@ -143,3 +143,40 @@ async def test_run_waiting_for_approval_is_an_input_required_task() -> None:
     assert task.status.message.parts[0].text == "waiting for approval of: current_time"
     assert approved["state"] == "succeeded"
     assert done.status.state == TaskState.TASK_STATE_COMPLETED and done.artifacts[0].parts[0].text == "It is noon."
+
+
+async def test_streamed_output_ends_with_a_last_chunk_and_tasks_carry_their_history() -> None:
+    async with server(TIME_FLOW) as url, a2a(url, streaming=True) as client:
+        events = [e async for e in client.send_message(user("time?", "ctx-h"))]
+        task_id = events[0].task.id
+        fetched = await client.get_task(GetTaskRequest(id=task_id))
+    updates = [e.artifact_update for e in events if e.HasField("artifact_update")]
+    assert [u.last_chunk for u in updates] == [False] * (len(updates) - 1) + [True]
+    assert [(m.role, m.parts[0].text) for m in fetched.history] == [
+        (Role.ROLE_USER, "time?"), (Role.ROLE_AGENT, "It is noon.")]
+
+
+async def test_errors_echo_the_request_id_and_push_notifications_are_unsupported_by_code() -> None:
+    async with server(TIME_FLOW) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        unknown = await http.post("/a2a/nobody", json={"jsonrpc": "2.0", "id": "req-7", "method": "tasks/get",
+                                                       "params": {"id": "x"}})
+        push = await rpc(http, "tasks/pushNotificationConfig/set", {
+            "taskId": "t1", "pushNotificationConfig": {"url": "https://example.com/hook"}})
+    assert unknown.status_code == 404 and unknown.json()["id"] == "req-7"
+    assert push["error"]["code"] == -32003  # PushNotificationNotSupportedError
+
+
+async def test_the_card_declares_bearer_auth_when_the_gateway_requires_a_key() -> None:
+    config = CorralConfig.model_validate({
+        "providers": {"script": {"type": "scripted"}},
+        "models": {"scripted": {"provider": "script", "model": "scripted"}},
+        "agents": {"assistant": {"model": "scripted"}},
+        "auth": {"master_key": "sk-master-card"},
+    })
+    app = create_app(config, providers={"script": ScriptedProvider.from_steps("script", [])})
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+        card = (await http.get("/.well-known/agent-card.json")).json()
+    bearer = card["securitySchemes"]["bearer"]
+    assert bearer["httpAuthSecurityScheme"]["scheme"] == "bearer"  # v1.0
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")  # v0.3 clients read these
+    assert [set(r["schemes"]) for r in card["securityRequirements"]] == [{"bearer"}]

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
@@ -27,23 +28,34 @@ from a2a.types import (
     Artifact,
     CancelTaskRequest,
     GetTaskRequest,
+    HTTPAuthSecurityScheme,
     ListTasksRequest,
     ListTasksResponse,
     Message,
     Part,
     Role,
+    SecurityRequirement,
+    SecurityScheme,
     SendMessageRequest,
+    StringList,
     Task,
     TaskArtifactUpdateEvent,
     TaskState,
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
+from a2a.utils.errors import (
+    InvalidParamsError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from corral.agents.events import RunFinished, TextOutput
+from corral.agents.messages import message_from_json
 from corral.agents.service import AgentService, RunConflict, RunNotFound
 from corral.agents.sessions import SessionConflict
 from corral.agents.spec import Agent
@@ -81,7 +93,21 @@ def task_from_run(record: RunRecord) -> Task:
     task = Task(id=record.id, context_id=context_id, status=status)
     if text is not None:
         task.artifacts.append(Artifact(artifact_id=f"{record.id}-output", name="output", parts=[Part(text=text)]))
+    task.history.extend(_history(record, context_id, text))
     return task
+
+
+def _history(record: RunRecord, context_id: str, answer: str | None) -> list[Message]:
+    """The messages of the task: what the caller sent, then the agent's answer once there is one."""
+    history: list[Message] = []
+    for raw in record.input.get("messages", []):
+        message = message_from_json(raw)
+        if message.role == "user" and message.text_content:
+            history.append(Message(role=Role.ROLE_USER, message_id=f"{record.id}-in-{len(history)}",
+                                   task_id=record.id, context_id=context_id, parts=[Part(text=message.text_content)]))
+    if answer is not None:
+        history.append(agent_message(answer, record.id, context_id))
+    return history
 
 
 def _json(value: Any) -> str:
@@ -150,6 +176,10 @@ class AgentRequestHandler(RequestHandler):
                         artifact=Artifact(artifact_id=artifact_id, name="output", parts=[Part(text=event.text)]))
                     first = False
                 elif isinstance(event, RunFinished):
+                    if not first:  # the output artifact is complete
+                        yield TaskArtifactUpdateEvent(
+                            task_id=record.id, context_id=context_id, append=True, last_chunk=True,
+                            artifact=Artifact(artifact_id=artifact_id, name="output", parts=[Part(text="")]))
                     final = await self.service.wait(record.id, 10)
                     yield TaskStatusUpdateEvent(task_id=record.id, context_id=context_id,
                                                 status=task_from_run(final).status)
@@ -180,16 +210,16 @@ class AgentRequestHandler(RequestHandler):
         return ListTasksResponse(tasks=tasks, page_size=size, total_size=len(tasks))
 
     async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
-        raise UnsupportedOperationError(message="push notifications are not supported")
+        raise PushNotificationNotSupportedError(message="push notifications are not supported")
 
     async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
-        raise UnsupportedOperationError(message="push notifications are not supported")
+        raise PushNotificationNotSupportedError(message="push notifications are not supported")
 
     async def on_list_task_push_notification_configs(self, params: Any, context: ServerCallContext) -> Any:
-        raise UnsupportedOperationError(message="push notifications are not supported")
+        raise PushNotificationNotSupportedError(message="push notifications are not supported")
 
     async def on_delete_task_push_notification_config(self, params: Any, context: ServerCallContext) -> None:
-        raise UnsupportedOperationError(message="push notifications are not supported")
+        raise PushNotificationNotSupportedError(message="push notifications are not supported")
 
     async def on_subscribe_to_task(self, params: Any, context: ServerCallContext) -> AsyncGenerator[Any]:
         raise UnsupportedOperationError(message="resubscribing is not supported; use tasks/get")
@@ -199,9 +229,10 @@ class AgentRequestHandler(RequestHandler):
         raise UnsupportedOperationError(message="there is no extended agent card")
 
 
-def agent_card(agent: Agent, base_url: str) -> AgentCard:
+def agent_card(agent: Agent, base_url: str, *, auth_required: bool = False) -> AgentCard:
+    """The agent's card; with auth on it declares the bearer scheme every call needs."""
     url = f"{base_url.rstrip('/')}/a2a/{agent.name}"
-    return AgentCard(
+    card = AgentCard(
         name=agent.name, description=agent.config.description or f"Corral agent {agent.name}", version="1.0.0",
         supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
                               AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="0.3")],
@@ -210,14 +241,22 @@ def agent_card(agent: Agent, base_url: str) -> AgentCard:
         skills=[AgentSkill(id=agent.name, name=agent.name, description=agent.config.description or agent.name,
                            tags=["corral"])],
     )
+    if auth_required:
+        card.security_schemes["bearer"].CopyFrom(SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+            scheme="bearer", description="A Corral API key (or a JWT when the gateway accepts them)")))
+        requirement = SecurityRequirement()
+        requirement.schemes["bearer"].CopyFrom(StringList())
+        card.security_requirements.append(requirement)
+    return card
 
 
 class A2AApi:
     """Each public agent's JSON-RPC endpoint and agent card."""
 
-    def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline) -> None:
+    def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline, *, auth_required: bool) -> None:
         self.runtime = runtime
         self.pipeline = pipeline
+        self.auth_required = auth_required
         self.public = runtime.registry.public()
         self.dispatchers = {a.name: JsonRpcDispatcher(AgentRequestHandler(runtime, a),
                                                       context_builder=CallerContextBuilder(), enable_v0_3_compat=True)
@@ -227,7 +266,7 @@ class A2AApi:
         name = request.path_params["name"]
         dispatcher = self.dispatchers.get(name)
         if dispatcher is None:
-            return JSONResponse({"jsonrpc": "2.0", "id": None,
+            return JSONResponse({"jsonrpc": "2.0", "id": await _request_id(request),
                                  "error": {"code": -32601, "message": f"unknown agent {name!r}"}}, status_code=404)
         call = self.pipeline.begin(request, name, "a2a")
         call.metered = True
@@ -239,4 +278,14 @@ class A2AApi:
         agent = self.runtime.registry.get(name) if name else None
         if agent is None or agent.config.visibility != "public":
             return JSONResponse({"error": f"unknown agent {name!r}"}, status_code=404)
-        return JSONResponse(agent_card_to_dict(agent_card(agent, str(request.base_url))))
+        return JSONResponse(agent_card_to_dict(agent_card(agent, str(request.base_url),
+                                                          auth_required=self.auth_required)))
+
+
+async def _request_id(request: Request) -> Any:
+    """The JSON-RPC id of the request, to answer it even when it cannot be served."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return None
+    return body.get("id") if isinstance(body, dict) else None

@@ -273,7 +273,7 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
     if config.agents:  # the A2A SDK costs most of the startup time in imports: only with agents
         from corral.gateway.a2a import A2AApi
 
-        a2a = A2AApi(gateway.agents, pipeline)
+        a2a = A2AApi(gateway.agents, pipeline, auth_required=gateway.authenticator.required)
         routes += [
             Route("/.well-known/agent-card.json", a2a.card, methods=["GET"]),
             Route("/.well-known/agent.json", a2a.card, methods=["GET"]),  # the pre-0.3 path many clients use
