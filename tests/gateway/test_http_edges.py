@@ -91,3 +91,17 @@ async def test_anthropic_routes_carry_request_id() -> None:
             raw = await client.messages.with_raw_response.create(
                 model="scripted", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert raw.request_id is not None and raw.request_id == raw.headers["x-request-id"]
+
+
+async def test_the_anthropic_sdk_lists_and_retrieves_models_in_its_own_shape() -> None:
+    async with serve_app(create_app(scripted_config(), providers={"script": ScriptedProvider.from_steps("s", [])})) \
+            as url:
+        async with anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0) as client:
+            listed = [m async for m in client.models.list()]
+            one = await client.models.retrieve("scripted")
+        sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        async with sdk:
+            openai_listed = [m.id async for m in sdk.models.list()]
+    assert [(m.id, m.type) for m in listed] == [("scripted", "model")]
+    assert one.id == "scripted" and one.display_name == "scripted" and one.created_at.year >= 2024
+    assert openai_listed == ["scripted"]

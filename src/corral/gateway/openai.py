@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +13,7 @@ from corral.gateway.http import json_response, read_body
 from corral.gateway.openai_format import ChunkWriter, completion_json, to_neutral, validate_chat_json
 from corral.gateway.pipeline import CallPipeline, model_not_found
 from corral.ids import new_id
+from corral.llm.types import ModelInfo
 
 
 class ChatCompletionsApi:
@@ -34,15 +36,27 @@ class ChatCompletionsApi:
 
 
 class ModelsApi:
+    """`GET /v1/models` and `/v1/models/{id}`, shared by the OpenAI and Anthropic SDKs: a
+    request with an ``anthropic-version`` header gets Anthropic's shapes."""
+
     def __init__(self, pipeline: CallPipeline, models: Models, created: int) -> None:
         self.pipeline = pipeline
         self.models = models
         self.created = created
+        self.created_at = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+
+    def _json(self, model: ModelInfo, anthropic: bool) -> dict[str, object]:
+        if anthropic:
+            return {"type": "model", "id": model.id, "display_name": model.id, "created_at": self.created_at}
+        return {"id": model.id, "object": "model", "created": self.created, "owned_by": model.owned_by}
 
     async def list(self, request: Request) -> Response:
         await self.pipeline.authenticate(request)
-        data = [{"id": m.id, "object": "model", "created": self.created, "owned_by": m.owned_by}
-                for m in self.models.list()]
+        anthropic = "anthropic-version" in request.headers
+        data = [self._json(m, anthropic) for m in self.models.list()]
+        if anthropic:
+            return json_response({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None})
         return json_response({"object": "list", "data": data})
 
     async def get(self, request: Request) -> Response:
@@ -50,5 +64,5 @@ class ModelsApi:
         model_id = request.path_params["model"]
         for m in self.models.list():
             if m.id == model_id:
-                return json_response({"id": m.id, "object": "model", "created": self.created, "owned_by": m.owned_by})
+                return json_response(self._json(m, "anthropic-version" in request.headers))
         raise model_not_found(model_id)
