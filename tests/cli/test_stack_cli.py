@@ -155,7 +155,7 @@ def test_down_stops_detached_commands_and_forgets_them(stack: StackDir) -> None:
     assert not pid_alive(pid) and stack.table.all() == []
     with pytest.raises(httpx.ConnectError):
         stack.get()
-    assert stack.invoke("down")[1] == ""  # nothing left to stop
+    assert stack.invoke("down") == (0, "nothing that corral up started is left to act on\n")
 
 
 def test_down_asks_the_holding_corral_up_to_stop_its_services(stack: StackDir) -> None:

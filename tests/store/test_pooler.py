@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
+from corral.cli.main import build_app
 from corral.store.backup import libpq_target
 from corral.store.engine import PoolerError, make_engine, pooler_connect_args, split_pooler, with_pooler, without_pooler
+from corral.store.migrate import SHIPPED_HEAD
 
 
 def test_the_url_parameter_names_the_pooler_and_is_not_passed_on() -> None:
@@ -38,3 +43,18 @@ def test_other_clients_get_the_url_without_the_parameter() -> None:
     assert without_pooler(url) == "postgresql://u:p%40ss@db:6432/corral?sslmode=require"
     target, env = libpq_target(url)
     assert target == "postgresql://u@db:6432/corral?sslmode=require" and env == {"PGPASSWORD": "p@ss"}
+
+
+@pytest.mark.postgres
+def test_db_commands_work_through_pgbouncer(pgbouncer_url: str, tmp_path: Path) -> None:
+    """Migrations and the integrity check, through a real transaction-mode PgBouncer,
+    with the pooler named by the config (`database.pooler`)."""
+    config = tmp_path / "corral.yaml"
+    config.write_text(f"database:\n  url: {pgbouncer_url}\n  pooler: pgbouncer\n")
+    runner = CliRunner()
+    upgrade = runner.invoke(build_app(), ["db", "upgrade", "--config", str(config)])
+    assert upgrade.exit_code == 0, upgrade.output
+    assert f"database at revision {SHIPPED_HEAD} (was empty)" in upgrade.output
+    check = runner.invoke(build_app(), ["db", "check", "--config", str(config)])
+    assert check.exit_code == 0, check.output
+    assert f"revision {SHIPPED_HEAD}" in check.output

@@ -42,6 +42,8 @@ def _select(stack: Stack, service: str | None) -> list[str]:
 
 
 def _report(steps: list[Step]) -> None:
+    if not steps:
+        typer.echo("nothing that corral up started is left to act on")
     for step in steps:
         colour = typer.colors.GREEN if step.ok else typer.colors.RED
         typer.secho(f"{step.name}: {step.detail}", fg=colour)
