@@ -91,3 +91,69 @@ async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[objec
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PgBouncer (Debian's ``pgbouncer``) in transaction mode in front of the test's
+    fresh Postgres database, on a free loopback port; the URL names no pooler setting."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    binary = shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if os.access(p, os.X_OK)), None)
+    if binary is None:
+        message = "the pgbouncer binary is not installed (apt-get install pgbouncer)"
+        if os.environ.get("CORRAL_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"CORRAL_REQUIRE_SERVICES=1 but {message}")
+        pytest.skip(message)
+    parts = urlsplit(postgres_url)
+    user = parts.username or "postgres"
+    port = _free_loopback_port()
+    # PgBouncer refuses to run as root and then reads its files as the user it becomes,
+    # so as root it gets a world-readable directory of its own (pytest's is private).
+    workdir = tempfile.mkdtemp(prefix="corral-pgbouncer-")
+    os.chmod(workdir, 0o755)
+    userlist = os.path.join(workdir, "userlist.txt")
+    with open(userlist, "w") as handle:
+        handle.write(f'"{user}" ""\n')
+    ini = os.path.join(workdir, "pgbouncer.ini")
+    with open(ini, "w") as handle:
+        handle.write(
+            "[databases]\n"
+            f"* = host={parts.hostname or '127.0.0.1'} port={parts.port or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {userlist}\n"
+            "pool_mode = transaction\ndefault_pool_size = 8\nmax_client_conn = 500\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+        )
+    for path in (userlist, ini):
+        os.chmod(path, 0o644)
+    command = [binary, ini] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+    log_path = tmp_path_factory.mktemp("pgbouncer") / "pgbouncer.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not _reachable(f"postgresql://127.0.0.1:{port}", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"pgbouncer did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield parts._replace(netloc=f"{user}@127.0.0.1:{port}").geturl()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)

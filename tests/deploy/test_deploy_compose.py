@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from corral.cli.main import build_app
 from corral.config.loader import load_config
 from corral.deploy import common
-from corral.deploy.compose import ComposeOptions, render
+from corral.deploy.compose import ComposeOptions, prometheus_config, render
 from corral.deploy.source import load_source
 from corral.deploy.yamlio import dump
 
@@ -34,9 +34,10 @@ def stack(sample_config: Path, cli: CliRunner, tmp_path: Path) -> tuple[dict[str
 def test_services_start_in_dependency_order_when_healthy(stack: tuple[dict[str, Any], Path]) -> None:
     compose, _ = stack
     services = compose["services"]
-    assert set(services) == {"corral", "postgres", "redis", "qdrant"}
-    assert services["corral"]["depends_on"] == {name: {"condition": "service_healthy"}
-                                                for name in ("postgres", "redis", "qdrant")}
+    assert set(services) == {"corral", "postgres", "redis", "qdrant", "prometheus"}
+    assert services["corral"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"},
+        "qdrant": {"condition": "service_healthy", "required": False}}  # agents profile: optional
     for name, service in services.items():
         assert service["healthcheck"]["test"][0] == "CMD", name
     assert services["corral"]["healthcheck"]["test"] == ["CMD", "python", "-m", "corral.deploy.healthcheck"]
@@ -77,6 +78,7 @@ def test_shipped_compose_matches_the_generator(monkeypatch: pytest.MonkeyPatch) 
     assert (REPO / "deploy" / "corral.yaml").read_text() == source.text
     compose = yaml.safe_load(expected)
     assert compose["services"]["corral"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+    assert (REPO / "deploy" / "prometheus.yml").read_text() == dump(prometheus_config(source))
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -131,4 +133,58 @@ def test_compose_files_pass_the_compose_specification(stack: tuple[dict[str, Any
     for path in (out / "docker-compose.yml", hybrid / "docker-compose.yml", REPO / "deploy" / "docker-compose.yml"):
         # Strict: an unknown key or a misspelt depends_on condition is rejected, as compose would.
         parsed = compose_spec.PyCompose.from_yaml(path.read_text())
-        assert set(parsed.service_names()) <= {"corral", "postgres", "redis", "qdrant"}
+        assert set(parsed.service_names()) <= {"corral", "postgres", "redis", "qdrant", "prometheus"}
+
+
+def test_profiles_leave_the_core_always_on(stack: tuple[dict[str, Any], Path]) -> None:
+    compose, out = stack
+    profiles = {name: service.get("profiles") for name, service in compose["services"].items()}
+    assert profiles == {"corral": None, "postgres": None, "redis": None, "qdrant": ["agents"],
+                        "prometheus": ["observability"]}
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["secrets"] == ["corral_metrics_key"]
+    assert compose["secrets"] == {"corral_metrics_key": {"file": "./metrics-key"}}
+    scrape = yaml.safe_load((out / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["static_configs"] == [{"targets": ["corral:9191"]}]  # the config's port
+    assert scrape["authorization"]["credentials_file"] == "/run/secrets/corral_metrics_key"
+
+
+def test_every_service_has_limits_and_redis_never_evicts_counters(stack: tuple[dict[str, Any], Path]) -> None:
+    compose, _ = stack
+    limits = {name: s["deploy"]["resources"]["limits"] for name, s in compose["services"].items()}
+    assert set(limits) == set(compose["services"]) and all("memory" in limit for limit in limits.values())
+    command = compose["services"]["redis"]["command"]
+    policy = command[command.index("--maxmemory-policy") + 1]
+    cap = command[command.index("--maxmemory") + 1]
+    assert policy == "noeviction"
+    assert _bytes(cap) < _bytes(limits["redis"]["memory"])  # Redis refuses writes before the kernel kills it
+
+
+def _bytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg])b?", size.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * 1024 ** "kmg".index(unit) * 1024
+
+
+def test_a_declared_pgbouncer_sits_between_corral_and_postgres(sample_config: Path, cli: CliRunner,
+                                                                tmp_path: Path) -> None:
+    config = tmp_path / "pooled.yaml"
+    config.write_text(sample_config.read_text().replace(
+        "database:\n  url: sqlite:////srv/corral-db/corral.db", "database:\n  pooler: pgbouncer"))
+    out = tmp_path / "pooled"
+    invoke(cli, "generate", "compose", "--config", str(config), "--out", str(out))
+    text = (out / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    bouncer = services["pgbouncer"]
+    assert bouncer["environment"]["POOL_MODE"] == "transaction"
+    assert bouncer["environment"]["DB_HOST"] == "postgres"
+    assert bouncer["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert "profiles" not in bouncer and bouncer["deploy"]["resources"]["limits"]["memory"] == "128m"
+    url = services["corral"]["environment"]["CORRAL_DATABASE_URL"]
+    assert url.startswith("postgresql://corral:${POSTGRES_PASSWORD:?") and url.endswith(
+        "@pgbouncer:6432/corral?pooler=pgbouncer")
+    assert "pgbouncer" in services["corral"]["depends_on"] and "postgres" not in services["corral"]["depends_on"]
+    mounted = load_config(out / "corral.yaml", env={"OPENAI_API_KEY": "k", "CORRAL_DATABASE_URL": "postgresql://x/y"})
+    assert mounted.config.database.pooler == "pgbouncer"
+    compose_spec = pytest.importorskip("compose_spec")
+    assert "pgbouncer" in compose_spec.PyCompose.from_yaml(text).service_names()

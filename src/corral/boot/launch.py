@@ -9,9 +9,11 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.boot.processes import ProcessRecord, ProcessTable, start_ticks
 from corral.boot.specs import ServiceSpec
 
 
@@ -32,7 +34,9 @@ class Launcher:
 
     Commands run in their own session so a Ctrl-C in the terminal reaches Corral
     only, which then stops them in order. With ``detach`` they are left running
-    and their pids are written to ``<run_dir>/<name>.pid``.
+    and their pids are written to ``<run_dir>/<name>.pid``. Either way each gets a
+    record in ``run_dir`` (`corral.boot.processes`) naming this process as its holder
+    unless detached, which is how `corral logs/restart/down` find it.
     """
 
     def __init__(self, *, log_dir: Path, run_dir: Path | None = None, docker: str = "docker",
@@ -42,6 +46,7 @@ class Launcher:
         self.docker = docker
         self.detach = detach
         self.launched: list[Launched] = []
+        self.table = ProcessTable(self.run_dir)
 
     async def start(self, spec: ServiceSpec) -> Launched:
         if spec.start is None:
@@ -68,8 +73,11 @@ class Launcher:
                 raise LaunchError(
                     f"{spec.name}: cannot run {spec.start.command[0]!r}: {exc.strerror or exc}"
                 ) from exc
+        self.table.write(ProcessRecord(
+            name=spec.name, pid=process.pid, argv=list(spec.start.command), log_path=str(log_path),
+            cwd=spec.start.cwd, owner=None if self.detach else os.getpid(), started_at=time.time(),
+            start_ticks=start_ticks(process.pid)))
         if self.detach:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / f"{spec.name}.pid").write_text(f"{process.pid}\n")
         return Launched(spec.name, "command", process, log_path)
 
@@ -120,8 +128,8 @@ class Launcher:
         for launched in reversed(self.launched):
             if launched.process is not None:
                 await _terminate(launched.process, grace)
+                self.table.forget(launched.name, launched.process.pid)
         self.launched.clear()
-
 
     def release(self) -> None:
         """Hand detached commands over to the system: we will not wait for them. Popen

@@ -133,17 +133,19 @@ async def probe_tcp(spec: ServiceSpec) -> ProbeResult:
 async def probe_postgres(spec: ServiceSpec) -> ProbeResult:
     import asyncpg
 
+    from corral.store.engine import without_pooler
+
     host, port = host_port(spec)
     liveness_only = spec.url is None
     started = time.perf_counter()
     try:
         if spec.url:
-            conn = await asyncpg.connect(spec.url, timeout=spec.timeout)
+            conn = await asyncpg.connect(without_pooler(spec.url), timeout=spec.timeout)
         else:
             conn = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres",
                                          timeout=spec.timeout)
-        try:
-            await conn.fetchval("SELECT 1", timeout=spec.timeout)
+        try:  # no arguments: the simple protocol, one round trip even behind a transaction pooler
+            await conn.execute("SELECT 1", timeout=spec.timeout)
         finally:
             await conn.close(timeout=spec.timeout)
     except TimeoutError:

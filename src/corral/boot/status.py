@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
+from corral.boot.containers import ContainerState, container_states
 from corral.boot.probes import ProbeResult, Status, probe
+from corral.boot.processes import ProcessTable
 from corral.boot.specs import ServiceSpec
 
 
@@ -17,6 +19,15 @@ from corral.boot.specs import ServiceSpec
 class ServiceCheck:
     spec: ServiceSpec
     result: ProbeResult | None  # None: disabled, not probed
+    container: ContainerState | None = None  # a compose service: its container, beside the probe
+    process: str | None = None  # a command `corral up` started: "pid N running" / "pid N exited"
+
+    @property
+    def runs_as(self) -> str | None:
+        if self.container is not None:
+            return f"{self.container.summary}: {self.container.detail}" if self.container.detail \
+                else self.container.summary
+        return self.process
 
     @property
     def status(self) -> str:
@@ -38,16 +49,29 @@ class ServiceCheck:
             "address": self.spec.address,
             "required": self.spec.required,
             "remote": self.spec.remote,
+            "container": self.container.to_dict() if self.container else None,
+            "process": self.process,
         }
 
 
-async def check_services(specs: list[ServiceSpec], *, http: httpx.AsyncClient) -> list[ServiceCheck]:
-    async def one(spec: ServiceSpec) -> ServiceCheck:
-        if not spec.enabled:
-            return ServiceCheck(spec, None)
-        return ServiceCheck(spec, await probe(spec, http=http))
+async def check_services(specs: list[ServiceSpec], *, http: httpx.AsyncClient, docker: str = "docker",
+                         processes: ProcessTable | None = None) -> list[ServiceCheck]:
+    """Probe every enabled service; beside each probe, the container state of compose
+    services and the process state of commands `corral up` started (from ``processes``)."""
+    async def one(spec: ServiceSpec) -> ProbeResult | None:
+        return await probe(spec, http=http) if spec.enabled else None
 
-    return list(await asyncio.gather(*(one(spec) for spec in specs)))
+    states_job = asyncio.ensure_future(container_states(specs, docker=docker))
+    results = await asyncio.gather(*(one(s) for s in specs))
+    states = await states_job
+    checks = []
+    for spec, result in zip(specs, results, strict=True):
+        record = processes.get(spec.name) if processes is not None else None
+        process = None
+        if record is not None:
+            process = f"pid {record.pid} " + ("running" if processes and processes.alive(record) else "exited")
+        checks.append(ServiceCheck(spec, result, states.get(spec.name), process))
+    return checks
 
 
 def probe_client() -> httpx.AsyncClient:

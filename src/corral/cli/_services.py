@@ -53,6 +53,14 @@ def specs_for(loaded: LoadedConfig) -> list[ServiceSpec]:
         raise typer.Exit(2) from None
 
 
+def stack_dirs() -> tuple[Path, Path]:
+    """(run dir, log dir) of what `corral up` starts: process records and command output."""
+    from corral.store.engine import data_dir
+
+    base = data_dir()
+    return base / "run", base / "logs"
+
+
 def console(*, stderr: bool = False) -> Console:
     # Wide enough that details are not cut off when output is piped or captured.
     return Console(stderr=stderr, width=None if _is_tty(stderr) else 160, soft_wrap=False)
@@ -71,14 +79,19 @@ def styled(status: str) -> Text:
 
 def status_table(checks: list[ServiceCheck], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("service", "kind", "status", "latency ms", "detail"):
+    runs_as = any(check.runs_as for check in checks)
+    columns = ("service", "kind", "status", "latency ms", "detail") + (("runs as",) if runs_as else ())
+    for column in columns:
         table.add_column(column, overflow="fold", justify="right" if column == "latency ms" else "left")
     for check in checks:
         latency = check.result.latency_ms if check.result else None
         name = check.spec.name + ("" if check.spec.required else " (optional)")
         kind = check.spec.health_kind + (" remote" if check.spec.remote else "")
-        table.add_row(name, kind, styled(check.status), f"{latency:.1f}" if latency is not None else "-",
-                      check.result.detail if check.result else "disabled")
+        row: list[str | Text] = [name, kind, styled(check.status), f"{latency:.1f}" if latency is not None else "-",
+                                 check.result.detail if check.result else "disabled"]
+        if runs_as:
+            row.append(check.runs_as or "-")
+        table.add_row(*row)
     return table
 
 

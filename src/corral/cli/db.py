@@ -23,7 +23,12 @@ def database_url(config: Path | None, url: str | None) -> str:
     from corral.store.engine import default_database_url
 
     loaded = load_config(config, probe_ollama=False)
-    return loaded.config.database.url or default_database_url()
+    database = loaded.config.database
+    if database.url and database.pooler:
+        from corral.store.engine import with_pooler
+
+        return with_pooler(database.url, database.pooler)
+    return database.url or default_database_url()
 
 
 def _resolve(config: Path | None, url: str | None) -> str:

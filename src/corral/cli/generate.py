@@ -15,6 +15,7 @@ import typer
 
 from corral.config.schema import CorralConfig
 from corral.deploy import yamlio
+from corral.deploy.common import REDIS_MAXMEMORY as c_REDIS_MAXMEMORY
 from corral.deploy.common import DeployError
 from corral.deploy.source import DeploySource, load_source
 
@@ -135,11 +136,14 @@ def _compose(app: typer.Typer) -> None:
                                         help="Directory for docker-compose.yml and the container's corral.yaml."),
         image: str = typer.Option("corral:latest", "--image"),
         build: str | None = typer.Option(None, "--build", help="Build context for the image, relative to --out."),
-        qdrant: bool = typer.Option(True, "--qdrant/--no-qdrant"),
+        qdrant: bool = typer.Option(True, "--qdrant/--no-qdrant", help="Qdrant, in the agents profile."),
+        redis_maxmemory: str = typer.Option(c_REDIS_MAXMEMORY, "--redis-maxmemory",
+                                            help="Redis memory cap (noeviction: limit counters are never evicted)."),
         services_only: bool = typer.Option(False, "--services-only",
                                            help="Hybrid: only Postgres, Redis and Qdrant, with published ports."),
     ) -> None:
-        """docker-compose.yml: Corral, Postgres, Redis and Qdrant with healthchecks."""
+        """docker-compose.yml: Corral, Postgres, Redis (+ PgBouncer if declared) with healthchecks and
+        limits; profiles agents (Qdrant) and observability (Prometheus)."""
         from corral.deploy import common as c
         from corral.deploy import compose
         from corral.deploy.source import container_text
@@ -147,11 +151,13 @@ def _compose(app: typer.Typer) -> None:
         with _reported():
             source = _source(config)
             text = container_text(source, database_env=c.DATABASE_URL_ENV, cache_env=c.REDIS_URL_ENV)
-            opts = compose.ComposeOptions(image=image, build_context=build, qdrant=qdrant, services_only=services_only)
+            opts = compose.ComposeOptions(image=image, build_context=build, qdrant=qdrant, services_only=services_only,
+                                          redis_maxmemory=redis_maxmemory)
             if services_only:
                 _write_one(yamlio.dump(compose.render(source, opts)), out / "docker-compose.yml" if out else None)
                 return
             if out is None:
+                opts.observability = False  # its prometheus.yml needs a directory: --out
                 if text != source.text:
                     raise DeployError("the config names its own database.url/cache.url; use --out DIR so a "
                                       "container copy of it can point at the compose Postgres and Redis")
@@ -159,6 +165,10 @@ def _compose(app: typer.Typer) -> None:
                 _write_one(yamlio.dump(compose.render(source, opts)), None)
                 return
             _write_compose_dir(out, source, text, yamlio.dump(compose.render(source, opts)))
+            _write_one(yamlio.dump(compose.prometheus_config(source)), out / "prometheus.yml")
+            typer.secho(f"corral generate: the observability profile sends the key in {out / 'metrics-key'} "
+                        "to /metrics: create it (a Corral API key) before `docker compose --profile "
+                        "observability up -d`", fg=typer.colors.YELLOW, err=True)
 
 
 def _write_compose_dir(out: Path, source: DeploySource, text: str, compose_text: str) -> None:

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "up",
     "status",
     "monitor",
+    "stack",
     "doctor",
     "keys",
     "spend",

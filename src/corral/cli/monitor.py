@@ -21,9 +21,10 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 
+from corral.boot.processes import ProcessTable
 from corral.boot.specs import ServiceSpec
 from corral.boot.status import ServiceCheck, check_services, probe_client
-from corral.cli._services import CONFIG_OPTION_HELP, console, load, specs_for, status_table
+from corral.cli._services import CONFIG_OPTION_HELP, console, load, specs_for, stack_dirs, status_table
 
 # Request counters we recognise, best first; any other counter ending in "requests" is the fallback.
 REQUEST_COUNTERS = ("corral_http_requests", "corral_requests", "http_requests")
@@ -147,10 +148,10 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 async def collect(specs: list[ServiceSpec], http: httpx.AsyncClient, *, gateway_url: str | None,
                   api_key: str | None = None, supervisor_url: str | None = None, supervisor_token: str | None = None,
-                  previous: Snapshot | None = None) -> Snapshot:
+                  previous: Snapshot | None = None, processes: ProcessTable | None = None) -> Snapshot:
     clock = time.monotonic()
     elapsed = clock - previous.clock if previous else None
-    checks_job = check_services(specs, http=http)
+    checks_job = check_services(specs, http=http, processes=processes)
     gateway_job = gateway_view(http, gateway_url.rstrip("/"), api_key, previous.gateway if previous else None,
                                elapsed) if gateway_url else _none()
     fleet_job = fleet_view(http, supervisor_url.rstrip("/"), supervisor_token) if supervisor_url else _none()
@@ -216,13 +217,14 @@ def default_gateway_url(host: str, port: int) -> str:
 
 async def run_monitor(specs: list[ServiceSpec], *, live: bool, interval: float, iterations: int,
                       gateway_url: str | None, api_key: str | None, supervisor_url: str | None,
-                      supervisor_token: str | None, out: Any) -> Snapshot:
+                      supervisor_token: str | None, out: Any, processes: ProcessTable | None = None) -> Snapshot:
     from rich.live import Live
 
     async with probe_client() as http:
         async def snap(previous: Snapshot | None) -> Snapshot:
             return await collect(specs, http, gateway_url=gateway_url, api_key=api_key,
-                                 supervisor_url=supervisor_url, supervisor_token=supervisor_token, previous=previous)
+                                 supervisor_url=supervisor_url, supervisor_token=supervisor_token, previous=previous,
+                                 processes=processes)
 
         snapshot = await snap(None)
         if not live:
@@ -262,4 +264,5 @@ def register(app: typer.Typer) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_monitor(specs, live=live, interval=interval, iterations=iterations,
                                     gateway_url=gateway_url, api_key=api_key, supervisor_url=supervisor,
-                                    supervisor_token=supervisor_token, out=console()))
+                                    supervisor_token=supervisor_token, out=console(),
+                                    processes=ProcessTable(stack_dirs()[0])))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from corral.boot.processes import ProcessTable
 from corral.boot.specs import ServiceSpec, unknown_overrides
 from corral.boot.status import ServiceCheck, check_services, probe_client
 from corral.cli._services import (
@@ -18,6 +19,7 @@ from corral.cli._services import (
     load,
     no_services_note,
     specs_for,
+    stack_dirs,
     status_table,
 )
 
@@ -27,9 +29,9 @@ class StatusFormat(StrEnum):
     json = "json"
 
 
-async def gather_status(specs: list[ServiceSpec]) -> list[ServiceCheck]:
+async def gather_status(specs: list[ServiceSpec], processes: ProcessTable | None = None) -> list[ServiceCheck]:
     async with probe_client() as http:
-        return await check_services(specs, http=http)
+        return await check_services(specs, http=http, processes=processes)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +43,7 @@ def register(app: typer.Typer) -> None:
         """Probe every service once; exit code 1 when a required one is not up."""
         loaded = load(config)
         specs = specs_for(loaded)
-        checks = asyncio.run(gather_status(specs))
+        checks = asyncio.run(gather_status(specs, ProcessTable(stack_dirs()[0])))
         failing = [c for c in checks if c.failing]
         stray = unknown_overrides(specs, environment(loaded))
         if output is StatusFormat.json:

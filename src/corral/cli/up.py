@@ -13,7 +13,7 @@ from corral.boot.launch import Launcher
 from corral.boot.manager import BootManager, BootReport, boot_summary
 from corral.boot.specs import ServiceSpec, env_prefix, unknown_overrides
 from corral.boot.status import probe_client
-from corral.cli._services import CONFIG_OPTION_HELP, boot_table, console, environment, load, specs_for
+from corral.cli._services import CONFIG_OPTION_HELP, boot_table, console, environment, load, specs_for, stack_dirs
 from corral.cli.status import StatusFormat
 
 
@@ -81,14 +81,12 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", "-w", help="Worker processes for serving."),
     ) -> None:
         """Bring up or verify the services Corral depends on, in dependency order, then serve."""
-        from corral.store.engine import data_dir
-
         loaded = load(config)
         specs = specs_for(loaded)
         for variable in unknown_overrides(specs, environment(loaded)):
             typer.secho(f"corral: warning: {variable} names no configured service", fg=typer.colors.YELLOW, err=True)
-        base = data_dir()
-        launcher = Launcher(log_dir=base / "logs", run_dir=base / "run", detach=detach)
+        run_dir, log_dir = stack_dirs()
+        launcher = Launcher(log_dir=log_dir, run_dir=run_dir, detach=detach)
         try:
             report = asyncio.run(boot(specs, launcher, strict=strict, deadline=deadline,
                                       quiet=output is StatusFormat.json))

@@ -10,11 +10,17 @@ Overrides work the same with a config file and in zero-config mode:
 
 ``<PREFIX>`` comes from the provider's name when that names a preset (a provider named
 ``mistral`` answers to ``MISTRAL_*``), else from its ``type``.
+
+Secrets may come from files, as Docker and Kubernetes mount them: for every variable
+Corral reads (those above and each ``${VAR}`` the config names), ``<VAR>_FILE`` names a
+file whose content (less its trailing newline) is the value when ``<VAR>`` is unset.
+Setting both is an error naming both: silently preferring one would hide a stale secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,64 @@ CORRAL_OVERRIDES = (
     ("CORRAL_DATABASE_URL", ("database", "url")),
     ("CORRAL_REDIS_URL", ("cache", "url")),
 )
+
+
+FILE_SUFFIX = "_FILE"
+_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def read_names(text: str = "") -> set[str]:
+    """The variables Corral reads for a config of ``text`` (empty: zero-config)."""
+    names = {variable for variable, _ in CORRAL_OVERRIDES}
+    for preset in PRESETS.values():
+        names.update((key_env(preset), f"{preset.env_prefix}_BASE_URL"))
+    names.update(_REFERENCE.findall(text))
+    return names
+
+
+def read_secret_file(name: str, path: str) -> str:
+    """The value ``<name>_FILE`` points at; `OSError` (naming the path, never the content)."""
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise OSError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise OSError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return content.rstrip("\r\n")
+
+
+def with_secret_files(
+    env: Mapping[str, str], names: Iterable[str]
+) -> tuple[dict[str, str], list[str], list[ConfigIssue]]:
+    """``env`` with each ``<NAME>_FILE`` of ``names`` read into ``<NAME>``."""
+    resolved = dict(env)
+    notes: list[str] = []
+    issues: list[ConfigIssue] = []
+    for name in sorted(set(names)):
+        file_var = name + FILE_SUFFIX
+        path = env.get(file_var)
+        if not path:
+            continue
+        if env.get(name):
+            issues.append(ConfigIssue("environment", None, (name,),
+                                      f"both {name} and {file_var} are set: set only one"))
+            continue
+        try:
+            resolved[name] = read_secret_file(name, path)
+        except OSError as exc:
+            issues.append(ConfigIssue("environment", None, (file_var,), str(exc)))
+            continue
+        notes.append(f"{file_var} sets {name}")
+    return resolved, notes, issues
+
+
+def env_secret(name: str, env: Mapping[str, str]) -> str | None:
+    """One variable read outside a config (a CLI's token): ``name``, else ``name_FILE``;
+    `ValueError` if both are set or the file cannot be read."""
+    resolved, _, issues = with_secret_files(env, [name])
+    if issues:
+        raise ValueError(issues[0].message)
+    return resolved.get(name)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

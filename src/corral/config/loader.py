@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from corral.config.agent_refs import check_agent_references
-from corral.config.environment import apply_overrides, merged_env, read_dotenv
+from corral.config.environment import apply_overrides, merged_env, read_dotenv, read_names, with_secret_files
 from corral.config.errors import QUOTED, ConfigError, ConfigIssue, KeyPath, did_you_mean, pydantic_message
 from corral.config.loaded import LoadedConfig
 from corral.config.references import check_references, drop_disabled, resolve_model_choice
@@ -61,7 +61,11 @@ def load_config(
     target = Path(path) if path is not None else find_config(real_env)
     if target is None:
         dotenv = read_dotenv(Path(".env")) if Path(".env").is_file() else {}
-        loaded = zero_config(merged_env(real_env, dotenv), probe_ollama=probe_ollama, model=model)
+        env, file_notes, file_issues = with_secret_files(merged_env(real_env, dotenv), read_names())
+        if file_issues:
+            raise ConfigError(file_issues)
+        loaded = zero_config(env, probe_ollama=probe_ollama, model=model)
+        loaded.notes[:0] = file_notes
         if dotenv:
             loaded.notes.insert(0, f"loaded {len(dotenv)} variables from .env")
         return loaded
@@ -84,6 +88,10 @@ def _load_file(path: Path, real_env: Mapping[str, str], model: str | None) -> Lo
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(file, None, (), f"cannot read: {exc}")]) from None
+    env, file_notes, file_issues = with_secret_files(env, read_names(text))
+    if file_issues:
+        raise ConfigError(file_issues)
+    notes.extend(file_notes)
 
     source = parse_source(text, file, env)
     _anchor_agent_files(source.data, path.parent)

@@ -137,6 +137,9 @@ class ServerConfig(Strict):
 class DatabaseConfig(Strict):
     url: str | None = None  # None: sqlite under the data dir
     pool_size: int = Field(default=10, ge=1)
+    # A transaction-mode pooler between Corral and Postgres (docs/store.md#pgbouncer);
+    # the URL parameter ?pooler=pgbouncer says the same.
+    pooler: Literal["pgbouncer"] | None = None
     echo: bool = False
 
 

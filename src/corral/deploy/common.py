@@ -12,6 +12,14 @@ IMAGE = "corral:latest"  # built from deploy/Dockerfile; --image points at your 
 POSTGRES_IMAGE = "postgres:16-alpine"
 REDIS_IMAGE = "redis:7-alpine"
 QDRANT_IMAGE = "qdrant/qdrant:v1.12.4"
+PGBOUNCER_IMAGE = "edoburu/pgbouncer:latest"  # configured through its environment; pin it in production
+PROMETHEUS_IMAGE = "prom/prometheus:v2.54.1"
+PGBOUNCER_PORT = 6432
+# Redis holds rate-limit and budget counters: evicting one would silently reset a limit,
+# so Redis gets a memory cap under its container's limit and refuses writes at the cap
+# (noeviction) rather than dropping keys: a limited call then fails closed (503
+# limits_unavailable, docs/limits.md) instead of passing on a counter reset to zero.
+REDIS_MAXMEMORY = "384mb"
 POSTGRES_DB = "corral"
 POSTGRES_USER = "corral"
 RUN_AS_UID = 10001

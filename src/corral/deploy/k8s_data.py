@@ -66,7 +66,9 @@ def redis(opts: K8sOptions) -> list[Manifest]:
     container = {
         "name": "redis",
         "image": c.REDIS_IMAGE,
-        "args": ["--save", "", "--appendonly", "no"],  # limits and fan-out only: nothing to persist
+        # Limits and fan-out only: nothing to persist. Capped under the container's limit with
+        # noeviction, so limit counters are never evicted (common.REDIS_MAXMEMORY).
+        "args": ["--save", "", "--appendonly", "no", "--maxmemory", "192mb", "--maxmemory-policy", "noeviction"],
         "ports": [{"name": "redis", "containerPort": 6379}],
         "readinessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from corral.store.engine import is_sqlite
+from corral.store.engine import POOLER_PARAM, is_sqlite, without_pooler
 
 PG_MAGIC = b"PGDMP"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -146,6 +146,7 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
     if parsed.password:
         env["PGPASSWORD"] = str(parsed.password)
     query = dict(parsed.query)
+    query.pop(POOLER_PARAM, None)  # Corral's own (`corral.store.engine`), unknown to libpq
     ssl = query.pop("ssl", None)  # asyncpg spelling
     if ssl and "sslmode" not in query:
         query["sslmode"] = ssl
@@ -201,20 +202,23 @@ def check_postgres(url: str, *, timeout: float = 10.0) -> CheckResult:
     import asyncpg
 
     async def run() -> CheckResult:
-        target = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        target = make_url(without_pooler(url)).set(drivername="postgresql").render_as_string(hide_password=False)
         try:
             conn = await asyncpg.connect(target, timeout=timeout)
         except (OSError, asyncpg.PostgresError) as exc:
             raise BackupError(f"cannot connect: {exc}") from None
+        # One transaction: behind a transaction-mode pooler each statement outside one may
+        # land on another server connection than the one it was prepared on.
         try:
-            tables = await conn.fetchval(
-                "SELECT count(*) FROM information_schema.tables "
-                "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
-            )
-            revision = None
-            if await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
-                revision = await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
-            version = await conn.fetchval("SHOW server_version")
+            async with conn.transaction(readonly=True):
+                tables = await conn.fetchval(
+                    "SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+                )
+                revision = None
+                if await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+                    revision = await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+                version = await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
         return CheckResult("postgresql", True, int(tables), [f"server {version}"], revision)

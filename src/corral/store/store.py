@@ -26,17 +26,22 @@ class Store:
         self.runs = RunRepository(engine)
 
     @classmethod
-    def connect(cls, url: str | None = None, *, pool_size: int = 10, echo: bool = False) -> Store:
+    def connect(
+        cls, url: str | None = None, *, pool_size: int = 10, echo: bool = False, pooler: str | None = None
+    ) -> Store:
         """The store on ``url`` (default: SQLite in the data dir); nothing is opened until
-        the first statement, so an app factory can build it and `migrate` it at startup."""
-        return cls(make_engine(url, pool_size=pool_size, echo=echo))
+        the first statement, so an app factory can build it and `migrate` it at startup.
+        ``pooler`` is ``database.pooler`` (docs/store.md#pgbouncer)."""
+        return cls(make_engine(url, pool_size=pool_size, echo=echo, pooler=pooler))
 
     @classmethod
     async def open(
-        cls, url: str | None = None, *, pool_size: int = 10, echo: bool = False, upgrade: bool = True
+        cls, url: str | None = None, *, pool_size: int = 10, echo: bool = False, upgrade: bool = True,
+        pooler: str | None = None,
     ) -> Store:
-        """Connect to ``url`` and apply pending migrations."""
-        store = cls.connect(url, pool_size=pool_size, echo=echo)
+        """Connect to ``url`` and apply pending migrations; ``pooler`` is ``database.pooler``
+        (a ``?pooler=`` in the URL says the same)."""
+        store = cls.connect(url, pool_size=pool_size, echo=echo, pooler=pooler)
         try:
             if upgrade:
                 await store.migrate()

@@ -3,16 +3,25 @@ redacted before anything reaches a handler's stream.
 
 `logging_config(level, fmt)` is a `logging.config.dictConfig` dict; `corral serve`
 applies it and hands the same dict to uvicorn, so every worker process logs alike.
+
+With ``log_file`` the lines go to that file instead of stderr. By default the file is
+opened in append mode and reopened when it is moved or deleted (`WatchedFileHandler`):
+several worker processes can share it, since each line is one append, and logrotate (or
+any rename) rotates it. ``max_bytes`` > 0 makes Corral rotate it itself at that size,
+keeping ``backup_count`` old files; that is for one process only: two processes would
+each rotate the file under the other, so with ``--workers`` > 1 use the default.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, TextIO
 
 # Set by the gateway middleware for the duration of one request (per task, never global).
@@ -124,12 +133,37 @@ def make_handler(fmt: str = "console", stream: TextIO | None = None) -> logging.
     return handler
 
 
-def logging_config(level: str = "info", fmt: str = "console") -> dict[str, Any]:
+def _file_handler(log_file: str | os.PathLike[str], max_bytes: int, backup_count: int) -> dict[str, Any]:
+    path = Path(log_file).expanduser().absolute()
+    if not path.parent.is_dir():
+        raise ValueError(f"log file {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"log file {path} is a directory")
+    if max_bytes < 0 or backup_count < 0:
+        raise ValueError("log file max_bytes and backup_count must not be negative")
+    if max_bytes:
+        return {"class": "logging.handlers.RotatingFileHandler", "filename": str(path), "encoding": "utf-8",
+                "maxBytes": max_bytes, "backupCount": backup_count}
+    return {"class": "logging.handlers.WatchedFileHandler", "filename": str(path), "encoding": "utf-8"}
+
+
+def logging_config(
+    level: str = "info",
+    fmt: str = "console",
+    *,
+    log_file: str | os.PathLike[str] | None = None,
+    max_bytes: int = 0,
+    backup_count: int = 5,
+) -> dict[str, Any]:
+    """The dictConfig; ``log_file`` sends the lines to a file instead of stderr (module docstring)."""
     level = level.upper()
     formatter = "corral.telemetry.logging.JsonFormatter" if fmt == "json" else \
         "corral.telemetry.logging.ConsoleFormatter"
     # uvicorn's own loggers propagate to ours, so its lines get the same format and redaction.
     uvicorn: Mapping[str, Any] = {"handlers": [], "propagate": True, "level": level}
+    destination: dict[str, Any] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    if log_file is not None:
+        destination = _file_handler(log_file, max_bytes, backup_count)
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -138,17 +172,24 @@ def logging_config(level: str = "info", fmt: str = "console") -> dict[str, Any]:
             "redact": {"()": "corral.telemetry.logging.RedactingFilter"},
         },
         "formatters": {"corral": {"()": formatter}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                                 "formatter": "corral", "filters": ["request_id", "redact"]}},
+        "handlers": {"default": {**destination, "formatter": "corral", "filters": ["request_id", "redact"]}},
         "root": {"handlers": ["default"], "level": level},
         "loggers": {name: dict(uvicorn) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
     }
 
 
-def configure_logging(level: str = "info", fmt: str = "console") -> dict[str, Any]:
-    """Apply the config in this process; returns it for uvicorn's workers."""
+def configure_logging(
+    level: str = "info",
+    fmt: str = "console",
+    *,
+    log_file: str | os.PathLike[str] | None = None,
+    max_bytes: int = 0,
+    backup_count: int = 5,
+) -> dict[str, Any]:
+    """Apply the config in this process; returns it for uvicorn's workers. `ValueError`
+    (naming the path) if ``log_file`` cannot be a log file."""
     import logging.config
 
-    config = logging_config(level, fmt)
+    config = logging_config(level, fmt, log_file=log_file, max_bytes=max_bytes, backup_count=backup_count)
     logging.config.dictConfig(config)
     return config
