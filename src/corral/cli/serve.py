@@ -30,6 +30,7 @@ def run_server(
     model: str | None = None,
     allow_unauthenticated: bool = False,
     boot_summary: dict[str, Any] | None = None,
+    log_file: str | None = None,
 ) -> None:
     """`boot_summary`: what `corral up` found, shown by `/v1/startup/verification`."""
     refuse_open_bind(loaded, host or loaded.config.server.host, loaded.config.server.port if port is None else port,
@@ -46,7 +47,11 @@ def run_server(
     port = server.port if port is None else port
     workers = workers or server.workers
     log_level = loaded.config.observability.log_level
-    log_config = configure_logging(log_level, loaded.config.observability.log_format)
+    try:
+        log_config = configure_logging(log_level, loaded.config.observability.log_format, log_file=log_file)
+    except ValueError as exc:
+        typer.secho(f"corral: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
     for note in loaded.notes:
         typer.secho(f"corral: {note}", fg=typer.colors.YELLOW, err=True)
@@ -120,6 +125,8 @@ def register(app: typer.Typer) -> None:
         allow_unauthenticated: bool = typer.Option(
             False, "--allow-unauthenticated",
             help="Listen on a non-loopback address with authentication off (a deliberately open server)."),
+        log_file: Path | None = typer.Option(
+            None, "--log-file", help="Write the log to this file (appended; reopened after logrotate moves it)."),
     ) -> None:
         """Serve agents and models over OpenAI-, Anthropic- and A2A-compatible APIs."""
         from corral.config.errors import ConfigError
@@ -133,4 +140,4 @@ def register(app: typer.Typer) -> None:
         if strict_providers:
             loaded.config.verification.strict = True
         run_server(loaded, host=host, port=port, workers=workers, config_path=path, model=model,
-                   allow_unauthenticated=allow_unauthenticated)
+                   allow_unauthenticated=allow_unauthenticated, log_file=str(log_file) if log_file else None)

@@ -137,7 +137,7 @@ def build_gateway(
     import time
 
     router = build_router(config, providers)
-    store = Store.connect(config.database.url, pool_size=config.database.pool_size)
+    store = Store.connect(config.database.url, pool_size=config.database.pool_size, pooler=config.database.pooler)
     writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch)
     metrics = GatewayMetrics() if config.observability.metrics else None
     tracing = build_tracing(config.observability.tracing)
