@@ -78,6 +78,12 @@ def test_clients_benchmark_proxies_through_every_client(tmp_path: Path) -> None:
     assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0 for r in rows.values())
 
 
+def test_accesslog_benchmark_times_both_ways_of_writing_the_line(tmp_path: Path) -> None:
+    data = bench(tmp_path, "accesslog", "--lines", "200", "--rounds", "1", "--batch", "50")
+    assert [r["format"] for r in data["rows"]] == ["console", "json"]
+    assert all(r["stdlib_us"] > 0 and r["record_us"] > 0 and r["record_and_flush_us"] > 0 for r in data["rows"])
+
+
 def test_startup_benchmark_times_readiness(tmp_path: Path) -> None:
     data = bench(tmp_path, "startup", "--runs", "1", "--no-nginx")
     assert len(data["rows"]) == 1 and data["rows"][0]["ready_s"] > 0

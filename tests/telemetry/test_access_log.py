@@ -213,3 +213,18 @@ def test_bad_sizes_are_refused() -> None:
         AccessLog(capacity=0)
     with pytest.raises(ValueError, match="interval"):
         AccessLog(interval=0)
+
+
+def test_json_lines_are_exactly_json_dumps_of_the_fields_for_any_text(logger: logging.Logger) -> None:
+    stream = attach(logger, "json")
+    access = AccessLog(logger=logger, clock=lambda: CREATED)
+    odd = 'mödel "quoted" \\ tab\t✓'
+    call(access, 3, model=odd, upstream_model=None, deployment=None, input_tokens=None, output_tokens=0,
+         duration_s=1e-7, attempts=3, request_id=None, error_type="ünknown")
+    access.flush()
+    expected = {"ts": "2026-01-01T12:00:00.250Z", "level": "info", "logger": "corral.test.access",
+                "message": f"openai model={odd} status=200 0.000s tokens=0/0 error=ünknown", "surface": "openai",
+                "model": odd, "status": 200, "duration_s": 0.0, "stream": True, "deployment": None,
+                "upstream_model": None, "attempts": 3, "input_tokens": None, "output_tokens": 0,
+                "error_type": "ünknown"}
+    assert stream.getvalue() == json.dumps(expected, ensure_ascii=False) + "\n"

@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring  # the C string encoder json.dumps(ensure_ascii=False) uses
 from typing import Any
 
 from corral.telemetry.logging import ConsoleFormatter, JsonFormatter, RedactingFilter, RequestIdFilter, redact
@@ -44,6 +45,14 @@ _CORRAL_FILTERS = (RequestIdFilter, RedactingFilter)
 #  input_tokens, output_tokens, error_type)
 _Entry = tuple[float, str | None, str, str, int, float, bool, str | None, str | None, int, int | None, int | None,
                str | None]
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _json_number(value: float | None) -> str:
+    return "null" if value is None else json.dumps(value) if type(value) is not int else str(value)
 
 
 class AccessLog:
@@ -199,15 +208,22 @@ class AccessLog:
                 self._clean(upstream_model), attempts, input_tokens, output_tokens, self._clean(kind))
 
     def _json_line(self, entry: _Entry) -> str:
+        """What ``json.dumps`` of the line's dict gives (its separators, ``ensure_ascii=False``),
+        put together from the parts: a third of the cost."""
         created, request_id = entry[0], self._clean_id(entry[1])
         fields = self._fields(entry)
+        surface, model, status, duration, stream, deployment, upstream_model, attempts, tokens_in, tokens_out, \
+            kind = fields
         iso, _, ms = self._stamp(created)
-        line: dict[str, Any] = {"ts": f"{iso}.{ms:03d}Z", "level": "info", "logger": self.logger.name,
-                                "message": self._message(entry[5], fields)}
-        if request_id:
-            line["request_id"] = request_id
-        line.update(zip(FIELDS, fields, strict=True))
-        return json.dumps(line, default=str, ensure_ascii=False) + "\n"
+        text = _json_text
+        rid = f', "request_id": {text(request_id)}' if request_id else ""
+        return (f'{{"ts": "{iso}.{ms:03d}Z", "level": "info", "logger": {text(self.logger.name)}, '
+                f'"message": {text(self._message(entry[5], fields))}{rid}, "surface": {text(surface)}, '
+                f'"model": {text(model)}, "status": {_json_number(status)}, "duration_s": {_json_number(duration)}, '
+                f'"stream": {"true" if stream else "false"}, "deployment": {text(deployment)}, '
+                f'"upstream_model": {text(upstream_model)}, "attempts": {_json_number(attempts)}, '
+                f'"input_tokens": {_json_number(tokens_in)}, "output_tokens": {_json_number(tokens_out)}, '
+                f'"error_type": {text(kind)}}}\n')
 
     def _console_line(self, entry: _Entry) -> str:
         created, request_id = entry[0], self._clean_id(entry[1])
