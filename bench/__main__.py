@@ -13,6 +13,7 @@ BENCHMARKS = {
     "soak": "RSS of the corral process before and after a bounded soak.",
     "profile": "py-spy profile of Corral under load: where the time goes.",
     "clients": "What the upstream HTTP client costs a bare Python proxy (httpx, Corral's wire, aiohttp).",
+    "accesslog": "What one access-log line costs per call: logging.info against AccessLog (record + batched flush).",
     "fleet": "Simulated nodes against a real `corral supervisor`: events/s stored, RSS per node, command RTT.",
 }
 

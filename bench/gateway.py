@@ -13,7 +13,7 @@ from bench.load import Target, measure_sequential, run_load, wrk_path
 from bench.stack import Stack, corral_body, upstream_body
 from bench.stub import STREAM_PREFIX
 
-TARGETS = ("direct", "passthrough", "httpx-proxy", "baseline", "corral")
+TARGETS = ("direct", "passthrough", "httpx-proxy", "aiohttp-proxy", "baseline", "corral")
 
 
 def targets(stack: Stack, stream: bool) -> dict[str, Target]:
@@ -27,6 +27,9 @@ def targets(stack: Stack, stream: bool) -> dict[str, Target]:
     }
     if stack.httpx_proxy_port:
         found["httpx-proxy"] = Target("httpx-proxy", stack.httpx_proxy_port, path, upstream_body(stream), json_headers)
+    if stack.aiohttp_proxy_port:
+        found["aiohttp-proxy"] = Target("aiohttp-proxy", stack.aiohttp_proxy_port, path, upstream_body(stream),
+                                        json_headers)
     if stack.baseline_port:
         found["baseline"] = Target("baseline", stack.baseline_port, "/v1/chat/completions", corral_body(stream),
                                    {**json_headers, "authorization": f"Bearer {MASTER_KEY}"})
@@ -47,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the `corral` package) as target `baseline`: an A/B of a change under the same load.")
     parser.add_argument("--no-httpx-proxy", action="store_true",
                         help="Leave out the idiomatic httpx pass-through (target `httpx-proxy`, for scale).")
+    parser.add_argument("--no-aiohttp-proxy", action="store_true",
+                        help="Leave out the bare Starlette + aiohttp pass-through (target `aiohttp-proxy`).")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="Corral's observability.log_level (default info, Corral's own default: the "
+                        "access log is on).")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="Where to write gateway.json and gateway.png.")
 
@@ -58,22 +66,27 @@ def run(args: argparse.Namespace) -> Report:
     server_cpus, load_cpus = (None, None) if args.no_pin else cpu_sets()
     use_wrk = not args.no_wrk and wrk_path() is not None
     report = Report("gateway")
-    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, prefer_nginx=not args.no_nginx) as stack:
+    with Stack(server_cpus=server_cpus, load_cpus=load_cpus, prefer_nginx=not args.no_nginx,
+               log_level=args.log_level) as stack:
         stack.start_stub()
         stack.start_passthrough()
         if not args.no_httpx_proxy:
             stack.start_passthrough("httpx")
+        if not args.no_aiohttp_proxy:
+            stack.start_passthrough("aiohttp")
         ready = stack.start_corral()
         if args.baseline_src:
             stack.start_baseline(args.baseline_src)
         names = [n for n in TARGETS if (n != "baseline" or args.baseline_src)
-                 and (n != "httpx-proxy" or not args.no_httpx_proxy)]
+                 and (n != "httpx-proxy" or not args.no_httpx_proxy)
+                 and (n != "aiohttp-proxy" or not args.no_aiohttp_proxy)]
         report.meta = {
             "seconds_per_point": seconds, "concurrency": args.concurrency,
             "load_generator": tool_version(["wrk", "--version"]) if use_wrk else "asyncio (built-in)",
             "stub": stack.stub_kind, "pinning": {"server": server_cpus, "load_and_stub": load_cpus},
             "rounds": rounds, "loadavg_before": os.getloadavg(),
             "corral_ready_seconds": round(ready, 3), "corral_features": stack.corral_features(),
+            "corral_log_level": args.log_level,
         }
         pids = stack.pids()
         for stream in (False, True):
@@ -119,11 +132,11 @@ def summarise(report: Report) -> None:
         if direct is not None:
             row["overhead_p50_ms"] = row["p50_ms"] - direct["p50_ms"]
             row["overhead_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
-        if floor is not None and floor["rps"]:
-            row["vs_passthrough"] = row["rps"] / floor["rps"]
-        idiom = _row(report, row["mode"], row["concurrency"], "httpx-proxy")
-        if idiom is not None and idiom["rps"]:
-            row["vs_httpx_proxy"] = row["rps"] / idiom["rps"]
+        for reference, key in (("passthrough", "vs_passthrough"), ("httpx-proxy", "vs_httpx_proxy"),
+                               ("aiohttp-proxy", "vs_aiohttp_proxy")):
+            other = _row(report, row["mode"], row["concurrency"], reference)
+            if other is not None and other["rps"]:
+                row[key] = row["rps"] / other["rps"]
         base = _row(report, row["mode"], row["concurrency"], "baseline")
         if (base is not None and row["target"] == "corral" and base["rps"] and base.get("server_cpu_us_per_req")
                 and row.get("server_cpu_us_per_req")):  # 0: under the clock's tick in a short run
@@ -153,21 +166,31 @@ def summarise(report: Report) -> None:
                 and floor16.get("server_cpu_us_per_req"):
             report.summary[f"{mode}_c16_added_cpu_us"] = (point["server_cpu_us_per_req"]
                                                           - floor16["server_cpu_us_per_req"])
-    # For scale, not a target: Corral against the proxy the stack's documentation would give.
-    for mode, point in (("json", c16), ("stream", s16)):
-        if point is not None and point.get("vs_httpx_proxy") is not None:
-            report.summary[f"{mode}_c16_vs_httpx_proxy"] = point["vs_httpx_proxy"]
+    _reference_ratios(report, c16, s16)
     report.target("overhead over direct p50, c=1, non-stream", c1.get("overhead_p50_ms") if c1 else None,
                   0.5, unit="ms", higher_is_better=False)
     report.target("stream TTFT overhead over direct (p50, sequential)", report.summary.get("ttft_overhead_ms"),
                   1.0, unit="ms", higher_is_better=False)
 
 
+def _reference_ratios(report: Report, c16: dict[str, Any] | None, s16: dict[str, Any] | None) -> None:
+    # For scale, not a target: Corral against the proxy the stack's documentation would give.
+    # And Corral as configured (at its defaults: log level info, metrics on) against a bare
+    # Starlette + aiohttp pass-through: the ratio the default-config target is stated in.
+    for mode, point in (("json", c16), ("stream", s16)):
+        for key in ("vs_httpx_proxy", "vs_aiohttp_proxy"):
+            if point is not None and point.get(key) is not None:
+                report.summary[f"{mode}_c16_{key}"] = point[key]
+    if c16 is not None and c16.get("vs_aiohttp_proxy") is not None:
+        report.target("Corral (default config) / Starlette + aiohttp pass-through RPS, c=16, non-stream",
+                      c16["vs_aiohttp_proxy"], 0.70, unit="x", higher_is_better=True)
+
+
 def show(report: Report) -> None:
     meta = report.meta
     print(f"gateway benchmark: stub={meta['stub']} load={meta['load_generator']} "
           f"{meta['seconds_per_point']:g}s/point pinning={meta['pinning']}")
-    print(f"corral features: {meta['corral_features']}")
+    print(f"corral features: {meta['corral_features']} log level: {meta.get('corral_log_level', 'warning')}")
     print(f"load average before/after: {meta['loadavg_before']} / {meta['loadavg_after']} (others' work skews results)")
     print_table(report.rows, [("mode", "mode", ""), ("concurrency", "c", "d"), ("target", "target", ""),
                               ("rps", "rps", ".0f"), ("p50_ms", "p50 ms", ".3f"), ("p99_ms", "p99 ms", ".3f"),
@@ -176,6 +199,8 @@ def show(report: Report) -> None:
                               ("cpu_vs_passthrough", "/floor cpu", ".2f"), ("errors", "errors", "d")]
                 + ([("vs_httpx_proxy", "/httpx", ".2f")] if any(r["target"] == "httpx-proxy" for r in report.rows)
                    else [])
+                + ([("vs_aiohttp_proxy", "/aiohttp", ".2f")]
+                   if any(r["target"] == "aiohttp-proxy" for r in report.rows) else [])
                 + ([("vs_baseline", "/baseline", ".2f"), ("cpu_vs_baseline", "/baseline cpu", ".2f")]
                    if any(r["target"] == "baseline" for r in report.rows) else []))
     seq = report.summary.get("sequential", {})
@@ -191,6 +216,11 @@ def show(report: Report) -> None:
         ratio = report.summary.get(f"{mode}_c16_vs_httpx_proxy")
         if ratio is not None:
             print(f"for scale: Corral / idiomatic httpx pass-through RPS, c=16, {mode}: {ratio:.2f} x")
+    for mode in ("json", "stream"):
+        ratio = report.summary.get(f"{mode}_c16_vs_aiohttp_proxy")
+        if ratio is not None:
+            print(f"Corral (log level {report.meta.get('corral_log_level')}) / bare Starlette + aiohttp "
+                  f"pass-through RPS, c=16, {mode}: {ratio:.2f} x")
     report.print_targets()
 
 
@@ -203,8 +233,8 @@ def chart(report: Report, path: str) -> None:
     metrics = (("rps", "requests/s"), ("p50_ms", "p50 latency (ms)"),
                ("server_cpu_us_per_req", "server CPU us/request"))
     fig, axes = plt.subplots(len(metrics), 2, figsize=(10, 9))
-    colours = {"direct": "#999999", "passthrough": "#4c72b0", "httpx-proxy": "#8fb0d8", "baseline": "#c4ad66",
-               "corral": "#dd8452"}
+    colours = {"direct": "#999999", "passthrough": "#4c72b0", "httpx-proxy": "#8fb0d8", "aiohttp-proxy": "#55a868",
+               "baseline": "#c4ad66", "corral": "#dd8452"}
     names = [n for n in TARGETS if any(r["target"] == n for r in report.rows)]
     concurrencies = sorted({r["concurrency"] for r in report.rows})
     for col, mode in enumerate(("json", "stream")):

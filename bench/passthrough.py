@@ -7,7 +7,12 @@ body and the content type, and streams the answer back as it arrives.
 it (an `httpx.AsyncClient` and Starlette's `StreamingResponse`): the benchmark's
 second reference, `httpx-proxy`, for scale only.
 
-`python -m bench.passthrough --port P --upstream http://127.0.0.1:U [--style tight|httpx]`
+`--style aiohttp` is the bare Starlette + aiohttp pass-through (`aiohttp-proxy`): one
+`aiohttp.ClientSession`, bodies read whole, streams relayed chunk by chunk through
+Starlette's `StreamingResponse`. The reference the default-config target is stated
+against (issue: Corral at defaults >= 0.7x of it).
+
+`python -m bench.passthrough --port P --upstream http://127.0.0.1:U [--style tight|httpx|aiohttp]`
 """
 
 from __future__ import annotations
@@ -106,15 +111,63 @@ def create_httpx_app(upstream: str) -> Starlette:
     return _proxy_app(proxy, client.aclose)
 
 
+def create_aiohttp_app(upstream: str) -> Starlette:
+    """A bare pass-through with aiohttp's client (the `bench` extra installs aiohttp): the
+    upstream URL parsed once per path, the body read whole, the answer read whole or
+    relayed chunk by chunk through Starlette's `StreamingResponse`."""
+    import aiohttp
+    from yarl import URL
+
+    base = upstream.rstrip("/")
+    urls: dict[str, URL] = {}
+    sessions: list[aiohttp.ClientSession] = []  # made on the server's loop, at the first request
+
+    def session() -> aiohttp.ClientSession:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100),
+                                                  timeout=aiohttp.ClientTimeout(total=60)))
+        return sessions[0]
+
+    async def relay(answer: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.content.iter_any():
+                yield chunk
+        finally:
+            answer.release()
+
+    async def proxy(request: Request) -> Response:
+        path = request.scope["path"]
+        url = urls.get(path)
+        if url is None:
+            url = urls[path] = URL(base + path)
+        answer = await session().request(request.method, url, data=await request.body(),
+                                         headers={"content-type": request.headers.get("content-type", "")})
+        content_type = answer.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream"):
+            return StreamingResponse(relay(answer), status_code=answer.status, media_type=content_type)
+        raw = await answer.read()
+        answer.release()
+        return Response(raw, status_code=answer.status, media_type=content_type)
+
+    async def close() -> None:
+        if sessions:
+            await sessions[0].close()
+
+    return _proxy_app(proxy, close)
+
+
+STYLES = {"tight": create_app, "httpx": create_httpx_app, "aiohttp": create_aiohttp_app}
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Bare pass-through proxy (the benchmark's Python floor).")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
-    parser.add_argument("--style", choices=["tight", "httpx"], default="tight")
+    parser.add_argument("--style", choices=sorted(STYLES), default="tight")
     args = parser.parse_args()
-    app = create_app(args.upstream) if args.style == "tight" else create_httpx_app(args.upstream)
+    app = STYLES[args.style](args.upstream)
     # The same uvicorn settings `corral serve` uses (auto loop/http: uvloop + httptools when installed).
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False, lifespan="on")

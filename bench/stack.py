@@ -22,6 +22,8 @@ MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Say hello."}]
 
 
+PROXY_TARGETS = {"tight": "passthrough", "httpx": "httpx-proxy", "aiohttp": "aiohttp-proxy"}  # style -> target
+
 AGENT_CONFIG = """agents:
   helper:
     model: bench-stream  # the agent runner always streams from its model
@@ -92,6 +94,7 @@ class Stack:
     corral_port: int = 0
     passthrough_port: int = 0
     httpx_proxy_port: int = 0
+    aiohttp_proxy_port: int = 0
     baseline_port: int = 0
     corral: Child | None = None
 
@@ -114,9 +117,10 @@ class Stack:
         self.children.append(child)
 
     def start_passthrough(self, style: str = "tight") -> None:
-        """`tight`: the floor (`passthrough`); `httpx`: the idiomatic proxy (`httpx-proxy`)."""
+        """`tight`: the floor (`passthrough`); `httpx`: the idiomatic proxy (`httpx-proxy`);
+        `aiohttp`: the bare Starlette + aiohttp proxy (`aiohttp-proxy`)."""
         port = free_port()
-        name = "passthrough" if style == "tight" else "httpx-proxy"
+        name = PROXY_TARGETS[style]
         child = spawn(name, [sys.executable, "-m", "bench.passthrough", "--port", str(port), "--style", style,
                              "--upstream", f"http://127.0.0.1:{self.stub_port}"],
                       log_dir=self.work, cpus=self.server_cpus)
@@ -124,8 +128,10 @@ class Stack:
         wait_http(f"http://127.0.0.1:{port}/health", child, timeout=30)
         if style == "tight":
             self.passthrough_port = port
-        else:
+        elif style == "httpx":
             self.httpx_proxy_port = port
+        else:
+            self.aiohttp_proxy_port = port
 
     def write_corral_config(self, name: str = "corral") -> Path:
         """The config and its own data directory (a baseline must not share the store:
@@ -153,7 +159,8 @@ class Stack:
         by_name = {c.name: c.pid for c in self.children}
         stub = by_name.get("stub-nginx") or by_name.get("stub-python") or 0
         return {"direct": stub, "passthrough": by_name.get("passthrough", 0), "corral": by_name.get("corral", 0),
-                "baseline": by_name.get("baseline", 0), "httpx-proxy": by_name.get("httpx-proxy", 0)}
+                "baseline": by_name.get("baseline", 0), "httpx-proxy": by_name.get("httpx-proxy", 0),
+                "aiohttp-proxy": by_name.get("aiohttp-proxy", 0)}
 
     def start_baseline(self, src: str) -> float:
         """A second Corral from another source tree (`src` holds the `corral` package),

@@ -34,12 +34,15 @@ def test_gateway_benchmark_measures_every_target_with_the_fallback_tools(tmp_pat
     assert data["stub"] == "python" and data["load_generator"] == "asyncio (built-in)"
     points = {(r["mode"], r["concurrency"], r["target"]) for r in data["rows"]}
     assert points == {(m, c, t) for m in ("json", "stream") for c in (1, 4)
-                      for t in ("direct", "passthrough", "httpx-proxy", "corral")}
+                      for t in ("direct", "passthrough", "httpx-proxy", "aiohttp-proxy", "corral")}
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in data["rows"])
     assert data["corral_features"]["metrics"] is True
-    assert set(data["summary"]["sequential"]["stream"]) == {"direct", "passthrough", "httpx-proxy", "corral"}
+    assert set(data["summary"]["sequential"]["stream"]) == {"direct", "passthrough", "httpx-proxy", "aiohttp-proxy",
+                                                            "corral"}
     corral_rows = [r for r in data["rows"] if r["target"] == "corral"]
-    assert all(r["vs_httpx_proxy"] > 0 and r["vs_passthrough"] > 0 for r in corral_rows)
+    assert all(r["vs_httpx_proxy"] > 0 and r["vs_passthrough"] > 0 and r["vs_aiohttp_proxy"] > 0
+               for r in corral_rows)
+    assert data["corral_log_level"] == "info"  # Corral at its default configuration
     assert "ttft_overhead_ms" in data["summary"]
     assert {t["target"] for t in data["targets"]} >= {"overhead over direct p50, c=1, non-stream"}
     assert (tmp_path / "gateway.png").stat().st_size > 1000
@@ -73,6 +76,12 @@ def test_clients_benchmark_proxies_through_every_client(tmp_path: Path) -> None:
     rows = {r["client"]: r for r in data["rows"]}
     assert {"none", "httpx", "httpx-client-wire", "wire"} <= set(rows)
     assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0 for r in rows.values())
+
+
+def test_accesslog_benchmark_times_both_ways_of_writing_the_line(tmp_path: Path) -> None:
+    data = bench(tmp_path, "accesslog", "--lines", "200", "--rounds", "1", "--batch", "50")
+    assert [r["format"] for r in data["rows"]] == ["console", "json"]
+    assert all(r["stdlib_us"] > 0 and r["record_us"] > 0 and r["record_and_flush_us"] > 0 for r in data["rows"])
 
 
 def test_startup_benchmark_times_readiness(tmp_path: Path) -> None:

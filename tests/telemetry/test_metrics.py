@@ -1,5 +1,6 @@
 """`GatewayMetrics` counts per-call metrics without prometheus_client's locks and
-publishes them at scrape time: the text must be what prometheus_client itself renders."""
+publishes them through a collector at scrape time: the text must be what
+prometheus_client itself renders for the same calls."""
 
 from __future__ import annotations
 
@@ -48,16 +49,29 @@ def test_published_text_is_what_prometheus_client_renders_for_the_same_calls() -
         reference.render()[0].decode())
 
 
-def test_values_reach_the_registry_only_when_published() -> None:
+def test_the_registry_reads_the_current_counts_through_public_collector_api() -> None:
     metrics = GatewayMetrics(write_through=False)
     metrics.observe_call(surface="openai", model="m", status=200, seconds=0.2, tokens=(3, 4, 0, 0))
-    before = generate_latest(metrics.registry).decode()
-    assert 'corral_requests_total{model="m",status="200",surface="openai"} 0.0' in before
-    metrics.publish()
-    after = generate_latest(metrics.registry).decode()
-    assert 'corral_requests_total{model="m",status="200",surface="openai"} 1.0' in after
-    assert 'corral_tokens_total{kind="output",model="m"} 4.0' in after
-    assert 'kind="cached_input"' not in after  # a kind never counted has no series
+    first = generate_latest(metrics.registry).decode()  # no render(), no publish step: a collector
+    assert 'corral_requests_total{model="m",status="200",surface="openai"} 1.0' in first
+    assert 'corral_tokens_total{kind="output",model="m"} 4.0' in first
+    assert 'kind="cached_input"' not in first  # a kind never counted has no series
+    metrics.observe_call(surface="openai", model="m", status=200, seconds=0.2, tokens=(3, 4, 0, 0))
+    second = generate_latest(metrics.registry).decode()
+    assert 'corral_requests_total{model="m",status="200",surface="openai"} 2.0' in second
+    assert 'corral_request_duration_seconds_bucket{le="0.25",model="m",surface="openai"} 2.0' in second
+    assert 'corral_request_duration_seconds_sum{model="m",surface="openai"} 0.4' in second
+
+
+def test_every_family_is_described_once_so_a_clash_is_refused() -> None:
+    import pytest
+    from prometheus_client import Counter
+
+    metrics = GatewayMetrics(write_through=False)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Counter("corral_requests", "again", registry=metrics.registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Counter("corral_overhead_seconds_count", "again", registry=metrics.registry)
 
 
 def test_a_series_is_created_at_its_first_observation_not_at_the_scrape() -> None:

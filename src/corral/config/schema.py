@@ -195,6 +195,7 @@ class TracingConfig(Strict):
 class ObservabilityConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "console"
+    access_log: bool = True  # one `corral.request` line per model call (at log level info or lower)
     metrics: bool = True
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 

@@ -8,16 +8,25 @@ and `/metrics` then sums what every live worker wrote there (see docs/observabil
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
+import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as prometheus_values
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+log = logging.getLogger("corral.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -65,41 +74,132 @@ def cleanup_multiprocess(path: str | None) -> None:
 _TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
 
 
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """One per-call metric family: what both ways of counting it publish alike."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    bounds: tuple[float, ...] | None = None  # a histogram's bucket bounds; None for a counter
+
+
+REQUESTS = _Spec("corral_requests", "Model calls by API surface, model and HTTP status.",
+                 ("surface", "model", "status"))
+LATENCY = _Spec("corral_request_duration_seconds",
+                "Time from request arrival to the last byte (streams: to the last chunk).", ("surface", "model"),
+                LATENCY_BUCKETS)
+OVERHEAD = _Spec("corral_overhead_seconds", "Time spent in Corral before the response started, minus upstream time "
+                 "(the x-corral-overhead-ms header).", ("surface",), OVERHEAD_BUCKETS)
+TTFT = _Spec("corral_time_to_first_token_seconds", "Streams: time to the first upstream event.", ("surface", "model"),
+             LATENCY_BUCKETS)
+TOKENS = _Spec("corral_tokens", "Tokens by model and kind (input, output, cached_input, reasoning).",
+               ("model", "kind"))
+COST = _Spec("corral_cost_usd", "Spend in US dollars by model.", ("model",))
+ERRORS = _Spec("corral_errors", "Failed calls by surface, model and error type.", ("surface", "model", "type"))
+CALL_SPECS = (REQUESTS, LATENCY, OVERHEAD, TTFT, TOKENS, COST, ERRORS)
+
+
 class _Total:
-    """A counter series' running total, kept here and copied into its prometheus child
-    at scrape time: no lock per increment (the gateway is one event-loop thread)."""
+    """A counter series' running total and the time it was created (its first
+    observation): no lock per increment (the gateway is one event-loop thread)."""
 
-    __slots__ = ("child", "value")
+    __slots__ = ("created", "value")
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
+    def __init__(self) -> None:
         self.value = 0.0
-
-    def publish(self) -> None:
-        self.child._value.set(self.value)
+        self.created = time.time()
 
 
 class _Buckets:
-    """A histogram series' bucket counts (non-cumulative, as prometheus_client keeps them)
-    and sum, copied into its child at scrape time. The sum is accumulated in the order of
-    the observations, so it is the same float prometheus_client would have."""
+    """A histogram series' bucket counts (non-cumulative) and sum. The sum is accumulated
+    in the order of the observations, so it is the same float prometheus_client would have."""
 
-    __slots__ = ("bounds", "child", "counts", "total")
+    __slots__ = ("bounds", "counts", "created", "total")
 
-    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
-        self.child = child
+    def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * len(bounds)
         self.total = 0.0
+        self.created = time.time()
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket with value <= bound
         self.total += value
 
-    def publish(self) -> None:
-        self.child._sum.set(self.total)
-        for bucket, count in zip(self.child._buckets, self.counts, strict=True):
-            bucket.set(float(count))
+
+class _Family:
+    """One per-call family's series, by label values, in the order they were created."""
+
+    __slots__ = ("les", "series", "spec")
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.les = tuple(floatToGoString(b) for b in spec.bounds) if spec.bounds is not None else ()  # type: ignore[no-untyped-call]
+        self.series: dict[tuple[str, ...], _Total | _Buckets] = {}
+
+    def total(self, *values: str) -> _Total:
+        found = self.series.get(values)
+        if found is None:
+            found = self.series[values] = _Total()
+        assert isinstance(found, _Total)
+        return found
+
+    def buckets(self, *values: str) -> _Buckets:
+        found = self.series.get(values)
+        if found is None:
+            assert self.spec.bounds is not None
+            found = self.series[values] = _Buckets(self.spec.bounds)
+        assert isinstance(found, _Buckets)
+        return found
+
+    def empty(self) -> Metric:
+        spec = self.spec
+        if spec.bounds is None:
+            return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+    def build(self) -> Metric:
+        """The family as prometheus_client renders its own Counter or Histogram: the same
+        samples in the same order, ``_created`` included."""
+        spec = self.spec
+        if spec.bounds is None:
+            counter = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+            for values, series in list(self.series.items()):
+                assert isinstance(series, _Total)
+                counter.add_metric(values, series.value, created=series.created)
+            return counter
+        histogram = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+        for values, series in list(self.series.items()):
+            assert isinstance(series, _Buckets)
+            cumulative, running = [], 0
+            for le, count in zip(self.les, series.counts, strict=True):
+                running += count
+                cumulative.append((le, float(running)))
+            histogram.add_metric(values, cumulative, series.total)
+            # HistogramMetricFamily has no `created` argument (CounterMetricFamily has):
+            # the sample prometheus_client's own Histogram adds, through the public list.
+            histogram.samples.append(Sample(spec.name + "_created", dict(zip(spec.labels, values, strict=True)),
+                                            series.created))
+        return histogram
+
+
+class _CallCollector:
+    """The per-call families as one collector on the app's registry: counted in plain
+    objects on the request path, turned into metric families when the registry is read."""
+
+    def __init__(self) -> None:
+        self.families = tuple(_Family(spec) for spec in CALL_SPECS)
+        (self.requests, self.latency, self.overhead, self.ttft, self.tokens, self.cost,
+         self.errors) = self.families
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.empty()
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.build()
 
 
 class _Shape:
@@ -129,37 +229,35 @@ class GatewayMetrics:
 
     The per-call metrics (requests, latency, overhead, time to first token, tokens, cost,
     errors) are fed through `observe_call` and `observe_overhead` only. In one process
-    they are counted in plain Python objects and copied into the prometheus_client
-    metrics when `/metrics` renders (`publish`): prometheus_client takes a lock per
-    increment, seven or eight per call. In multiprocess mode every increment is written
-    through at once instead, because a scrape answered by another worker reads this
-    worker's values from the shared directory.
+    they are counted in plain Python objects, and a collector on the app's registry turns
+    them into metric families when the registry is read: prometheus_client's own metrics
+    take a lock per increment, seven or eight per call. In multiprocess mode
+    (``write_through``) they are prometheus_client Counters and Histograms written at once,
+    because a scrape answered by another worker reads this worker's values from the
+    shared directory; `start` then also refreshes this worker's gauges there every
+    ``refresh_seconds``, so a scrape any worker answers sees every worker's gauges.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, write_through: bool | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, write_through: bool | None = None,
+                 refresh_seconds: float = 1.0) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.write_through = multiprocess_dir() is not None if write_through is None else write_through
+        self.refresh_seconds = refresh_seconds
         self._children: dict[tuple[Any, ...], Any] = {}  # as many as the metrics' own label sets
-        self._series: dict[tuple[Any, ...], _Total | _Buckets] = {}
         self._shapes: dict[tuple[str, str, int, str | None], _Shape] = {}
         self._overheads: dict[str, _Buckets] = {}
+        self._refresher: asyncio.Task[None] | None = None
         r = self.registry
-        self.requests = Counter("corral_requests", "Model calls by API surface, model and HTTP status.",
-                                ["surface", "model", "status"], registry=r)
-        self.latency = Histogram("corral_request_duration_seconds",
-                                 "Time from request arrival to the last byte (streams: to the last chunk).",
-                                 ["surface", "model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("corral_overhead_seconds",
-                                  "Time spent in Corral before the response started, minus upstream time "
-                                  "(the x-corral-overhead-ms header).", ["surface"], buckets=OVERHEAD_BUCKETS,
-                                  registry=r)
-        self.ttft = Histogram("corral_time_to_first_token_seconds", "Streams: time to the first upstream event.",
-                              ["surface", "model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("corral_tokens", "Tokens by model and kind (input, output, cached_input, reasoning).",
-                              ["model", "kind"], registry=r)
-        self.cost = Counter("corral_cost_usd", "Spend in US dollars by model.", ["model"], registry=r)
-        self.errors = Counter("corral_errors", "Failed calls by surface, model and error type.",
-                              ["surface", "model", "type"], registry=r)
+        self._calls: _CallCollector | None = None
+        self._through: dict[str, Any] = {}  # spec name -> Counter/Histogram, in multiprocess mode
+        if self.write_through:
+            for spec in CALL_SPECS:
+                self._through[spec.name] = (
+                    Counter(spec.name, spec.help, spec.labels, registry=r) if spec.bounds is None
+                    else Histogram(spec.name, spec.help, spec.labels, buckets=spec.bounds, registry=r))
+        else:
+            self._calls = _CallCollector()
+            r.register(self._calls)
         self.limit_rejections = Counter("corral_limit_rejections", "Requests refused by a rate limit or budget.",
                                         ["limit", "scope"], registry=r)
         self.deployment_healthy = Gauge("corral_deployment_healthy", "1 if a deployment is in service, 0 while "
@@ -188,17 +286,18 @@ class GatewayMetrics:
         error_type: str | None = None,
         cost_usd: float | None = None,
     ) -> None:
-        if self.write_through:
+        calls = self._calls
+        if calls is None:
             self._observe_through(surface, model, status, seconds, ttft_seconds, tokens, error_type, cost_usd)
             return
         shape = self._shapes.get((surface, model, status, error_type))
         if shape is None:
-            shape = self._shape(surface, model, status, error_type)
+            shape = self._shape(calls, surface, model, status, error_type)
         shape.requests.value += 1
         shape.latency.observe(seconds)
         if ttft_seconds is not None:
             if shape.ttft is None:
-                shape.ttft = self._buckets(self.ttft, LATENCY_BUCKETS, surface, model)
+                shape.ttft = calls.ttft.buckets(surface, model)
             shape.ttft.observe(ttft_seconds)
         if error_type is not None:
             assert shape.errors is not None
@@ -209,75 +308,56 @@ class GatewayMetrics:
                 if count:
                     total = totals[i]
                     if total is None:
-                        total = totals[i] = self._total(self.tokens, model, _TOKEN_KINDS[i])
+                        total = totals[i] = calls.tokens.total(model, _TOKEN_KINDS[i])
                     total.value += count
         if cost_usd:
             if shape.cost is None:
-                shape.cost = self._total(self.cost, model)
+                shape.cost = calls.cost.total(model)
             shape.cost.value += cost_usd
 
     def observe_overhead(self, surface: str, seconds: float) -> None:
         """``corral_overhead_seconds``: Corral's own time before the response started."""
-        if self.write_through:
-            self._child(self.overhead, surface).observe(seconds)
+        calls = self._calls
+        if calls is None:
+            self._child(OVERHEAD, surface).observe(seconds)
             return
         series = self._overheads.get(surface)
         if series is None:
-            series = self._overheads[surface] = self._buckets(self.overhead, OVERHEAD_BUCKETS, surface)
+            series = self._overheads[surface] = calls.overhead.buckets(surface)
         series.observe(seconds)
 
-    def publish(self) -> None:
-        """Copy the per-call metrics into prometheus_client's (`render` does it first)."""
-        for series in self._series.values():
-            series.publish()
-
-    def _shape(self, surface: str, model: str, status: int, error_type: str | None) -> _Shape:
-        errors = self._total(self.errors, surface, model, error_type) if error_type is not None else None
-        shape = _Shape(surface, model, self._total(self.requests, surface, model, str(status)),
-                       self._buckets(self.latency, LATENCY_BUCKETS, surface, model), errors)
+    def _shape(self, calls: _CallCollector, surface: str, model: str, status: int,
+               error_type: str | None) -> _Shape:
+        errors = calls.errors.total(surface, model, error_type) if error_type is not None else None
+        shape = _Shape(surface, model, calls.requests.total(surface, model, str(status)),
+                       calls.latency.buckets(surface, model), errors)
         self._shapes[(surface, model, status, error_type)] = shape
         return shape
-
-    def _total(self, metric: Any, *values: str) -> _Total:
-        key = (id(metric), *values)
-        found = self._series.get(key)
-        if found is None:
-            found = self._series[key] = _Total(metric.labels(*values))
-        assert isinstance(found, _Total)
-        return found
-
-    def _buckets(self, metric: Any, bounds: tuple[float, ...], *values: str) -> _Buckets:
-        key = (id(metric), *values)
-        found = self._series.get(key)
-        if found is None:
-            found = self._series[key] = _Buckets(metric.labels(*values), bounds)
-        assert isinstance(found, _Buckets)
-        return found
 
     def _observe_through(self, surface: str, model: str, status: int, seconds: float, ttft_seconds: float | None,
                          tokens: tuple[int, int, int, int] | None, error_type: str | None,
                          cost_usd: float | None) -> None:
         child = self._child
-        child(self.requests, surface, model, str(status)).inc()
-        child(self.latency, surface, model).observe(seconds)
+        child(REQUESTS, surface, model, str(status)).inc()
+        child(LATENCY, surface, model).observe(seconds)
         if ttft_seconds is not None:
-            child(self.ttft, surface, model).observe(ttft_seconds)
+            child(TTFT, surface, model).observe(ttft_seconds)
         if error_type is not None:
-            child(self.errors, surface, model, error_type).inc()
+            child(ERRORS, surface, model, error_type).inc()
         if tokens is not None:
             for kind, count in zip(_TOKEN_KINDS, tokens, strict=True):
                 if count:
-                    child(self.tokens, model, kind).inc(count)
+                    child(TOKENS, model, kind).inc(count)
         if cost_usd:
-            child(self.cost, model).inc(cost_usd)
+            child(COST, model).inc(cost_usd)
 
-    def _child(self, metric: Any, *values: str) -> Any:
-        """`metric.labels(*values)`, looked up once: prometheus_client takes a lock and
-        builds the label tuple on every call."""
-        key = (id(metric), *values)
+    def _child(self, spec: _Spec, *values: str) -> Any:
+        """The prometheus_client child for these label values, looked up once:
+        `labels()` takes a lock and builds the label tuple on every call."""
+        key = (spec.name, *values)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*values)
+            found = self._children[key] = self._through[spec.name].labels(*values)
         return found
 
     def refresh(self) -> None:
@@ -292,7 +372,6 @@ class GatewayMetrics:
                 self.deployment_cooldown.labels(health.alias, health.deployment).set(health.cooldown_seconds)
 
     def render(self) -> tuple[bytes, str]:
-        self.publish()
         self.refresh()
         path = multiprocess_dir()
         if path is None:
@@ -302,6 +381,32 @@ class GatewayMetrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
         return generate_latest(merged), CONTENT_TYPE_LATEST
+
+    async def start(self) -> None:
+        """In multiprocess mode, refresh this worker's gauges in the shared directory every
+        ``refresh_seconds`` (a scrape is answered by one worker, which can refresh only its
+        own); nothing to do in one process, where the scrape refreshes them. Called by the
+        app's lifespan at startup."""
+        if multiprocess_dir() is not None and self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever(),
+                                                                       name="corral-metrics-refresh")
+
+    async def stop(self) -> None:
+        """At shutdown: stop refreshing and drop this worker's live gauges."""
+        task, self._refresher = self._refresher, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.worker_exit()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception:  # a component's callback failed: keep the others' gauges fresh
+                log.exception("refreshing gauges failed")
+            await asyncio.sleep(self.refresh_seconds)
 
     @staticmethod
     def worker_exit() -> None:
