@@ -55,6 +55,7 @@ from corral.llm.router import Router
 from corral.process import settle_after_startup
 from corral.store import BatchWriter, Store
 from corral.store.store import BatchRecord
+from corral.telemetry.access_log import AccessLog
 from corral.telemetry.agent_metrics import AgentMetrics
 from corral.telemetry.metrics import GatewayMetrics
 from corral.telemetry.tracing import Tracing, build_tracing
@@ -77,6 +78,7 @@ class Gateway:
     store: Store
     writer: BatchWriter[BatchRecord]  # usage and audit rows, written in batches
     metrics: GatewayMetrics | None
+    access_log: AccessLog  # one line per model call, written in batches off the request path
     tracing: Tracing | None
     authenticator: Authenticator
     limiter: Limiter
@@ -98,6 +100,9 @@ class Gateway:
         config = self.config
         if config.server.workers > 1 and not config.cache.url:
             log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
+        await self.access_log.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         await self.store.migrate()
         await self.keys.start()  # the key cache loaded and the budget counters seeded from the store
         self.writer.start()
@@ -122,8 +127,9 @@ class Gateway:
         await self.access.aclose()
         if self.tracing is not None:
             await self.tracing.shutdown()
+        await self.access_log.stop()  # the lines still buffered are written
         if self.metrics is not None:
-            self.metrics.worker_exit()
+            await self.metrics.stop()
         await self.router.aclose()
         await self.store.aclose()
 
@@ -142,7 +148,8 @@ def build_gateway(
     metrics = GatewayMetrics() if config.observability.metrics else None
     tracing = build_tracing(config.observability.tracing)
     pricing = PricingTable(config.pricing)
-    observer = CallObserver(metrics)
+    access_log = AccessLog(enabled=config.observability.access_log)
+    observer = CallObserver(metrics, access_log)
 
     keys = KeyCache(store)
     authenticator = build_authenticator(config, keys)
@@ -170,7 +177,8 @@ def build_gateway(
 
         mcp = McpEndpoint(agents, pipeline)
     return Gateway(
-        config=config, router=router, store=store, writer=writer, metrics=metrics, tracing=tracing,
+        config=config, router=router, store=store, writer=writer, metrics=metrics, access_log=access_log,
+        tracing=tracing,
         authenticator=authenticator, limiter=limiter, access=access, keys=key_sync, budgets=budgets,
         billing=billing, agents=agents, models=models, pipeline=pipeline,
         verification=Verification(config, router, boot_summary=boot_summary), router_health=health,

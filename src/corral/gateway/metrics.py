@@ -9,7 +9,6 @@ with its status, so refusals show in the same series as answers.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +17,8 @@ from corral.gateway.call import Call
 from corral.llm.errors import ProviderError
 from corral.llm.router import Router
 from corral.store import BatchWriter
+from corral.telemetry.access_log import AccessLog
 from corral.telemetry.metrics import DeploymentHealth, GatewayMetrics
-
-log = logging.getLogger("corral.request")
 
 REJECTED = {401: "unauthorized", 402: "budget_exceeded", 403: "forbidden", 429: "rate_limited"}
 
@@ -39,8 +37,9 @@ def error_type(call: Call) -> str | None:
 class CallObserver:
     """Metrics (when enabled) and one access-log line per model call."""
 
-    def __init__(self, metrics: GatewayMetrics | None) -> None:
+    def __init__(self, metrics: GatewayMetrics | None, access_log: AccessLog) -> None:
         self.metrics = metrics
+        self.access_log = access_log
 
     def response_started(self, call: Call, status: int, overhead_seconds: float) -> None:
         metrics = self.metrics
@@ -68,15 +67,12 @@ class CallObserver:
             self.metrics.observe_call(surface=call.surface, model=call.model, status=call.status,
                                       seconds=seconds, ttft_seconds=call.ttft_seconds, tokens=tokens,
                                       error_type=kind, cost_usd=call.cost_usd)
-        if not log.isEnabledFor(logging.INFO):  # the line's fields cost more than the metrics above
-            return
-        log.info("%s model=%s status=%s %.3fs tokens=%s/%s%s", call.surface, call.model, call.status, seconds,
-                 tokens[0] if tokens else 0, tokens[1] if tokens else 0, f" error={kind}" if kind else "",
-                 extra={"surface": call.surface, "model": call.model, "status": call.status,
-                        "duration_s": round(seconds, 6), "stream": call.stream,
-                        "deployment": call.ctx.provider, "upstream_model": call.ctx.upstream_model,
-                        "attempts": call.ctx.attempts, "input_tokens": tokens[0] if tokens else None,
-                        "output_tokens": tokens[1] if tokens else None, "error_type": kind})
+        self.access_log.record(surface=call.surface, model=call.model, status=call.status, duration_s=seconds,
+                               stream=call.stream, deployment=call.ctx.provider,
+                               upstream_model=call.ctx.upstream_model, attempts=call.ctx.attempts,
+                               input_tokens=tokens[0] if tokens else None,
+                               output_tokens=tokens[1] if tokens else None, error_type=kind,
+                               request_id=call.request_id)
 
 
 def router_health(router: Router) -> Callable[[], list[DeploymentHealth]]:
