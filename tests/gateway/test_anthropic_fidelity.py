@@ -118,3 +118,23 @@ async def test_an_unknown_top_level_field_is_refused_by_name() -> None:
             await client.messages.create(model="claude", max_tokens=100, messages=[{"role": "user", "content": "x"}],
                                          extra_body={"inference_geo": "eu"})
     assert "inference_geo" in str(refused.value)
+
+
+async def test_messages_parse_gets_constrained_output_through_an_anthropic_upstream() -> None:
+    from pydantic import BaseModel
+
+    from corral.testing.fakes import ReplyToolCall
+
+    class City(BaseModel):
+        name: str
+        population: int
+
+    answer = ReplyToolCall("structured_output", {"name": "Paris", "population": 2100000})
+    async with FakeAnthropic(Reply(tool_calls=[answer])) as fake, gateway_to(fake, "anthropic") as client:
+        parsed = await client.messages.parse(model="claude", max_tokens=200, output_format=City,
+                                             messages=[{"role": "user", "content": "Biggest French city?"}])
+        sent = fake.last_request.body
+    assert parsed.parsed_output == City(name="Paris", population=2100000)
+    schema_tool = next(t for t in sent["tools"] if t["name"] == "structured_output")
+    assert schema_tool["input_schema"]["properties"]["population"]["type"] == "integer"
+    assert sent["tool_choice"] == {"type": "tool", "name": "structured_output"}
