@@ -105,3 +105,15 @@ async def test_the_anthropic_sdk_lists_and_retrieves_models_in_its_own_shape() -
     assert [(m.id, m.type) for m in listed] == [("scripted", "model")]
     assert one.id == "scripted" and one.display_name == "scripted" and one.created_at.year >= 2024
     assert openai_listed == ["scripted"]
+
+
+async def test_auth_is_checked_before_the_body_is_parsed() -> None:
+    config = scripted_config(auth={"master_key": "sk-master-edges"})
+    async with serve_app(create_app(config, providers={"script": ScriptedProvider.from_steps("s", [])})) as url, \
+            httpx.AsyncClient(base_url=url) as http:
+        answers = {path: await http.post(path, content=b"{not json", headers={"content-type": "application/json"})
+                   for path in ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses",
+                                "/v1/embeddings")}
+    assert {path: a.status_code for path, a in answers.items()} == dict.fromkeys(answers, 401)
+    assert answers["/v1/chat/completions"].json()["error"]["code"] == "missing_api_key"
+    assert answers["/v1/messages"].json()["error"]["type"] == "authentication_error"

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from corral.config.schema import CorralConfig, ModelConfig, ProviderConfig, ScriptStep
 from corral.gateway.app import create_app
+from corral.gateway.auth import ANONYMOUS
 from corral.gateway.errors import ApiError
 from corral.telemetry.metrics import GatewayMetrics
 from corral.testing.scripted import ScriptedProvider
@@ -98,7 +99,10 @@ class RefuseEverything:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
-    async def admit(self, request, call) -> None:
+    async def authenticate(self, request):
+        return ANONYMOUS
+
+    async def admit(self, request, call, principal=None) -> None:
         self.metrics.limit_rejections.labels(limit="rpm", scope="key").inc()
         raise ApiError(429, "Rate limit reached", code="rate_limit_exceeded")
 

@@ -36,8 +36,11 @@ class Access:
         """The caller of a route that is not a model call (lists, reports, runs)."""
         return await self.authenticator.authenticate(request)
 
-    async def admit(self, request: Request, call: Call) -> None:
-        principal = await self.authenticator.authenticate(request)
+    async def admit(self, request: Request, call: Call, principal: Principal | None = None) -> None:
+        """``principal``: the caller, when the route authenticated it already (before it
+        read the body); else the request is authenticated here."""
+        if principal is None:
+            principal = await self.authenticator.authenticate(request)
         self.authenticator.check_model(principal, call.model)
         if principal.kind == "jwt":
             await self.budgets.seed_caller(principal, call.model)

@@ -60,9 +60,10 @@ class MessagesApi:
 
     async def create(self, request: Request) -> Response:
         started = time.perf_counter()
+        principal = await self.pipeline.authenticate(request)
         body = validate_messages(await json_body(request))
         chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
-        target, call = await self.pipeline.open(request, body.model, "anthropic", stream=body.stream,
+        target, call = await self.pipeline.open(request, principal, body.model, "anthropic", stream=body.stream,
                                                 started=started)
         message_id = f"msg_{new_id()}"
         if body.stream:
@@ -72,6 +73,7 @@ class MessagesApi:
         return json_response(message_json(result, id=message_id, model=body.model))
 
     async def count_tokens(self, request: Request) -> Response:
+        await self.pipeline.authenticate(request)
         body = validate_count_tokens(await json_body(request))
         if self.models.resolve(body.model) is None:
             raise model_not_found(body.model)

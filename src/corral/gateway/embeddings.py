@@ -68,11 +68,12 @@ class EmbeddingsApi:
 
     async def create(self, request: Request) -> Response:
         started = time.perf_counter()
+        principal = await self.pipeline.authenticate(request)
         body, texts = validate_embeddings(await json_body(request))
         if not self.router.has_model(body.model):
             raise model_not_found(body.model)
         call = self.pipeline.begin(request, body.model, "embeddings", started=started)
-        await self.pipeline.admit(request, call)
+        await self.pipeline.admit(request, call, principal)
         vectors, tokens = await self.pipeline.settle(call, self.router.embed(body.model, texts, call.ctx),
                                                      _tokens_usage)
         data = [{"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}

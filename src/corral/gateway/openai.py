@@ -22,9 +22,11 @@ class ChatCompletionsApi:
 
     async def create(self, request: Request) -> Response:
         started = time.perf_counter()
+        principal = await self.pipeline.authenticate(request)
         body = validate_chat_json(await read_body(request))
         chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
-        target, call = await self.pipeline.open(request, body.model, "openai", stream=body.stream, started=started)
+        target, call = await self.pipeline.open(request, principal, body.model, "openai", stream=body.stream,
+                                                started=started)
         created = int(time.time())
         completion_id = f"chatcmpl-{new_id()}"
         if body.stream:

@@ -1,7 +1,9 @@
 """The path of every model call, on every surface, top to bottom.
 
+    authenticate  who is calling (before the body is read: an unauthenticated request
+              costs no parsing and gets 401 whatever its body)
     open      resolve the model (404 in the surface's format) -> a `Call` on the
-              request's `Exchange` -> admission (auth, allowed model, rate limits and
+              request's `Exchange` -> admission (allowed model, rate limits and
               budgets: `Access`) -> the session header for agents
     complete  the target answers -> `finish`
     stream    the target's first event (an upstream failure before any output is a
@@ -88,18 +90,19 @@ class CallPipeline:
             call.trace_parent = self.tracer.parent(request)
         return call
 
-    async def admit(self, request: Request, call: Call) -> None:
-        await self.access.admit(request, call)
+    async def admit(self, request: Request, call: Call, principal: Principal | None = None) -> None:
+        await self.access.admit(request, call, principal)
 
-    async def open(self, request: Request, model: str, surface: Surface, *, stream: bool,
+    async def open(self, request: Request, principal: Principal, model: str, surface: Surface, *, stream: bool,
                    started: float) -> tuple[ChatTarget, Call]:
-        """The start every chat call shares: resolve, open the call, admit the caller."""
+        """The start every chat call shares: resolve, open the call, admit the caller
+        (authenticated by the route before it read the body)."""
         target = self.models.resolve(model)
         if target is None:
             raise model_not_found(model)
         # Counted, limited and billed as the model that serves it (``default_model`` may).
         call = self.begin(request, target.name, surface, stream=stream, started=started)
-        await self.access.admit(request, call)
+        await self.access.admit(request, call, principal)
         call.session_id = request.headers.get(SESSION_HEADER) or None
         return target, call
 

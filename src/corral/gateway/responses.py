@@ -26,9 +26,11 @@ class ResponsesApi:
 
     async def create(self, request: Request) -> Response:
         started = time.perf_counter()
+        principal = await self.pipeline.authenticate(request)
         body = validate_responses(await json_body(request))
         chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
-        target, call = await self.pipeline.open(request, body.model, "responses", stream=body.stream, started=started)
+        target, call = await self.pipeline.open(request, principal, body.model, "responses", stream=body.stream,
+                                                started=started)
         shape = ResponseShape(body, id=f"resp_{new_id()}")
         if body.stream:
             return await self.pipeline.stream(target, chat, call, ResponseEventWriter(shape))
