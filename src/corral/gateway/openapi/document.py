@@ -17,7 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from corral import __version__
 from corral.gateway.errors import surface_for_path
 from corral.gateway.openapi.llm import AnthropicError, OpenAIError
-from corral.gateway.openapi.operations import SSE, Operation
+from corral.gateway.openapi.operations import SSE, Answer, Operation
 
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
@@ -150,6 +150,7 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
 
 
 def _responses(op: Operation, schemas: _Schemas) -> dict[str, Any]:
+    error: type[BaseModel] = AnthropicError if surface_for_path(op.path) == "anthropic" else OpenAIError
     responses: dict[str, Any] = {}
     for answer in op.answers:
         entry = responses.setdefault(str(answer.status), {"description": answer.description or "OK",
@@ -159,8 +160,7 @@ def _responses(op: Operation, schemas: _Schemas) -> dict[str, Any]:
         if answer.status == 202 and answer.body is None:
             entry.pop("content")
             continue
-        entry["content"][answer.media_type] = {"schema": _body_schema(answer.media_type, answer.body, schemas)}
-    error: type[BaseModel] = AnthropicError if surface_for_path(op.path) == "anthropic" else OpenAIError
+        entry["content"][answer.media_type] = {"schema": _body_schema(answer, error, schemas)}
     for status in op.errors:
         responses.setdefault(str(status), {
             "description": _ERROR_DESCRIPTIONS.get(status, "Error"),
@@ -169,17 +169,29 @@ def _responses(op: Operation, schemas: _Schemas) -> dict[str, Any]:
     return dict(sorted(responses.items()))
 
 
-def _body_schema(media_type: str, body: type[BaseModel] | None, schemas: _Schemas) -> dict[str, Any]:
-    if media_type == SSE:
-        # OpenAPI 3.1 has no schema for one event of a stream: the text is a string, and the
-        # model of each event's `data:` is named beside it.
-        schema: dict[str, Any] = {"type": "string", "description": "server-sent events"}
-        if body is not None:
-            schema["x-corral-event"] = schemas.ref(body, "serialization")
-        return schema
-    if body is not None:
-        return schemas.ref(body, "serialization")
-    return {"type": "object"} if media_type.endswith("json") else {"type": "string"} if media_type.startswith(
-        "text/") else {"type": "string", "format": "binary"}
+def _body_schema(answer: Answer, error: type[BaseModel], schemas: _Schemas) -> dict[str, Any]:
+    if answer.media_type == SSE:
+        return _event_schema(answer, error, schemas)
+    if answer.body is not None:
+        return schemas.ref(answer.body, "serialization")
+    if answer.media_type.endswith("json"):
+        return {"type": "object"}
+    if answer.media_type.startswith("text/"):
+        return {"type": "string"}
+    return {"type": "string", "format": "binary"}
 
 
+def _event_schema(answer: Answer, error: type[BaseModel], schemas: _Schemas) -> dict[str, Any]:
+    """One server-sent event (OpenAPI before 3.2 has the schema of an event stream describe
+    each event): its `data:` is JSON of the answer's model, or the surface's error object
+    when the stream fails after it started."""
+    payloads = [schemas.ref(error, "serialization")]
+    if answer.body is not None:
+        payloads.insert(0, schemas.ref(answer.body, "serialization"))
+    data: dict[str, Any] = {"type": "string", "contentMediaType": "application/json",
+                            "contentSchema": {"anyOf": payloads}}
+    if answer.stream_end is not None:
+        data = {"anyOf": [{"const": answer.stream_end}, data]}
+    return {"type": "object", "required": ["data"],
+            "properties": {"event": {"type": "string"}, "data": data, "id": {"type": "string"},
+                           "retry": {"type": "integer"}}}

@@ -36,6 +36,7 @@ class Answer:
     body: type[BaseModel] | None
     media_type: str = JSON
     description: str = ""
+    stream_end: str | None = None  # an event stream's last `data:` that is not JSON (`[DONE]`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,11 @@ ADMIN = (400, 401, 403, 404, 409, 413, 503)
 
 
 def _chat(op_id: str, path: str, summary: str, tag: Tag, request: type[BaseModel], body: type[BaseModel],
-          events: type[BaseModel], errors: tuple[int, ...], description: str) -> Operation:
+          events: type[BaseModel], errors: tuple[int, ...], description: str, stream_end: str | None = None
+          ) -> Operation:
     return Operation(path, "POST", op_id, summary, tag, "key", request=request, headers=(SESSION_HEADER,),
                      answers=(Answer(200, body, description="`stream: false`"),
-                              Answer(200, events, SSE, "`stream: true`: one event per `data:` line")),
+                              Answer(200, events, SSE, "`stream: true`", stream_end)),
                      errors=errors, description=description)
 
 
@@ -97,7 +99,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # ---- OpenAI-compatible --------------------------------------------------------
     _chat("createChatCompletion", "/v1/chat/completions", "OpenAI Chat Completions", "OpenAI", ChatCompletionIn,
           llm.ChatCompletion, llm.ChatCompletionChunk, MODEL_CALL,
-          "`model` names a model alias or an agent. The stream ends with `data: [DONE]`."),
+          "`model` names a model alias or an agent. The stream ends with `data: [DONE]`.", "[DONE]"),
     _chat("createResponse", "/v1/responses", "OpenAI Responses (stateless)", "OpenAI", ResponsesIn,
           llm.ResponseObject, llm.ResponseStreamEvent, MODEL_CALL,
           "Responses are not stored: send the conversation as `input`; `previous_response_id` is refused."),
