@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from corral.gateway.errors import surface_for_path
 from corral.gateway.openapi import OPERATIONS, build_openapi
+from corral.gateway.openapi.llm import AnthropicError, OpenAIError
 from corral.testing.process import ServeProcess, start_serve
 
 MASTER = "sk-fuzz-master-0123456789"
@@ -129,3 +130,37 @@ def test_every_operation_with_the_master_key_answers_as_documented(server: Serve
     assert not failures, "\n\n".join(failures)
     assert httpx.get(f"{server.base_url}/readyz", timeout=5).json() == {"status": "ready"}
     assert time.monotonic() - started < 60
+
+
+def unauthenticated(schema: schemathesis.BaseSchema, base_url: str) -> list[str]:
+    """Every operation the document says needs a credential, called without one."""
+    wrong: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.definition.raw.get("security"):
+            try:
+                refuses_without_key(operation, base_url)
+            except (Exception, BaseExceptionGroup) as exc:
+                wrong.append(f"{operation.label}: {str(exc)[:600]}")
+    return wrong
+
+
+def refuses_without_key(operation: schemathesis.APIOperation, base_url: str) -> None:
+    error = AnthropicError if surface_for_path(operation.path) == "anthropic" else OpenAIError
+
+    @settings(max_examples=3, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
+    @given(case=operation.as_strategy())
+    def run(case: schemathesis.Case) -> None:
+        response = case.call(base_url=base_url, timeout=15)
+        assert response.status_code == 401, f"{response.status_code} {response.text[:200]}"
+        error.model_validate_json(response.content)
+
+    run()
+
+
+def test_every_protected_operation_without_a_key_answers_401_in_its_surface_format(server: ServeProcess) -> None:
+    schema = schemathesis.openapi.from_dict(served_document(server.base_url))
+    wrong = unauthenticated(schema, server.base_url)
+    assert not wrong, "\n\n".join(wrong)
+    assert httpx.get(f"{server.base_url}/readyz", timeout=5).json() == {"status": "ready"}

@@ -70,6 +70,7 @@ class EmbeddingsApi:
         started = time.perf_counter()
         body, texts = validate_embeddings(await json_body(request))
         if not self.router.has_model(body.model):
+            await self.pipeline.authenticate(request)  # without a key, nothing is learnt about which models exist
             raise model_not_found(body.model)
         call = self.pipeline.begin(request, body.model, "embeddings", started=started)
         await self.pipeline.admit(request, call)

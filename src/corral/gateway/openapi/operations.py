@@ -85,6 +85,8 @@ def _chat(op_id: str, path: str, summary: str, tag: Tag, request: type[BaseModel
                      errors=errors, description=description)
 
 
+_MCP_NO_SESSION: tuple[tuple[Method, str], ...] = (("GET", "get"), ("DELETE", "delete"))
+
 OPERATIONS: tuple[Operation, ...] = (
     # ---- operations ------------------------------------------------------------
     Operation("/health", "GET", "health", "Liveness with the version", "Operations", "none",
@@ -165,8 +167,7 @@ OPERATIONS: tuple[Operation, ...] = (
       for path, suffix in (("/mcp", ""), ("/mcp/", "Slash"))),
     *(Operation(path, method, f"{verb}Mcp{suffix}", f"MCP {method} (no sessions on a stateless server)", "MCP",
                 "key", errors=(401,), answers=(Answer(405, c.JsonRpcResponse),))
-      for path, suffix in (("/mcp", ""), ("/mcp/", "Slash")) for method, verb in (("GET", "get"),
-                                                                                  ("DELETE", "delete"))),
+      for path, suffix in (("/mcp", ""), ("/mcp/", "Slash")) for method, verb in _MCP_NO_SESSION),
     # ---- admin ------------------------------------------------------------------------
     Operation("/admin/keys", "POST", "createKey", "Create a virtual key", "Admin", "master", request=KeyCreate,
               request_required=False, errors=ADMIN, answers=(Answer(201, c.KeyWithSecret),)),
