@@ -6,7 +6,6 @@ Without a key: every protected operation answers 401 in its surface's error form
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +50,7 @@ runs:
 MODELS = ["scripted", "assistant"]  # names this server knows, so the fuzzer reaches past "unknown model"
 CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
-EXAMPLES = 12  # per operation: the whole file stays well under a minute
+EXAMPLES = 12  # per operation: the whole file takes about half a minute
 
 
 @pytest.fixture(scope="module")
@@ -122,14 +121,20 @@ def fuzz(schema: schemathesis.BaseSchema, base_url: str, headers: dict[str, str]
 
 
 def test_every_operation_with_the_master_key_answers_as_documented(server: ServeProcess) -> None:
-    started = time.monotonic()
     schema = schemathesis.openapi.from_dict(narrowed(served_document(server.base_url)))
     statuses: dict[str, set[int]] = {}
     failures = fuzz(schema, server.base_url, {"authorization": f"Bearer {MASTER}"}, statuses)
-    print(statuses)
     assert not failures, "\n\n".join(failures)
     assert httpx.get(f"{server.base_url}/readyz", timeout=5).json() == {"status": "ready"}
-    assert time.monotonic() - started < 60
+    # The fuzzer got past validation and "not found" to real answers on every kind of operation.
+    assert not [op for op in REACHED if not any(200 <= s < 300 for s in statuses.get(op, ()))], statuses
+
+
+REACHED = ["POST /v1/chat/completions", "POST /v1/responses", "POST /v1/messages", "POST /v1/embeddings",
+           "POST /v1/messages/count_tokens", "GET /v1/models/{model}", "POST /v1/agents/{name}/runs",
+           "GET /v1/runs/{run_id}", "GET /v1/runs/{run_id}/events", "GET /v1/sessions/{session_id}",
+           "POST /a2a/{name}", "POST /mcp", "POST /admin/keys", "PATCH /admin/keys/{key_id}", "POST /admin/teams",
+           "GET /admin/spend"]
 
 
 def unauthenticated(schema: schemathesis.BaseSchema, base_url: str) -> list[str]:

@@ -42,8 +42,20 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+def _json_safe(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Metadata is stored and answered as JSON: refused here, not after it is stored (an
+    integer past 64 bits would otherwise break every later listing of the record)."""
+    if value is not None:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            raise ValueError("metadata must be plain JSON (integers within 64 bits)") from None
+    return value
+
+
 Duration = Annotated[str | None, AfterValidator(_valid_duration)]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_json_safe)]
 
 
 class ModelLimit(_Body):
@@ -61,7 +73,7 @@ class KeyCreate(_Body):
     tpm: int | None = Field(default=None, ge=1)
     model_limits: dict[str, ModelLimit] = Field(default_factory=dict)
     expires_at: Time = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class KeyUpdate(_Body):
@@ -76,7 +88,7 @@ class KeyUpdate(_Body):
     tpm: int | None = Field(default=None, ge=1)
     model_limits: dict[str, ModelLimit] | None = None
     expires_at: Time = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     disabled: bool = False
 
     def changes(self) -> dict[str, Any]:
@@ -96,7 +108,7 @@ class TeamCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     max_budget: float | None = Field(default=None, ge=0)
     budget_duration: Duration = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 def key_json(record: KeyRecord, *, spend: float | None = None) -> dict[str, Any]:

@@ -8,11 +8,13 @@ those handlers switch to. The admin request bodies are the admin module's own mo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.gateway.openapi.llm import Out
+
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # what JSON encoders (orjson) can write back
 
 # ---- health and reports ---------------------------------------------------------
 
@@ -99,7 +101,7 @@ class RunCreateBody(BaseModel):
                                     "background: queue it and answer 202")
     session_id: str | None = Field(default=None, min_length=1, description="continue this session "
                                    "(or send the x-corral-session-id header)")
-    variables: dict[str, str | int | float | bool] | None = Field(default=None,
+    variables: dict[str, str | Int64 | float | bool] | None = Field(default=None,
                                                                    description="values for {name} in the "
                                                                                "agent's instructions")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="wait mode: seconds to wait for the "
