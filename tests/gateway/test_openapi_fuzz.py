@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     folder = tmp_path_factory.mktemp("fuzz")
     config = folder / "corral.yaml"
     config.write_text(CONFIG.format(master=MASTER, db=folder / "corral.db"))
-    process = start_serve(config)
+    process = start_serve(config, ready_timeout=60)  # imports of the A2A and MCP SDKs are slow on a busy machine
     try:
         yield process
     finally:

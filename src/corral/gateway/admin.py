@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,14 +54,16 @@ def _json_safe(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+# A 64-bit column: a larger limit would be accepted, then fail to store (a 500).
+MAX_STORED_INT = 2**63 - 1
 Duration = Annotated[str | None, AfterValidator(_valid_duration)]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_json_safe)]
 
 
 class ModelLimit(_Body):
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
 
 
 class KeyCreate(_Body):
@@ -69,8 +72,8 @@ class KeyCreate(_Body):
     models: list[str] = Field(default_factory=list)
     max_budget: float | None = Field(default=None, ge=0)
     budget_duration: Duration = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     model_limits: dict[str, ModelLimit] = Field(default_factory=dict)
     expires_at: Time = None
     metadata: Metadata = Field(default_factory=dict)
@@ -84,8 +87,8 @@ class KeyUpdate(_Body):
     models: list[str] | None = None
     max_budget: float | None = Field(default=None, ge=0)
     budget_duration: Duration = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     model_limits: dict[str, ModelLimit] | None = None
     expires_at: Time = None
     metadata: Metadata | None = None
