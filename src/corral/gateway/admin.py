@@ -43,14 +43,14 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def _json_safe(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Metadata is stored and answered as JSON: refused here, not after it is stored (an
-    integer past 64 bits would otherwise break every later listing of the record)."""
+def json_safe(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stored and answered as JSON: refused here, not after it is stored (an integer past
+    64 bits would otherwise break every later listing of the record)."""
     if value is not None:
         try:
             orjson.dumps(value)
         except orjson.JSONEncodeError:
-            raise ValueError("metadata must be plain JSON (integers within 64 bits)") from None
+            raise ValueError("must be plain JSON (integers within 64 bits)") from None
     return value
 
 
@@ -58,7 +58,7 @@ def _json_safe(value: dict[str, Any] | None) -> dict[str, Any] | None:
 MAX_STORED_INT = 2**63 - 1
 Duration = Annotated[str | None, AfterValidator(_valid_duration)]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+Metadata = Annotated[dict[str, Any], AfterValidator(json_safe)]
 
 
 class ModelLimit(_Body):

@@ -3,7 +3,7 @@ built from it, and the routes that serve it (`/openapi.json`, `/docs`)."""
 
 from corral.gateway.openapi.document import build_openapi, openapi_path
 from corral.gateway.openapi.operations import OPERATIONS, REFERENCE, Answer, Header, Operation
-from corral.gateway.openapi.reference import operations_for, reference_routes, route_keys
+from corral.gateway.openapi.reference import Reference, operations_for, reference_routes, route_keys
 
 __all__ = [
     "OPERATIONS",
@@ -11,6 +11,7 @@ __all__ = [
     "Answer",
     "Header",
     "Operation",
+    "Reference",
     "build_openapi",
     "openapi_path",
     "operations_for",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from corral.gateway.admin import json_safe
 from corral.gateway.openapi.llm import Out
 
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # what JSON encoders (orjson) can write back
+Variables = Annotated[dict[str, StrictStr | StrictInt | StrictFloat | StrictBool], AfterValidator(json_safe)]
 
 # ---- health and reports ---------------------------------------------------------
 
@@ -101,7 +102,7 @@ class RunCreateBody(BaseModel):
                                     "background: queue it and answer 202")
     session_id: str | None = Field(default=None, min_length=1, description="continue this session "
                                    "(or send the x-corral-session-id header)")
-    variables: dict[str, str | Int64 | float | bool] | None = Field(default=None,
+    variables: Variables | None = Field(default=None,
                                                                    description="values for {name} in the "
                                                                                "agent's instructions")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="wait mode: seconds to wait for the "
@@ -112,9 +113,9 @@ class RunCreateBody(BaseModel):
 class RunApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    approved: bool = Field(default=True, description="approve (or refuse) every pending tool call")
-    decisions: dict[str, bool] | None = Field(default=None, description="tool call id -> approved, per call")
-    wait: bool = Field(default=False, description="answer once the run is final or paused again")
+    approved: StrictBool = Field(default=True, description="approve (or refuse) every pending tool call")
+    decisions: dict[str, StrictBool] | None = Field(default=None, description="tool call id -> approved, per call")
+    wait: StrictBool = Field(default=False, description="answer once the run is final or paused again")
     timeout: float | None = Field(default=None, gt=0, le=3600, description="with wait: seconds (default 60)")
 
 

@@ -69,35 +69,42 @@ def assets_dir() -> Path:
     return Path(str(swagger_ui_bundle.swagger_ui_path))
 
 
-def reference_routes(served: Sequence[BaseRoute], *, title: str = "Corral") -> list[BaseRoute]:
-    """`/openapi.json`, `/docs` and `/docs/assets/{name}`, documenting ``served`` and themselves."""
-    document = build_openapi([*operations_for(served), *REFERENCE], title=title)
-    body = orjson.dumps(document)
-    page = PAGE.format(title=title).encode()
-    folder = assets_dir()
+class Reference:
+    """The document and the page. The document is built on its first request (generating
+    every model's schema costs a noticeable part of startup), then served as bytes."""
 
-    async def openapi(_: Request) -> Response:
-        return Response(body, media_type="application/json")
+    def __init__(self, operations: Sequence[Operation], *, title: str) -> None:
+        self.operations = operations
+        self.title = title
+        self.page = PAGE.format(title=title).encode()
+        self.assets = assets_dir()
+        self._document: bytes | None = None
 
-    async def docs(_: Request) -> Response:
-        return Response(page, media_type="text/html")
+    def document(self) -> dict[str, Any]:
+        return build_openapi(self.operations, title=self.title)
 
-    async def asset(request: Request) -> Response:
+    async def openapi(self, _: Request) -> Response:
+        if self._document is None:
+            self._document = orjson.dumps(self.document())
+        return Response(self._document, media_type="application/json")
+
+    async def docs(self, _: Request) -> Response:
+        return Response(self.page, media_type="text/html")
+
+    async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in ASSETS:
             raise ApiError(404, f"No such file: {name}", code="not_found")
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return Response((folder / name).read_bytes(), media_type=content_type,
+        return Response((self.assets / name).read_bytes(), media_type=content_type,
                         headers={"cache-control": "public, max-age=86400"})
 
+
+def reference_routes(served: Sequence[BaseRoute], *, title: str = "Corral") -> list[BaseRoute]:
+    """`/openapi.json`, `/docs` and `/docs/assets/{name}`, documenting ``served`` and themselves."""
+    reference = Reference([*operations_for(served), *REFERENCE], title=title)
     return [
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
-        Route("/docs/assets/{name}", asset, methods=["GET"]),
+        Route("/openapi.json", reference.openapi, methods=["GET"]),
+        Route("/docs", reference.docs, methods=["GET"]),
+        Route("/docs/assets/{name}", reference.asset, methods=["GET"]),
     ]
-
-
-def document_of(routes: Sequence[BaseRoute]) -> dict[str, Any]:
-    """The document `reference_routes` serves for an app with these routes."""
-    served = [r for r in routes if not (isinstance(r, Route) and r.path in {o.path for o in REFERENCE})]
-    return build_openapi([*operations_for(served), *REFERENCE])
