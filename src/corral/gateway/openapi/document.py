@@ -41,6 +41,7 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request", 401: "Missing or invalid credentials", 403: "Not allowed", 404: "Not found",
     405: "Method not allowed", 409: "Conflict", 413: "Body larger than `server.max_body_bytes`",
+    415: "Unsupported content-encoding (gzip and deflate are decoded)",
     429: "Rate limit or budget exceeded (with `retry-after`)", 500: "Internal error, or an agent run failed",
     502: "Upstream unavailable after retries and fallbacks", 503: "Not ready, or limits cannot be checked",
     504: "Upstream timeout", 529: "Upstream overloaded (Anthropic's status for an unavailable upstream)",
@@ -161,7 +162,8 @@ def _responses(op: Operation, schemas: _Schemas) -> dict[str, Any]:
             entry.pop("content")
             continue
         entry["content"][answer.media_type] = {"schema": _body_schema(answer, error, schemas)}
-    for status in op.errors:
+    # Any body may be too large or in an encoding the middleware does not decode.
+    for status in sorted({*op.errors, *((413, 415) if op.request is not None else ())}):
         responses.setdefault(str(status), {
             "description": _ERROR_DESCRIPTIONS.get(status, "Error"),
             "content": {"application/json": {"schema": schemas.ref(error, "serialization")}},
