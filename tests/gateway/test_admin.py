@@ -268,3 +268,23 @@ async def test_usage_rows_and_the_cost_metric_price_the_alias_first(scripted_ser
         metrics = (await api.get("/metrics")).text
         [line] = [x for x in metrics.splitlines() if x.startswith('corral_cost_usd_total{model="house"}')]
         assert float(line.split()[-1]) == pytest.approx(expected)
+
+
+async def test_metadata_that_cannot_be_answered_as_json_is_refused_before_it_is_stored(
+        scripted_server: ServerFactory) -> None:
+    """Found by the contract fuzzer: an integer past 64 bits in metadata was stored, then
+    every listing of teams (or keys) failed with a 500; as a limit, it failed to store (500)."""
+    async with scripted_server(**PRICED) as (base_url, _), httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {MASTER}"}
+    ) as client:
+        huge = {"n": 2**70}
+        team = await client.post("/admin/teams", json={"name": "t", "metadata": huge})
+        key = await client.post("/admin/keys", json={"metadata": huge})
+        limit = await client.post("/admin/keys", json={"rpm": 2**64})
+        teams = await client.get("/admin/teams")
+        keys = await client.get("/admin/keys")
+    assert team.status_code == 400 and "64 bits" in team.json()["error"]["message"]
+    assert key.status_code == 400 and key.json()["error"]["param"] == "metadata"
+    assert limit.status_code == 400 and limit.json()["error"]["param"] == "rpm"
+    assert teams.status_code == 200 and teams.json()["data"] == []
+    assert keys.status_code == 200 and keys.json()["data"] == []

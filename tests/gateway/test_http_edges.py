@@ -117,3 +117,26 @@ async def test_auth_is_checked_before_the_body_is_parsed() -> None:
     assert {path: a.status_code for path, a in answers.items()} == dict.fromkeys(answers, 401)
     assert answers["/v1/chat/completions"].json()["error"]["code"] == "missing_api_key"
     assert answers["/v1/messages"].json()["error"]["type"] == "authentication_error"
+
+
+async def test_repeated_bad_keys_from_one_address_are_slowed_down_and_counted() -> None:
+    import time
+
+    config = scripted_config(auth={"master_key": "sk-master-throttle",
+                                   "throttle": {"limit": 2, "base_delay": 0.4, "max_delay": 0.4}})
+    async with serve_app(create_app(config, providers={"script": ScriptedProvider.from_steps("s", [])})) as url, \
+            httpx.AsyncClient(base_url=url) as http:
+        bad = {"authorization": "Bearer sk-guess"}
+        timings = []
+        for _ in range(4):
+            started = time.perf_counter()
+            answer = await http.post("/v1/chat/completions", json=CHAT, headers=bad)
+            timings.append(time.perf_counter() - started)
+            assert answer.status_code == 401
+        good = await http.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-master-throttle"})
+        after = await http.post("/v1/chat/completions", json=CHAT, headers=bad)  # a success forgets the address
+        metrics = (await http.get("/metrics", headers={"authorization": "Bearer sk-master-throttle"})).text
+    assert all(t < 0.35 for t in timings[:2]) and all(t >= 0.4 for t in timings[2:])
+    assert good.status_code == 200 and after.status_code == 401
+    assert 'corral_auth_failures_total{throttled="true"} 2.0' in metrics
+    assert 'corral_auth_failures_total{throttled="false"} 3.0' in metrics

@@ -173,6 +173,15 @@ class JWTConfig(Strict):
     team_limits: CallerLimits = Field(default_factory=CallerLimits)  # each team named by team_claim
 
 
+class AuthThrottleConfig(Strict):
+    """Failed authentication from one client address, slowed down (docs/auth.md)."""
+
+    limit: int = Field(default=10, ge=0)  # failures in the window answered at once
+    window_seconds: float = Field(default=60.0, gt=0)
+    base_delay: float = Field(default=0.25, ge=0)  # the first throttled failure waits this; doubles per failure
+    max_delay: float = Field(default=10.0, ge=0)
+
+
 class AuthConfig(Strict):
     master_key: SecretStr | None = None  # also CORRAL_MASTER_KEY
     api_keys: list[SecretStr] = Field(default_factory=list)  # static caller keys: models only, no admin
@@ -182,6 +191,7 @@ class AuthConfig(Strict):
         default_factory=lambda: ["/health", "/healthz", "/readyz", "/.well-known/agent-card.json"]
     )
     jwt: JWTConfig | None = None
+    throttle: AuthThrottleConfig = Field(default_factory=AuthThrottleConfig)
 
 
 class TracingConfig(Strict):

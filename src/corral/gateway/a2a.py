@@ -61,6 +61,7 @@ from corral.agents.sessions import SessionConflict
 from corral.agents.spec import Agent
 from corral.gateway.agent_runtime import AgentRuntime
 from corral.gateway.call import exchange_of
+from corral.gateway.errors import ApiError
 from corral.gateway.pipeline import CallPipeline
 from corral.llm.types import Message as ChatMessage
 from corral.store import RunRecord
@@ -266,6 +267,7 @@ class A2AApi:
         name = request.path_params["name"]
         dispatcher = self.dispatchers.get(name)
         if dispatcher is None:
+            await self.pipeline.authenticate(request)  # without a key, nothing is learnt about which agents exist
             return JSONResponse({"jsonrpc": "2.0", "id": await _request_id(request),
                                  "error": {"code": -32601, "message": f"unknown agent {name!r}"}}, status_code=404)
         call = self.pipeline.begin(request, name, "a2a")
@@ -277,7 +279,7 @@ class A2AApi:
         name = request.path_params.get("name") or (self.public[0].name if self.public else None)
         agent = self.runtime.registry.get(name) if name else None
         if agent is None or agent.config.visibility != "public":
-            return JSONResponse({"error": f"unknown agent {name!r}"}, status_code=404)
+            raise ApiError(404, f"unknown agent {name!r}", code="not_found")
         return JSONResponse(agent_card_to_dict(agent_card(agent, str(request.base_url),
                                                           auth_required=self.auth_required)))
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -42,13 +43,27 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+def json_safe(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stored and answered as JSON: refused here, not after it is stored (an integer past
+    64 bits would otherwise break every later listing of the record)."""
+    if value is not None:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            raise ValueError("must be plain JSON (integers within 64 bits)") from None
+    return value
+
+
+# A 64-bit column: a larger limit would be accepted, then fail to store (a 500).
+MAX_STORED_INT = 2**63 - 1
 Duration = Annotated[str | None, AfterValidator(_valid_duration)]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
+Metadata = Annotated[dict[str, Any], AfterValidator(json_safe)]
 
 
 class ModelLimit(_Body):
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
 
 
 class KeyCreate(_Body):
@@ -57,11 +72,11 @@ class KeyCreate(_Body):
     models: list[str] = Field(default_factory=list)
     max_budget: float | None = Field(default=None, ge=0)
     budget_duration: Duration = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     model_limits: dict[str, ModelLimit] = Field(default_factory=dict)
     expires_at: Time = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class KeyUpdate(_Body):
@@ -72,11 +87,11 @@ class KeyUpdate(_Body):
     models: list[str] | None = None
     max_budget: float | None = Field(default=None, ge=0)
     budget_duration: Duration = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_STORED_INT)
     model_limits: dict[str, ModelLimit] | None = None
     expires_at: Time = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     disabled: bool = False
 
     def changes(self) -> dict[str, Any]:
@@ -96,7 +111,7 @@ class TeamCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     max_budget: float | None = Field(default=None, ge=0)
     budget_duration: Duration = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 def key_json(record: KeyRecord, *, spend: float | None = None) -> dict[str, Any]:

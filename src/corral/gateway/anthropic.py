@@ -73,7 +73,7 @@ class MessagesApi:
         return json_response(message_json(result, id=message_id, model=body.model))
 
     async def count_tokens(self, request: Request) -> Response:
-        await self.pipeline.authenticate(request)
+        await self.pipeline.authenticate(request)  # not a model call (no admission), but never open to anyone
         body = validate_count_tokens(await json_body(request))
         if self.models.resolve(body.model) is None:
             raise model_not_found(body.model)

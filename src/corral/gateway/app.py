@@ -30,6 +30,7 @@ from corral.gateway.agent_chat import AgentChatTargets
 from corral.gateway.agent_runtime import AgentRuntime
 from corral.gateway.anthropic import MessagesApi
 from corral.gateway.auth import Authenticator, KeyCache
+from corral.gateway.auth_throttle import AuthFailureCounter, FailedAuthThrottle
 from corral.gateway.billing import Billing
 from corral.gateway.budgets import BudgetSeeder
 from corral.gateway.call import Models
@@ -42,6 +43,7 @@ from corral.gateway.limits import Counters, Limiter
 from corral.gateway.metrics import CallObserver, queue_depth, router_health
 from corral.gateway.middleware import CorralMiddleware
 from corral.gateway.openai import ChatCompletionsApi, ModelsApi
+from corral.gateway.openapi import reference_routes
 from corral.gateway.pipeline import CallPipeline
 from corral.gateway.responses import ResponsesApi
 from corral.gateway.runs import RunsApi
@@ -152,7 +154,7 @@ def build_gateway(
     observer = CallObserver(metrics, access_log)
 
     keys = KeyCache(store)
-    authenticator = build_authenticator(config, keys)
+    authenticator = build_authenticator(config, keys, metrics)
     redis = _redis(config.cache.url)
     limiter = build_limiter(config, redis)
     budgets = BudgetSeeder(limiter, store)
@@ -291,7 +293,7 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
     if gateway.mcp is not None:
         routes += [Route("/mcp", gateway.mcp, methods=["GET", "POST", "DELETE"]),
                    Route("/mcp/", gateway.mcp, methods=["GET", "POST", "DELETE"])]
-    return routes
+    return [*routes, *reference_routes(routes)]  # /openapi.json and /docs describe every route above
 
 
 def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None) -> Router:
@@ -303,14 +305,18 @@ def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None)
     return Router(config.models, built, settings=config.router, passthrough=passthrough)
 
 
-def build_authenticator(config: CorralConfig, keys: KeyCache) -> Authenticator:
+def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMetrics | None) -> Authenticator:
     master = config.auth.master_key.get_secret_value() if config.auth.master_key else None
     jwt = None
     if config.auth.jwt is not None:
         from corral.gateway.auth_jwt import JWTVerifier  # PyJWT + cryptography: only when used
 
         jwt = JWTVerifier(config.auth.jwt)
-    return Authenticator(config.auth, master_key=master or None, keys=keys, jwt=jwt)
+    limits = config.auth.throttle
+    throttle = FailedAuthThrottle(limit=limits.limit, window_seconds=limits.window_seconds,
+                                  base_delay=limits.base_delay, max_delay=max(limits.max_delay, limits.base_delay),
+                                  observer=AuthFailureCounter(metrics.registry) if metrics is not None else None)
+    return Authenticator(config.auth, master_key=master or None, keys=keys, jwt=jwt, throttle=throttle)
 
 
 def build_limiter(config: CorralConfig, redis: Any) -> Limiter:

@@ -30,6 +30,7 @@ from corral.store import KeyRecord, Store, TeamRecord
 
 if TYPE_CHECKING:
     from corral.gateway.auth_jwt import JWTVerifier
+    from corral.gateway.auth_throttle import FailedAuthThrottle
 
 log = logging.getLogger("corral.auth")
 
@@ -199,8 +200,10 @@ class Authenticator:
         master_key: str | None = None,
         keys: KeyCache | None = None,
         jwt: JWTVerifier | None = None,
+        throttle: FailedAuthThrottle | None = None,
     ) -> None:
         self.config = config
+        self.throttle = throttle
         self.master_key = master_key
         self._master = master_key.encode() if master_key else None
         self.keys = keys
@@ -222,7 +225,16 @@ class Authenticator:
             if not self.required or self.is_public(request.url.path):
                 return ANONYMOUS
             raise AuthError(401, "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-        return await self.authenticate_token(token)
+        if self.throttle is None:
+            return await self.authenticate_token(token)
+        client = request.client.host if request.client else ""
+        try:
+            principal = await self.authenticate_token(token)
+        except AuthError:
+            await self.throttle.penalize(client)  # guessing keys from one address turns into a crawl
+            raise
+        self.throttle.succeeded(client)
+        return principal
 
     async def authenticate_token(self, token: str) -> Principal:
         if self._master is not None and hmac.compare_digest(token.encode(), self._master):

@@ -19,6 +19,7 @@ import mcp_types as types
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from corral.agents.service import FINAL_STATES
@@ -32,6 +33,12 @@ INPUT_SCHEMA = {
     "properties": {"input": {"type": "string", "description": "the message for the agent"},
                    "session_id": {"type": "string", "description": "continue this session (optional)"}},
 }
+
+
+NO_SERVER_STREAM = JSONResponse(
+    {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Method Not Allowed: this endpoint is "
+                                             "stateless and offers no server-initiated stream; POST requests"}},
+    status_code=405, headers={"allow": "POST, DELETE"})
 
 
 def build_server(runtime: AgentRuntime, pipeline: CallPipeline) -> Server[Any]:
@@ -103,5 +110,10 @@ class McpEndpoint:
             await self.pipeline.authenticate(Request(scope, receive))
         except ApiError as exc:
             await error_response(exc, "openai")(scope, receive, send)
+            return
+        if scope["method"] == "GET":
+            # A stateless server never sends a message of its own: the SDK's GET stream would
+            # only ping, forever. The MCP spec's answer for "no server stream here" is 405.
+            await NO_SERVER_STREAM(scope, receive, send)
             return
         await self.manager.handle_request(scope, receive, send)

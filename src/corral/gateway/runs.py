@@ -13,9 +13,10 @@ spent.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,6 +30,8 @@ from corral.gateway.auth import Principal
 from corral.gateway.call import Call, owner_of
 from corral.gateway.errors import ApiError
 from corral.gateway.http import json_object, json_response
+from corral.gateway.openai_format import validation_error
+from corral.gateway.openapi.control import RunApproveBody, RunCreateBody, RunGetQuery, SessionListQuery
 from corral.gateway.pipeline import SESSION_HEADER, CallPipeline
 from corral.gateway.streaming import EventStreamResponse, sse_event
 from corral.llm.types import Message, Usage
@@ -51,22 +54,21 @@ class RunsApi:
         return json_response({"object": "list", "data": data})
 
     async def create_run(self, request: Request) -> Response:
+        principal = await self.pipeline.authenticate(request)  # before anything is told about the agent
         name = request.path_params["name"]
         agent = self.runtime.registry.get(name)
         if agent is None or agent.config.visibility != "public":
             raise ApiError(404, f"unknown agent {name!r}", code="not_found")
         call = self.pipeline.begin(request, name, "agents")
         call.metered = True  # the run's model calls are charged one by one
-        await self.pipeline.admit(request, call)
-        body = await json_object(request)
-        mode = body.get("mode", "wait")
-        if mode not in ("wait", "stream", "background"):
-            raise ApiError(400, "mode must be wait, stream or background", param="mode")
-        session_id = body.get("session_id") or request.headers.get(SESSION_HEADER)
+        await self.pipeline.admit(request, call, principal)
+        body = validated(RunCreateBody, await json_object(request))
+        mode = body.mode
+        session_id = body.session_id or request.headers.get(SESSION_HEADER)
         try:
             record, live = await self.service.start_run(
                 name, parse_input(body), session_id=session_id, request_id=call.request_id,
-                mode="background" if mode == "background" else "foreground", variables=body.get("variables") or {},
+                mode="background" if mode == "background" else "foreground", variables=body.variables or {},
                 owner=owner_of(call.principal), caller=call.caller())
         except (RunNotFound, SessionConflict) as exc:
             raise errors_to_api(exc) from None
@@ -76,7 +78,7 @@ class RunsApi:
         if call.stream:
             return stream_response(self._finished_after(call, live, run_events(live, record, started_here=True)))
         try:
-            final = await self.service.wait(record.id, float(body.get("timeout") or agent.config.timeout + 10))
+            final = await self.service.wait(record.id, body.timeout or agent.config.timeout + 10)
         finally:
             await self._finish(call, live)
         return json_response(run_json(final))
@@ -112,14 +114,10 @@ class RunsApi:
         return record
 
     async def get_run(self, request: Request) -> Response:
-        wait = request.query_params.get("wait")
-        try:
-            seconds = float(wait) if wait else None
-        except ValueError:
-            raise ApiError(400, "wait must be a number of seconds", param="wait") from None
+        query = validated(RunGetQuery, dict(request.query_params))
         record = await self._readable_run(request)
-        if seconds is not None:
-            record = await self.service.wait(record.id, seconds)
+        if query.wait is not None:
+            record = await self.service.wait(record.id, query.wait)
         return json_response(run_json(record))
 
     async def run_events(self, request: Request) -> Response:
@@ -146,21 +144,16 @@ class RunsApi:
             raise errors_to_api(exc) from None
 
     async def approve_run(self, request: Request) -> Response:
-        body = await json_object(request)
-        decisions = body.get("decisions")
-        if decisions is not None and not (isinstance(decisions, dict)
-                                          and all(isinstance(v, bool) for v in decisions.values())):
-            raise ApiError(400, "decisions must map tool call ids to true/false", param="decisions")
         record = await self._readable_run(request)
+        body = validated(RunApproveBody, await json_object(request))
         # Approval resumes the run's model calls: admitted like starting it.
         await self.pipeline.admit(request, self.pipeline.begin(request, record.agent, "agents"))
         try:
-            record = await self.service.approve(record.id, approved=bool(body.get("approved", True)),
-                                                decisions=decisions)
+            record = await self.service.approve(record.id, approved=body.approved, decisions=body.decisions)
         except (RunNotFound, RunConflict) as exc:
             raise errors_to_api(exc) from None
-        if body.get("wait"):
-            record = await self.service.wait(record.id, float(body.get("timeout") or 60))
+        if body.wait:
+            record = await self.service.wait(record.id, body.timeout or 60)
         return json_response(run_json(record))
 
     async def _session(self, request: Request) -> SessionRecord:
@@ -174,13 +167,10 @@ class RunsApi:
 
     async def list_sessions(self, request: Request) -> Response:
         principal = await self.pipeline.authenticate(request)
-        try:
-            limit = min(int(request.query_params.get("limit", "100")), 1000)
-        except ValueError:
-            raise ApiError(400, "limit must be an integer", param="limit") from None
+        query = validated(SessionListQuery, dict(request.query_params))
         # A key sees its own sessions; the master key (or no auth at all) sees every session.
-        records = await self.service.store.sessions.list(agent=request.query_params.get("agent"),
-                                                         owner=owner_of(principal), limit=limit)
+        records = await self.service.store.sessions.list(agent=query.agent, owner=owner_of(principal),
+                                                         limit=query.limit)
         return json_response({"object": "list", "data": [session_json(r) for r in records]})
 
     async def get_session(self, request: Request) -> Response:
@@ -276,17 +266,27 @@ def session_json(record: SessionRecord) -> dict[str, Any]:
             "updated_at": record.updated_at.isoformat()}
 
 
-def parse_input(body: dict[str, Any]) -> list[Message]:
+def parse_input(body: RunCreateBody) -> list[Message]:
     """``input`` as a string, or ``messages`` as OpenAI-style or neutral messages."""
-    if isinstance(body.get("input"), str):
-        return [Message.text("user", body["input"])]
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
+    if body.input is not None:
+        return [Message.text("user", body.input)]
+    if not body.messages:
         raise ApiError(400, "give `input` (a string) or `messages` (a non-empty list)", param="input")
     try:
-        return [message_from_json(m) for m in raw]
+        return [message_from_json(m.model_dump(exclude_none=True)) for m in body.messages]
     except (KeyError, TypeError, AttributeError) as exc:
         raise ApiError(400, f"invalid messages: {exc}", param="messages") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """A body or query validated by the model the OpenAPI document publishes for it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
 
 
 def errors_to_api(exc: Exception) -> ApiError:
