@@ -89,9 +89,11 @@ class RunContext:
     conversation_id: str | None = None  # the session a sub-agent's run serves (traces only)
     user: str | None = None  # who started the run (traces only)
 
-    def call_context(self) -> CallContext:
-        return CallContext(request_id=self.request_id, run_id=self.run_id, agent=self.agent, caller=self.caller,
-                           trace=self.trace)
+    def call_context(self, agent: str = "") -> CallContext:
+        """A model call's context; ``agent``: the agent making it (after a hand-off, not the
+        run's first), so metering and traces name the right one."""
+        return CallContext(request_id=self.request_id, run_id=self.run_id, agent=agent or self.agent,
+                           caller=self.caller, trace=self.trace)
 
 
 class Runner:
@@ -146,7 +148,7 @@ class Runner:
                 yield RunFinished("failed", error=f"max_iterations ({agent.config.max_iterations}) reached "
                                                   "without a final answer", usage=state.usage)
                 return
-            async for event in compact(agent, state, self.models, ctx.call_context()):
+            async for event in compact(agent, state, self.models, ctx.call_context(agent.name)):
                 yield event
             result = None
             async for item in self._model_turn(agent, tools, state, ctx):
@@ -182,7 +184,7 @@ class Runner:
         request = self._request(agent, tools, state)
         state.iterations += 1
         accumulator = StreamAccumulator(agent.model)
-        async for event in self.models.stream(agent.model, request, ctx.call_context()):
+        async for event in self.models.stream(agent.model, request, ctx.call_context(agent.name)):
             accumulator.add(event)
             if isinstance(event, TextDelta) and event.text:
                 yield TextOutput(event.text, agent=agent.name)
