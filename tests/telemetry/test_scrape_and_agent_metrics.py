@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
+from tests.agents.conftest import Harness
 
 from corral.config.environment import apply_overrides
 from corral.config.schema import ObservabilityConfig, ScriptStep
 from corral.agents.router_models import RouterModels
 from corral.telemetry.agent_metrics import AgentMetrics
 from corral.telemetry.scrape import ScrapeAccess
-from tests.agents.conftest import Harness
 
 
 def test_the_scrape_token_opens_metrics_and_nothing_is_open_by_default() -> None:
