@@ -56,7 +56,8 @@ def _layout(panels: list[Panel]) -> list[dict[str, Any]]:
     return out
 
 
-def dashboard(uid: str, title: str, panels: list[Panel], variables: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def dashboard(uid: str, title: str, panels: list[Panel],
+              variables: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     templating = [{"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
                    "current": {}, "hide": 0}]
     return {
@@ -133,8 +134,8 @@ def agents_dashboard() -> dict[str, Any]:
         Panel("Runs by agent and outcome", ((f"sum by (agent, status) (rate(corral_agent_runs_total{{{a}}}[5m])) * 60",
                                              "{{agent}} {{status}}"),)),
         Panel("Run time (p50, p95)", (
-            (f"histogram_quantile(0.5, sum by (le, agent) (rate(corral_agent_run_duration_seconds_bucket{{{a}}}[15m])))",
-             "p50 {{agent}}"),
+            (f"histogram_quantile(0.5, sum by (le, agent) "
+             f"(rate(corral_agent_run_duration_seconds_bucket{{{a}}}[15m])))", "p50 {{agent}}"),
             (f"histogram_quantile(0.95, sum by (le, agent) "
              f"(rate(corral_agent_run_duration_seconds_bucket{{{a}}}[15m])))", "p95 {{agent}}")), "s"),
         Panel("Tokens / min by agent", ((f"sum by (agent, kind) (rate(corral_agent_tokens_total{{{a}}}[5m])) * 60",
