@@ -257,3 +257,49 @@ async def test_retries_and_fallbacks_are_events_on_one_chat_span() -> None:
     assert (attributes["corral.deployment"], attributes["corral.attempts"]) == ("b/m2", 3)
     assert attributes["gen_ai.response.model"] == "m2"
     assert attributes["gen_ai.provider.name"] == "b"
+
+
+async def test_a_remote_a2a_agent_receives_the_trace_of_its_tool_call() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from corral.agents.remote import RemoteAgents
+    from corral.agents.runner import RunContext
+    from corral.agents.spec import RunState
+    from corral.gateway.app import create_app
+
+    far = CorralConfig.model_validate({
+        "providers": {"script": {"type": "scripted"}},
+        "models": {"scripted": {"provider": "script", "model": "scripted"}},
+        "agents": {"far": {"model": "scripted", "description": "Knows numbers."}},
+    })
+    far_app = HeaderLog(create_app(far, providers={"script": ScriptedProvider.from_steps(
+        "script", [ScriptStep(text="Far says 7.")])}))
+    exporter = InMemorySpanExporter()
+    tracing = build_tracing(TracingConfig(enabled=True, exporter="none"))
+    assert tracing is not None
+    tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with serve_app(far_app) as far_url:
+        near = CorralConfig.model_validate({
+            "providers": {"script": {"type": "scripted"}},
+            "models": {"scripted": {"provider": "script", "model": "scripted"}},
+            "agents": {"asker": {"model": "scripted", "agent_tools": ["far"]},
+                       "far": {"type": "remote", "url": f"{far_url}/a2a/far", "description": "Remote."}},
+        })
+        provider = ScriptedProvider.from_steps("script", [
+            ScriptStep(tool_calls=[{"name": "far", "arguments": {"input": "what number?"}}]),
+            ScriptStep(text="Near heard: 7.")], echo=False)
+        registry = AgentRegistry.from_config(near)
+        remote = RemoteAgents()
+        runner = Runner(registry.agents, RouterModels(Router(near.models, {"script": provider}, tracing=tracing)),
+                        remote=remote.call, tracing=tracing)
+        try:
+            state = RunState("asker", [Message.text("user", "ask far")])
+            events = [e async for e in runner.run(state, RunContext("run_far"))]
+        finally:
+            await remote.aclose()
+            await registry.aclose()
+    assert events[-1].output == "Near heard: 7."  # type: ignore[attr-defined]
+    [tool] = [s for s in exporter.get_finished_spans() if s.name == "execute_tool far"]
+    expected = f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-"
+    assert [p[:len(expected)] for p in far_app.traceparents] == [expected]  # the call that asked far
