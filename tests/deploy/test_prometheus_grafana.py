@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from corral.cli.main import build_app
 from corral.deploy import grafana, prometheus
 from corral.fleet.testing import FleetProcess, start_supervisor
-from corral.telemetry.metrics import AgentMetrics
+from corral.telemetry.agent_metrics import AgentMetrics
 from corral.testing.process import ServeProcess, start_serve
 from corral.testing.server import free_port
 

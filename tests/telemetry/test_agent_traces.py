@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.telemetry.otlp_receiver import Receiver, otlp_receiver
 
 from corral.agents.registry import AgentRegistry
+from corral.agents.router_models import RouterModels
 from corral.agents.runner import Runner
 from corral.agents.service import AgentService
 from corral.config.schema import CorralConfig, ScriptStep, TracingConfig
-from corral.gateway.agents import RouterModels
 from corral.llm.pricing import PricingTable
 from corral.llm.router import Router
 from corral.llm.types import Message

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from tests.agents.conftest import Harness
 
+from corral.agents.router_models import RouterModels
 from corral.config.environment import apply_overrides
 from corral.config.schema import ObservabilityConfig, ScriptStep
-from corral.agents.router_models import RouterModels
 from corral.telemetry.agent_metrics import AgentMetrics
 from corral.telemetry.scrape import ScrapeAccess
 

@@ -415,4 +415,3 @@ class GatewayMetrics:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
