@@ -126,6 +126,9 @@ class Tracing:
         span = self.tracer.start_span(f"{call.operation} {call.request_model}",
                                       context=parent if parent is not None else Context(),
                                       kind=SpanKind.CLIENT, start_time=call.start_ns)
+        if not span.is_recording():  # sampled out: nothing to fill in
+            span.end(end_time=call.end_ns)
+            return
         span.set_attribute("gen_ai.operation.name", call.operation)
         span.set_attribute("gen_ai.request.model", call.request_model)
         if call.response_model:
