@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
-from tests.telemetry.otlp_receiver import Receiver, otlp_receiver
 
 from corral.agents.registry import AgentRegistry
 from corral.agents.router_models import RouterModels
@@ -69,7 +68,7 @@ async def mcp_server() -> AsyncIterator[tuple[str, HeaderLog]]:
         yield f"{url}/mcp", app
 
 
-async def run_traced(tmp_path: Any, receiver: Receiver, *, capture: bool, rate: float,
+async def run_traced(tmp_path: Any, receiver: Any, *, capture: bool, rate: float,
                      caller: dict[str, str] | None) -> tuple[dict[str, Any], HeaderLog]:
     steps = [
         ScriptStep(tool_calls=[{"name": "lookup", "arguments": {"key": "x"}},
@@ -110,12 +109,7 @@ async def run_traced(tmp_path: Any, receiver: Receiver, *, capture: bool, rate: 
     return {"run": done}, headers
 
 
-def tree(receiver: Receiver) -> dict[str, Any]:
-    by_id = {s.span_id: s for s in receiver.spans}
-    return {s.name: (by_id[s.parent_id].name if s.parent_id in by_id else s.parent_id) for s in receiver.spans}
-
-
-async def test_a_run_is_one_trace_of_agent_chat_and_tool_spans_under_the_callers(tmp_path) -> None:
+async def test_a_run_is_one_trace_of_agent_chat_and_tool_spans_under_the_callers(tmp_path, otlp_receiver) -> None:
     caller = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
     with otlp_receiver() as receiver:
         _, mcp_headers = await run_traced(tmp_path, receiver, capture=False, rate=1.0, caller=caller)
@@ -169,7 +163,7 @@ async def test_a_run_is_one_trace_of_agent_chat_and_tool_spans_under_the_callers
     assert not any(content_keys & set(s.attributes) for s in spans)
 
 
-async def test_content_is_captured_only_when_enabled_and_redacted(tmp_path) -> None:
+async def test_content_is_captured_only_when_enabled_and_redacted(tmp_path, otlp_receiver) -> None:
     with otlp_receiver() as receiver:
         await run_traced(tmp_path, receiver, capture=True, rate=1.0, caller=None)
     root = receiver.one("invoke_agent assistant")
@@ -191,7 +185,7 @@ async def test_content_is_captured_only_when_enabled_and_redacted(tmp_path) -> N
 
 
 @pytest.mark.parametrize("caller_sampled", [None, "01", "00"])
-async def test_sampling_at_zero_keeps_only_what_a_sampled_caller_asks_for(tmp_path, caller_sampled) -> None:
+async def test_sampling_at_zero_keeps_only_what_a_sampled_caller_asks_for(tmp_path, caller_sampled, otlp_receiver) -> None:
     caller = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{caller_sampled}"} if caller_sampled else None
     with otlp_receiver() as receiver:
         _, mcp_headers = await run_traced(tmp_path, receiver, capture=False, rate=0.0, caller=caller)
@@ -203,7 +197,7 @@ async def test_sampling_at_zero_keeps_only_what_a_sampled_caller_asks_for(tmp_pa
         assert any(p.startswith(f"00-{CALLER_TRACE}-") for p in mcp_headers.traceparents)
 
 
-async def test_langfuse_keys_set_the_otlp_endpoint_and_basic_auth() -> None:
+async def test_langfuse_keys_set_the_otlp_endpoint_and_basic_auth(otlp_receiver) -> None:
     with otlp_receiver() as receiver:
         environ = {"LANGFUSE_PUBLIC_KEY": "pk-lf-1", "LANGFUSE_SECRET_KEY": "sk-lf-2", "LANGFUSE_HOST": receiver.url}
         tracing = build_tracing(TracingConfig(enabled=True), environ=environ)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
-from tests.agents.conftest import Harness
 
+from corral.agents.registry import AgentRegistry
 from corral.agents.router_models import RouterModels
+from corral.agents.runner import RunContext, Runner
+from corral.agents.spec import RunState
 from corral.config.environment import apply_overrides
-from corral.config.schema import ObservabilityConfig, ScriptStep
+from corral.config.schema import CorralConfig, ObservabilityConfig, ScriptStep
+from corral.llm.router import Router
+from corral.llm.types import Message
 from corral.telemetry.agent_metrics import AgentMetrics
 from corral.telemetry.scrape import ScrapeAccess
+from corral.testing.scripted import ScriptedProvider
 
 
 def test_the_scrape_token_opens_metrics_and_nothing_is_open_by_default() -> None:
@@ -39,14 +44,21 @@ async def test_agent_model_calls_are_counted_per_agent() -> None:
         metrics.model_call(str(ctx.agent), input_tokens=usage.input_tokens,
                            output_tokens=usage.output_tokens, cost_usd=0.5)
 
-    h = Harness([ScriptStep(tool_calls=[{"name": "researcher", "arguments": {"input": "q"}}],
-                            usage={"input_tokens": 10, "output_tokens": 2}),
-                 ScriptStep(text="a", usage={"input_tokens": 4, "output_tokens": 1}),
-                 ScriptStep(text="done", usage={"input_tokens": 12, "output_tokens": 3})],
-                {"assistant": {"model": "scripted", "agent_tools": ["researcher"]},
-                 "researcher": {"model": "scripted"}})
-    h.runner.models = RouterModels(h.router, meter)
-    await h.run("go")
+    config = CorralConfig.model_validate({
+        "providers": {"script": {"type": "scripted"}},
+        "models": {"scripted": {"provider": "script", "model": "scripted"}},
+        "agents": {"assistant": {"model": "scripted", "agent_tools": ["researcher"]},
+                   "researcher": {"model": "scripted"}},
+    })
+    provider = ScriptedProvider.from_steps("script", [
+        ScriptStep(tool_calls=[{"name": "researcher", "arguments": {"input": "q"}}],
+                   usage={"input_tokens": 10, "output_tokens": 2}),
+        ScriptStep(text="a", usage={"input_tokens": 4, "output_tokens": 1}),
+        ScriptStep(text="done", usage={"input_tokens": 12, "output_tokens": 3})], echo=False)
+    registry_ = AgentRegistry.from_config(config)
+    runner = Runner(registry_.agents, RouterModels(Router(config.models, {"script": provider}), meter))
+    events = [e async for e in runner.run(RunState("assistant", [Message.text("user", "go")]), RunContext("run_m"))]
+    assert events[-1].output == "done"
     text = generate_latest(registry).decode()
     assert 'corral_agent_tokens_total{agent="assistant",kind="input"} 22.0' in text
     assert 'corral_agent_tokens_total{agent="assistant",kind="output"} 5.0' in text
