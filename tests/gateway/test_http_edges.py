@@ -10,12 +10,12 @@ import zlib
 import anthropic
 import httpx
 import openai
+from tests.gateway.conftest import scripted_config
 
 from corral.config.schema import ScriptStep
 from corral.gateway.app import create_app
 from corral.testing.scripted import ScriptedProvider
 from corral.testing.server import serve_app
-from tests.gateway.conftest import scripted_config
 
 CHAT = {"model": "scripted", "messages": [{"role": "user", "content": "hello there"}]}
 
