@@ -33,6 +33,9 @@ def targets(stack: Stack, stream: bool) -> dict[str, Target]:
     if stack.baseline_port:
         found["baseline"] = Target("baseline", stack.baseline_port, "/v1/chat/completions", corral_body(stream),
                                    {**json_headers, "authorization": f"Bearer {MASTER_KEY}"})
+    for name, port in stack.traced_ports.items():
+        found[name] = Target(name, port, "/v1/chat/completions", corral_body(stream),
+                             {**json_headers, "authorization": f"Bearer {MASTER_KEY}"})
     return found
 
 
@@ -55,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="Corral's observability.log_level (default info, Corral's own default: the "
                         "access log is on).")
+    parser.add_argument("--tracing", type=float, nargs="*", default=[], metavar="RATE",
+                        help="Also run Corral with tracing on, exporting over OTLP/HTTP to a loopback sink, once "
+                        "per sampling rate (targets `traced-<rate>`), e.g. --tracing 1 0.1.")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="Where to write gateway.json and gateway.png.")
 
@@ -77,9 +83,10 @@ def run(args: argparse.Namespace) -> Report:
         ready = stack.start_corral()
         if args.baseline_src:
             stack.start_baseline(args.baseline_src)
+        traced = [stack.start_traced(rate) for rate in args.tracing]
         names = [n for n in TARGETS if (n != "baseline" or args.baseline_src)
                  and (n != "httpx-proxy" or not args.no_httpx_proxy)
-                 and (n != "aiohttp-proxy" or not args.no_aiohttp_proxy)]
+                 and (n != "aiohttp-proxy" or not args.no_aiohttp_proxy)] + traced
         report.meta = {
             "seconds_per_point": seconds, "concurrency": args.concurrency,
             "load_generator": tool_version(["wrk", "--version"]) if use_wrk else "asyncio (built-in)",
@@ -113,6 +120,8 @@ def run(args: argparse.Namespace) -> Report:
             seq = measure_sequential(list(points.values()), count=ttft_count, marker=b"data:" if stream else b"{")
             report.summary.setdefault("sequential", {})["stream" if stream else "json"] = seq
         report.meta["corral_store_rows"] = stack.usage_rows()
+        if traced:
+            report.meta["otlp_sink"] = stack.otlp_exports()
         report.meta["loadavg_after"] = os.getloadavg()
     summarise(report)
     return report
@@ -145,6 +154,7 @@ def summarise(report: Report) -> None:
         if floor is not None and floor.get("server_cpu_us_per_req") and row.get("server_cpu_us_per_req"):
             # capacity on a core of its own, relative to the floor: what contention cannot skew
             row["cpu_vs_passthrough"] = floor["server_cpu_us_per_req"] / row["server_cpu_us_per_req"]
+    _tracing_cost(report)
     seq = report.summary.get("sequential", {})
     stream_seq = seq.get("stream", {})
     if "corral" in stream_seq and "direct" in stream_seq:
@@ -186,6 +196,27 @@ def _reference_ratios(report: Report, c16: dict[str, Any] | None, s16: dict[str,
                       c16["vs_aiohttp_proxy"], 0.70, unit="x", higher_is_better=True)
 
 
+def _tracing_cost(report: Report) -> None:
+    """Each traced Corral against the untraced one under the same load: RPS ratio and the
+    server CPU tracing adds per request (the cost per request of tracing at that rate)."""
+    costs: dict[str, dict[str, Any]] = {}
+    for row in report.rows:
+        if not row["target"].startswith("traced-"):
+            continue
+        plain = _row(report, row["mode"], row["concurrency"], "corral")
+        if plain is None:
+            continue
+        if plain["rps"]:
+            row["vs_untraced"] = row["rps"] / plain["rps"]
+        if row.get("server_cpu_us_per_req") and plain.get("server_cpu_us_per_req"):
+            row["tracing_cpu_us"] = row["server_cpu_us_per_req"] - plain["server_cpu_us_per_req"]
+        if row["concurrency"] == 16:
+            costs[f"{row['mode']} {row['target']}"] = {"rps_vs_untraced": row.get("vs_untraced"),
+                                                       "added_cpu_us_per_req": row.get("tracing_cpu_us")}
+    if costs:
+        report.summary["tracing_c16"] = costs
+
+
 def show(report: Report) -> None:
     meta = report.meta
     print(f"gateway benchmark: stub={meta['stub']} load={meta['load_generator']} "
@@ -202,7 +233,9 @@ def show(report: Report) -> None:
                 + ([("vs_aiohttp_proxy", "/aiohttp", ".2f")]
                    if any(r["target"] == "aiohttp-proxy" for r in report.rows) else [])
                 + ([("vs_baseline", "/baseline", ".2f"), ("cpu_vs_baseline", "/baseline cpu", ".2f")]
-                   if any(r["target"] == "baseline" for r in report.rows) else []))
+                   if any(r["target"] == "baseline" for r in report.rows) else [])
+                + ([("vs_untraced", "/untraced", ".2f"), ("tracing_cpu_us", "+trace us", ".0f")]
+                   if any(r["target"].startswith("traced-") for r in report.rows) else []))
     seq = report.summary.get("sequential", {})
     print("\nsequential (c=1, one connection): time to first byte of the body / first SSE event")
     rows = [{"mode": mode, "target": name, **vals} for mode, per in seq.items() for name, vals in per.items()]
@@ -212,6 +245,10 @@ def show(report: Report) -> None:
         added = report.summary.get(f"{mode}_c16_added_cpu_us")
         if added is not None:
             print(f"Corral's server CPU over the floor's per request, c=16, {mode}: {added:.0f} us")
+    for point, cost in report.summary.get("tracing_c16", {}).items():
+        added, ratio = cost["added_cpu_us_per_req"], cost["rps_vs_untraced"]
+        print(f"tracing, c=16, {point}: " + (f"{added:+.0f} us server CPU per request, " if added is not None else "")
+              + (f"RPS {ratio:.2f} x untraced" if ratio is not None else ""))
     for mode in ("json", "stream"):
         ratio = report.summary.get(f"{mode}_c16_vs_httpx_proxy")
         if ratio is not None:
@@ -236,6 +273,7 @@ def chart(report: Report, path: str) -> None:
     colours = {"direct": "#999999", "passthrough": "#4c72b0", "httpx-proxy": "#8fb0d8", "aiohttp-proxy": "#55a868",
                "baseline": "#c4ad66", "corral": "#dd8452"}
     names = [n for n in TARGETS if any(r["target"] == n for r in report.rows)]
+    names += sorted({r["target"] for r in report.rows if r["target"].startswith("traced-")})
     concurrencies = sorted({r["concurrency"] for r in report.rows})
     for col, mode in enumerate(("json", "stream")):
         for row_n, (metric, label) in enumerate(metrics):
@@ -244,7 +282,7 @@ def chart(report: Report, path: str) -> None:
             for n, name in enumerate(names):
                 values = [(_row(report, mode, c, name) or {}).get(metric) or 0 for c in concurrencies]
                 xs = [i + (n - (len(names) - 1) / 2) * width for i in range(len(concurrencies))]
-                ax.bar(xs, values, width, label=name, color=colours[name])
+                ax.bar(xs, values, width, label=name, color=colours.get(name, "#55a868"))
             ax.set_xticks(range(len(concurrencies)), [f"c={c}" for c in concurrencies])
             ax.set_yscale("log")  # the stub is two orders of magnitude faster than any Python server
             ax.set_ylabel(label)

@@ -31,9 +31,20 @@ AGENT_CONFIG = """agents:
 """
 
 
-def corral_config(stub_port: int, data_dir: Path, *, log_level: str = "warning", agent: bool = False) -> str:
+def tracing_config(sink_port: int, sampling_rate: float) -> str:
+    return f"""  tracing:
+    enabled: true
+    exporter: otlp
+    endpoint: http://127.0.0.1:{sink_port}
+    sampling_rate: {sampling_rate:g}
+"""
+
+
+def corral_config(stub_port: int, data_dir: Path, *, log_level: str = "warning", agent: bool = False,
+                  tracing: str = "") -> str:
     """Corral with the features a production gateway has on: a master key, metrics,
-    a SQLite store. Two models on the one stub: `bench` (JSON) and `bench-stream` (SSE)."""
+    a SQLite store. Two models on the one stub: `bench` (JSON) and `bench-stream` (SSE).
+    ``tracing``: an ``observability.tracing`` block (`tracing_config`)."""
     return f"""version: 1
 providers:
   stub:
@@ -58,7 +69,7 @@ database:
 observability:
   log_level: {log_level}
   metrics: true
-verification:
+{tracing}verification:
   enabled: false
 """ + (AGENT_CONFIG if agent else "")
 
@@ -97,6 +108,8 @@ class Stack:
     aiohttp_proxy_port: int = 0
     baseline_port: int = 0
     corral: Child | None = None
+    sink_port: int = 0
+    traced_ports: dict[str, int] = field(default_factory=dict)  # "traced-<rate>" -> port
 
     def __enter__(self) -> Stack:
         return self
@@ -133,14 +146,42 @@ class Stack:
         else:
             self.aiohttp_proxy_port = port
 
-    def write_corral_config(self, name: str = "corral") -> Path:
+    def write_corral_config(self, name: str = "corral", tracing: str = "") -> Path:
         """The config and its own data directory (a baseline must not share the store:
         its schema may be older)."""
         data = self.work / ("data" if name == "corral" else f"data-{name}")
         data.mkdir(exist_ok=True)
         path = self.work / f"{name}.yaml"
-        path.write_text(corral_config(self.stub_port, data, log_level=self.log_level, agent=self.agent))
+        path.write_text(corral_config(self.stub_port, data, log_level=self.log_level, agent=self.agent,
+                                      tracing=tracing))
         return path
+
+    def start_traced(self, sampling_rate: float) -> str:
+        """Another Corral, the same config plus tracing exported over OTLP/HTTP to a loopback
+        sink (started once), sampling ``sampling_rate`` of the requests. Returns its target name."""
+        if not self.sink_port:
+            self.sink_port = free_port()
+            sink = spawn("otlp-sink", [sys.executable, "-m", "bench.otlp_sink", "--port", str(self.sink_port)],
+                         log_dir=self.work, cpus=self.load_cpus)
+            self.children.append(sink)
+            wait_http(f"http://127.0.0.1:{self.sink_port}/count", sink, timeout=30)
+        name = f"traced-{sampling_rate:g}"
+        config = self.write_corral_config(name, tracing_config(self.sink_port, sampling_rate))
+        port = free_port()
+        child = spawn(name, corral_argv(config, port), log_dir=self.work, cpus=self.server_cpus,
+                      env={"CORRAL_DATA_DIR": str(self.work / f"data-{name}")})
+        self.children.append(child)
+        wait_http(f"http://127.0.0.1:{port}/readyz", child, timeout=60)
+        self.traced_ports[name] = port
+        return name
+
+    def otlp_exports(self) -> dict[str, int]:
+        """What the sink received (exports and bytes), {} without one."""
+        if not self.sink_port:
+            return {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.sink_port}/count", timeout=5) as resp:
+            data: dict[str, int] = json.loads(resp.read())
+        return data
 
     def start_corral(self) -> float:
         """Returns the seconds from exec to /readyz 200."""
@@ -160,7 +201,8 @@ class Stack:
         stub = by_name.get("stub-nginx") or by_name.get("stub-python") or 0
         return {"direct": stub, "passthrough": by_name.get("passthrough", 0), "corral": by_name.get("corral", 0),
                 "baseline": by_name.get("baseline", 0), "httpx-proxy": by_name.get("httpx-proxy", 0),
-                "aiohttp-proxy": by_name.get("aiohttp-proxy", 0)}
+                "aiohttp-proxy": by_name.get("aiohttp-proxy", 0),
+                **{name: by_name.get(name, 0) for name in self.traced_ports}}
 
     def start_baseline(self, src: str) -> float:
         """A second Corral from another source tree (`src` holds the `corral` package),

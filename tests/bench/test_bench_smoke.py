@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench(tmp_path: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
     out = subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(tmp_path)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"python -m bench {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
@@ -30,15 +30,17 @@ def bench(tmp_path: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
 
 def test_gateway_benchmark_measures_every_target_with_the_fallback_tools(tmp_path: Path) -> None:
     data = bench(tmp_path, "gateway", "--quick", "--no-wrk", "--no-nginx", "--seconds", "0.3", "--rounds", "1",
-                 "--samples", "5", "--concurrency", "1", "4")
+                 "--samples", "5", "--concurrency", "1", "4", "--tracing", "1")
     assert data["stub"] == "python" and data["load_generator"] == "asyncio (built-in)"
     points = {(r["mode"], r["concurrency"], r["target"]) for r in data["rows"]}
     assert points == {(m, c, t) for m in ("json", "stream") for c in (1, 4)
-                      for t in ("direct", "passthrough", "httpx-proxy", "aiohttp-proxy", "corral")}
+                      for t in ("direct", "passthrough", "httpx-proxy", "aiohttp-proxy", "corral", "traced-1")}
+    assert data["otlp_sink"]["exports"] > 0 and data["otlp_sink"]["bytes"] > 0  # the traced one exported spans
+    assert all(r["vs_untraced"] > 0 for r in data["rows"] if r["target"] == "traced-1")
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in data["rows"])
     assert data["corral_features"]["metrics"] is True
     assert set(data["summary"]["sequential"]["stream"]) == {"direct", "passthrough", "httpx-proxy", "aiohttp-proxy",
-                                                            "corral"}
+                                                            "corral", "traced-1"}
     corral_rows = [r for r in data["rows"] if r["target"] == "corral"]
     assert all(r["vs_httpx_proxy"] > 0 and r["vs_passthrough"] > 0 and r["vs_aiohttp_proxy"] > 0
                for r in corral_rows)

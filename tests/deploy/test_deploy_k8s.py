@@ -89,7 +89,8 @@ def test_secret_names_every_variable_and_holds_no_value(
     out = tmp_path / "k8s"
     invoke(cli, "generate", "k8s", "--config", str(sample_config), "--out", str(out))
     secret = _by_kind(_docs(out))[("Secret", "corral-secrets")]
-    assert list(secret["stringData"]) == ["OPENAI_API_KEY", "LOCAL_KEY", "CORRAL_MASTER_KEY", "POSTGRES_PASSWORD"]
+    assert list(secret["stringData"]) == ["OPENAI_API_KEY", "LOCAL_KEY", "CORRAL_MASTER_KEY",
+                                           "CORRAL_METRICS_TOKEN", "POSTGRES_PASSWORD"]
     assert set(secret["stringData"].values()) == {""}
     assert all("sk-live-value-never-copied" not in p.read_text() for p in out.iterdir())
     assert (out / "10-secret.yaml").stat().st_mode & 0o777 == 0o600
@@ -102,7 +103,8 @@ def test_secrets_from_env_copies_only_when_asked(
     text = invoke(cli, "generate", "k8s", "--config", str(sample_config), "--secrets-from-env")
     secret = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "Secret")
     assert secret["stringData"]["OPENAI_API_KEY"] == "sk-given"
-    assert secret["metadata"]["annotations"]["corral.dev/fill-in"] == "LOCAL_KEY,CORRAL_MASTER_KEY,POSTGRES_PASSWORD"
+    assert secret["metadata"]["annotations"]["corral.dev/fill-in"] == \
+        "LOCAL_KEY,CORRAL_MASTER_KEY,CORRAL_METRICS_TOKEN,POSTGRES_PASSWORD"
 
 
 def test_configmap_is_the_config_pointed_at_the_cluster_database(

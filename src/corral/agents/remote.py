@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -30,15 +31,20 @@ class RemoteAgents:
             self._clients[agent.name] = client
         return client
 
-    async def call(self, agent: Agent, text: str, context_id: str | None) -> str:
+    async def call(self, agent: Agent, text: str, context_id: str | None,
+                   trace: Mapping[str, str] | None = None) -> str:
+        """``trace``: W3C headers (``traceparent``) sent with this call, so the remote agent's
+        spans join the caller's trace."""
+        from a2a.client import ClientCallContext
         from a2a.types import Message, Part, Role, SendMessageRequest
 
         client = await self._client(agent)
         message = Message(role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[Part(text=text)])
         if context_id:
             message.context_id = context_id
+        context = ClientCallContext(service_parameters=dict(trace)) if trace else None
         texts: list[str] = []
-        async for response in client.send_message(SendMessageRequest(message=message)):
+        async for response in client.send_message(SendMessageRequest(message=message), context=context):
             texts = _texts(response) or texts
         return "".join(texts)
 

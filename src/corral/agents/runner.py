@@ -4,15 +4,22 @@ The runner is stateless between calls: everything about a run lives in `RunState
 so a run paused for approval (or interrupted by a restart) continues from its state.
 Cancellation is asyncio cancellation of the task iterating `run`; the per-run
 timeout is applied by the caller (`AgentService`), per-tool timeouts here.
+
+With a `Tracing`, a run is an ``invoke_agent`` span with its ``chat`` and
+``execute_tool`` spans under it (`corral.agents.tracing`); the trace context travels
+in `RunContext.trace` and, as W3C headers, to remote agents and MCP servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from opentelemetry.context import Context
 
 from corral.agents.compaction import compact
 from corral.agents.events import (
@@ -27,6 +34,7 @@ from corral.agents.events import (
 )
 from corral.agents.output import check_output
 from corral.agents.spec import Agent, RunState
+from corral.agents.tracing import AgentTrace
 from corral.llm.router import CallContext
 from corral.llm.types import (
     ChatRequest,
@@ -39,6 +47,7 @@ from corral.llm.types import (
     ToolSpec,
     UsageEvent,
 )
+from corral.telemetry.tracing import Tracing, span_context
 from corral.tools.base import Tool, ToolContext, ToolError, ToolResult, Toolset
 
 HANDOFF_PREFIX = "transfer_to_"
@@ -53,7 +62,8 @@ class Models(Protocol):
     def context_window(self, alias: str) -> int | None: ...
 
 
-RemoteCall = Callable[[Agent, str, str | None], Awaitable[str]]
+# agent, text, context id, W3C trace headers for the call -> the remote agent's answer
+RemoteCall = Callable[[Agent, str, str | None, Mapping[str, str]], Awaitable[str]]
 
 
 @dataclass
@@ -75,21 +85,48 @@ class RunContext:
     request_id: str = ""
     agent: str | None = None
     caller: Mapping[str, Any] | None = None  # who the run's model calls are charged to
+    trace: Context | None = None  # the parent span of this run's spans (traces only)
+    conversation_id: str | None = None  # the session a sub-agent's run serves (traces only)
+    user: str | None = None  # who started the run (traces only)
 
-    def call_context(self) -> CallContext:
-        return CallContext(request_id=self.request_id, run_id=self.run_id, agent=self.agent, caller=self.caller)
+    def call_context(self, agent: str = "") -> CallContext:
+        """A model call's context; ``agent``: the agent making it (after a hand-off, not the
+        run's first), so metering and traces name the right one."""
+        return CallContext(request_id=self.request_id, run_id=self.run_id, agent=agent or self.agent,
+                           caller=self.caller, trace=self.trace)
 
 
 class Runner:
     def __init__(self, agents: Mapping[str, Agent], models: Models, *, remote: RemoteCall | None = None,
-                 default_tool_timeout: float = 30.0) -> None:
+                 default_tool_timeout: float = 30.0, tracing: Tracing | None = None) -> None:
         self.agents = agents
         self.models = models
         self.remote = remote
         self.default_tool_timeout = default_tool_timeout
+        self.tracing = tracing
 
-    async def run(self, state: RunState, ctx: RunContext) -> AsyncIterator[RunEvent]:
+    async def run(self, state: RunState, ctx: RunContext, *, root: bool = True) -> AsyncIterator[RunEvent]:
+        if self.tracing is None:
+            async for event in self._loop(state, ctx, None):
+                yield event
+            return
+        trace = AgentTrace(self.tracing, self.agents[state.agent], state, parent=ctx.trace, run_id=ctx.run_id,
+                           conversation_id=ctx.session_id or ctx.conversation_id, root=root, user=ctx.user)
+        error: BaseException | None = None
+        try:
+            async for event in self._loop(state, ctx, trace):
+                trace.observe(event, self.agents)
+                yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            trace.end(error)
+
+    async def _loop(self, state: RunState, outer: RunContext, trace: AgentTrace | None) -> AsyncIterator[RunEvent]:
         while True:
+            # Model and tool calls are children of the current agent's span (it changes on a hand-off).
+            ctx = outer if trace is None else dataclasses.replace(outer, trace=trace.context)
             agent = self.agents[state.agent]
             if agent.is_remote:
                 async for event in self._delegate(agent, state, ctx):
@@ -104,14 +141,14 @@ class Runner:
                     yield ApprovalRequested(calls, agent=agent.name)
                     yield RunFinished("input-required", usage=state.usage)
                     return
-                async for event in self._execute(agent, tools, pending, state, ctx):
+                async for event in self._execute(agent, tools, pending, state, ctx, trace):
                     yield event
                 continue
             if state.iterations >= agent.config.max_iterations:
                 yield RunFinished("failed", error=f"max_iterations ({agent.config.max_iterations}) reached "
                                                   "without a final answer", usage=state.usage)
                 return
-            async for event in compact(agent, state, self.models, ctx.call_context()):
+            async for event in compact(agent, state, self.models, ctx.call_context(agent.name)):
                 yield event
             result = None
             async for item in self._model_turn(agent, tools, state, ctx):
@@ -147,7 +184,7 @@ class Runner:
         request = self._request(agent, tools, state)
         state.iterations += 1
         accumulator = StreamAccumulator(agent.model)
-        async for event in self.models.stream(agent.model, request, ctx.call_context()):
+        async for event in self.models.stream(agent.model, request, ctx.call_context(agent.name)):
             accumulator.add(event)
             if isinstance(event, TextDelta) and event.text:
                 yield TextOutput(event.text, agent=agent.name)
@@ -199,8 +236,8 @@ class Runner:
         return _Bound(tool.spec, tool.requires_approval or tool.name in approval, timeout, toolset)
 
     async def _execute(self, agent: Agent, tools: dict[str, _Bound], calls: list[ToolCall], state: RunState,
-                       ctx: RunContext) -> AsyncIterator[RunEvent]:
-        results = await asyncio.gather(*(self._call(agent, tools, c, state, ctx) for c in calls))
+                       ctx: RunContext, trace: AgentTrace | None) -> AsyncIterator[RunEvent]:
+        results = await asyncio.gather(*(self._traced_call(agent, tools, c, state, ctx, trace) for c in calls))
         handoff: str | None = None
         for call, result in zip(calls, results, strict=True):
             state.messages.append(Message.text("tool", result.content, tool_call_id=call.id, name=call.name))
@@ -213,6 +250,21 @@ class Runner:
         if handoff is not None:
             state.agent = handoff
             yield HandedOff(agent.name, handoff)
+
+    async def _traced_call(self, agent: Agent, tools: dict[str, _Bound], call: ToolCall, state: RunState,
+                           ctx: RunContext, trace: AgentTrace | None) -> ToolResult:
+        if trace is None:
+            return await self._call(agent, tools, call, state, ctx)
+        bound = tools.get(call.name)
+        toolset = bound.toolset.name if bound is not None and bound.toolset is not None else None
+        span = trace.tool(call.name, call.id, toolset=toolset, arguments=call.arguments,
+                          description=bound.spec.description if bound is not None else "")
+        result = ToolResult.error("cancelled")
+        try:
+            result = await self._call(agent, tools, call, state, dataclasses.replace(ctx, trace=span_context(span)))
+        finally:
+            trace.tool_done(span, result.content, result.is_error)
+        return result
 
     async def _call(self, agent: Agent, tools: dict[str, _Bound], call: ToolCall, state: RunState,
                     ctx: RunContext) -> ToolResult:
@@ -228,7 +280,8 @@ class Runner:
         if not isinstance(arguments, dict):
             return ToolResult.error("The arguments must be a JSON object.")
         timeout = bound.timeout or self.default_tool_timeout
-        tool_ctx = ToolContext(run_id=ctx.run_id, agent=agent.name, session_id=ctx.session_id, tool_call_id=call.id)
+        tool_ctx = ToolContext(run_id=ctx.run_id, agent=agent.name, session_id=ctx.session_id, tool_call_id=call.id,
+                               trace=self._carrier(ctx))
         try:
             return await asyncio.wait_for(self._invoke(bound, arguments, tool_ctx, state, ctx), timeout)
         except TimeoutError:
@@ -252,10 +305,12 @@ class Runner:
         if target.is_remote:
             if self.remote is None:
                 raise ToolError(f"remote agent {name!r} is not reachable: no A2A client")
-            return ToolResult(await self.remote(target, text, None))
+            return ToolResult(await self.remote(target, text, None, self._carrier(ctx)))
         state = RunState(agent=name, messages=[Message.text("user", text)], variables=dict(parent.variables))
         final: RunFinished | None = None
-        async for event in self.run(state, RunContext(ctx.run_id, None, ctx.request_id, agent=name, caller=ctx.caller)):
+        sub = RunContext(ctx.run_id, None, ctx.request_id, agent=name, caller=ctx.caller, trace=ctx.trace,
+                         conversation_id=ctx.session_id or ctx.conversation_id)
+        async for event in self.run(state, sub, root=False):
             if isinstance(event, RunFinished):
                 final = event
         parent.usage = parent.usage + state.usage
@@ -272,13 +327,20 @@ class Runner:
             return
         text = next((m.text_content for m in reversed(state.messages) if m.role == "user"), "")
         try:
-            answer = await self.remote(agent, text, ctx.session_id)
+            answer = await self.remote(agent, text, ctx.session_id, self._carrier(ctx))
         except Exception as exc:
             yield RunFinished("failed", error=f"remote agent {agent.name!r} failed: {exc}", usage=state.usage)
             return
         state.messages.append(Message.text("assistant", answer))
         yield TextOutput(answer, agent=agent.name)
         yield RunFinished("completed", output=answer, usage=state.usage)
+
+
+    def _carrier(self, ctx: RunContext) -> dict[str, str]:
+        """W3C trace headers for a call that leaves the process (empty without tracing)."""
+        if self.tracing is None or ctx.trace is None:
+            return {}
+        return self.tracing.carrier(ctx.trace)
 
 
 def _needs(tools: dict[str, _Bound], call: ToolCall) -> bool:

@@ -11,6 +11,10 @@ failed with the reason. Nothing is lost silently.
 With a fan-out (`corral.agents.fanout`, Redis) every event of a run executing here is
 also written to the run's Redis stream, and `follow` streams a run that executes on
 another replica.
+
+With a `Tracing`, a run joins the trace of whoever started it: `start_run` takes the
+caller's W3C trace headers and keeps them with the run, so a run resumed later (after an
+approval, or on another replica) is traced under the same parent.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from corral.config.agents import RunsConfig
 from corral.llm.errors import ProviderError
 from corral.llm.types import Message, Usage
 from corral.store import RunRecord, Store
+from corral.telemetry.tracing import Tracing, fail
 
 if TYPE_CHECKING:
     from corral.agents.fanout import RedisRunEvents
@@ -61,7 +66,8 @@ class RunObserver(Protocol):
 class AgentService:
     def __init__(self, registry: AgentRegistry, runner: Runner, store: Store, runs: RunsConfig,
                  *, worker_id: str | None = None, observer: RunObserver | None = None,
-                 fanout: RedisRunEvents | None = None) -> None:
+                 fanout: RedisRunEvents | None = None, tracing: Tracing | None = None) -> None:
+        self.tracing = tracing
         self.observer = observer
         self.fanout = fanout
         self.registry = registry
@@ -98,9 +104,12 @@ class AgentService:
     async def start_run(self, agent: str, messages: list[Message], *, session_id: str | None = None,
                         mode: Mode = "foreground", variables: Mapping[str, Any] | None = None,
                         owner: str | None = None, request_id: str = "",
-                        caller: Mapping[str, Any] | None = None) -> tuple[RunRecord, LiveRun | None]:
+                        caller: Mapping[str, Any] | None = None,
+                        trace: Mapping[str, str] | None = None) -> tuple[RunRecord, LiveRun | None]:
         """``caller`` (JSON) says who the run's model calls are charged to; it is kept with the
-        run, so a run resumed after approval or on another replica charges the same caller."""
+        run, so a run resumed after approval or on another replica charges the same caller.
+        ``trace``: the W3C headers (``traceparent``, ``tracestate``) of the span the run's
+        spans go under (`Tracing.carrier`), kept the same way."""
         if self.registry.get(agent) is None:
             raise RunNotFound(f"unknown agent {agent!r}")
         if session_id is not None:
@@ -111,6 +120,10 @@ class AgentService:
                      "request_id": request_id}
         if caller is not None:
             run_input["caller"] = dict(caller)
+        if trace and self.tracing is not None:
+            run_input["trace"] = {k: v for k, v in trace.items() if k in ("traceparent", "tracestate")}
+        if owner is not None and self.tracing is not None:
+            run_input["owner"] = owner
         run_id = f"run_{uuid.uuid4().hex}"
         if mode == "background":
             record = await self.store.runs.enqueue(RunRecord(run_id, agent, "queued", session_id, input=run_input))
@@ -192,6 +205,9 @@ class AgentService:
         agent = self.registry.agents[state.agent]
         ctx = RunContext(record.id, record.session_id, str(record.input.get("request_id", "")),
                          agent=record.agent, caller=record.input.get("caller"))
+        if self.tracing is not None:
+            ctx.trace = self.tracing.parent(record.input.get("trace") or {})
+            ctx.user = record.input.get("owner")
         # Only background runs are ever resumed, so only they pay for checkpoints.
         resumable = record.input.get("mode") == "background"
         try:
@@ -227,6 +243,11 @@ class AgentService:
 
     async def _settle(self, record: RunRecord, live: LiveRun, state: RunState | None,
                       final: RunFinished | None) -> None:
+        span = None
+        if self.tracing is not None:  # the store writes that end a run, beside its agent span
+            span = self.tracing.start("settle_run runs", parent=self.tracing.parent(record.input.get("trace") or {}),
+                                      attributes={"db.operation.name": "settle_run", "corral.run_id": record.id,
+                                                  "corral.run.status": final.status if final else "requeued"})
         try:
             if final is None:
                 if state is not None:
@@ -245,9 +266,13 @@ class AgentService:
                                                             "output_tokens": usage.output_tokens}}
                 await self.store.runs.finish(record.id, store_state,  # type: ignore[arg-type]
                                              output=output, error=final.error)
-        except Exception:
+        except Exception as exc:
             log.exception("could not record the outcome of run %s", record.id)
+            if span is not None:
+                fail(span, type(exc).__qualname__)
         finally:
+            if span is not None:
+                span.end()
             if final is not None:
                 live.publish(final)
             live.settle()

@@ -304,6 +304,55 @@ def _template(app: typer.Typer) -> None:
             typer.echo(template_path(role).read_text(), nl=False)
 
 
+def _prometheus(app: typer.Typer) -> None:
+    @app.command("prometheus")
+    def prometheus_command(
+        config: Path | None = CONFIG_OPTION,
+        gateway: list[str] | None = typer.Option(None, "--gateway", help="host:port of a gateway to scrape (repeat; "
+                                                 "default: localhost and the config's port)."),
+        supervisor: list[str] | None = typer.Option(None, "--supervisor", help="host:http_port of a fleet supervisor "
+                                                    "to scrape (repeat)."),
+        kubernetes: str | None = typer.Option(None, "--kubernetes", help="Namespace: find gateway pods by their "
+                                              "prometheus.io annotations (`corral generate k8s`) instead."),
+        token_file: str = typer.Option("/etc/prometheus/corral-metrics-token", "--token-file",
+                                       help="File holding CORRAL_METRICS_TOKEN, as Prometheus sees it."),
+        no_token: bool = typer.Option(False, "--no-token", help="The gateway's /metrics is public "
+                                      "(observability.public_metrics) or auth is off."),
+        daily_budget: float = typer.Option(100.0, "--daily-budget", help="USD a day; CorralBudgetBurn fires when "
+                                           "the last hour's spend rate would pass it."),
+        tokens_per_minute: float = typer.Option(1_000_000, "--tokens-per-minute",
+                                                help="CorralHighTokenUsage threshold."),
+        interval: str = typer.Option("15s", "--scrape-interval", help="Prometheus scrape and rule interval."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Directory for prometheus.yml and "
+                                        "corral-rules.yml (default: print both)."),
+    ) -> None:
+        """Prometheus scrape config and alert rules for the gateway and the fleet supervisor."""
+        from corral.deploy import prometheus
+
+        with _reported():
+            served = _served_config(config)
+            targets = prometheus.ScrapeTargets(
+                gateways=gateway or [f"localhost:{served.server.port}"], supervisors=supervisor or [],
+                token_file=None if no_token else token_file, kubernetes_namespace=kubernetes, interval=interval)
+            thresholds = prometheus.Thresholds(daily_budget_usd=daily_budget, tokens_per_minute=tokens_per_minute)
+            _write_files({"prometheus.yml": yamlio.dump(prometheus.scrape_config(targets)),
+                          prometheus.RULES_FILE: yamlio.dump(prometheus.alert_rules(thresholds))}, out)
+
+
+def _grafana(app: typer.Typer) -> None:
+    @app.command("grafana")
+    def grafana_command(
+        out: Path | None = typer.Option(None, "--out", "-o", help="Directory for the dashboards' JSON files "
+                                        "(default: print them)."),
+    ) -> None:
+        """Grafana dashboards (JSON) for the gateway, the agents and the fleet."""
+        from corral.deploy import grafana
+
+        with _reported():
+            _write_files({name: json.dumps(board, indent=2) + "\n" for name, board in grafana.dashboards().items()},
+                         out)
+
+
 def generate_app() -> typer.Typer:
     from corral.deploy import clients
 
@@ -314,6 +363,8 @@ def generate_app() -> typer.Typer:
     _env(app)
     _launchd(app)
     _template(app)
+    _prometheus(app)
+    _grafana(app)
     _client(app, "opencode", clients.opencode_config, "opencode.json")
     _client(app, "crush", clients.crush_config, "crush.json")
     return app

@@ -6,7 +6,8 @@ Overrides work the same with a config file and in zero-config mode:
 - ``<PREFIX>_BASE_URL`` sets ``base_url`` when the config gives none (as the official SDKs do)
 - the preset's key variable (``<PREFIX>_API_KEY``) fills ``api_key`` when the config gives none
 - ``CORRAL_MASTER_KEY`` fills ``auth.master_key``; ``CORRAL_DATABASE_URL`` and
-  ``CORRAL_REDIS_URL`` fill ``database.url`` and ``cache.url``
+  ``CORRAL_REDIS_URL`` fill ``database.url`` and ``cache.url``; ``CORRAL_METRICS_TOKEN``
+  fills ``observability.metrics_token`` (the scrape token of ``/metrics``)
 
 ``<PREFIX>`` comes from the provider's name when that names a preset (a provider named
 ``mistral`` answers to ``MISTRAL_*``), else from its ``type``.
@@ -34,6 +35,7 @@ CORRAL_OVERRIDES = (
     ("CORRAL_MASTER_KEY", ("auth", "master_key")),
     ("CORRAL_DATABASE_URL", ("database", "url")),
     ("CORRAL_REDIS_URL", ("cache", "url")),
+    ("CORRAL_METRICS_TOKEN", ("observability", "metrics_token")),
 )
 
 

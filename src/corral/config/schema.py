@@ -194,12 +194,24 @@ class AuthConfig(Strict):
     throttle: AuthThrottleConfig = Field(default_factory=AuthThrottleConfig)
 
 
+class LangfuseConfig(Strict):
+    """Langfuse as the OTLP backend: ``{host}/api/public/otel/v1/traces`` with Basic auth
+    (also from LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_HOST)."""
+
+    public_key: str | None = None
+    secret_key: SecretStr | None = None
+    host: str | None = None  # default https://cloud.langfuse.com
+
+
 class TracingConfig(Strict):
     enabled: bool = False
     exporter: Literal["otlp", "console", "none"] = "otlp"
     endpoint: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # sent with every OTLP export
     service_name: str = "corral"
-    capture_content: bool = False
+    capture_content: bool = False  # prompts and completions on spans (redacted)
+    sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # parent-based: a caller's decision wins
+    langfuse: LangfuseConfig | None = None
 
 
 class ObservabilityConfig(Strict):
@@ -207,6 +219,9 @@ class ObservabilityConfig(Strict):
     log_format: Literal["json", "console"] = "console"
     access_log: bool = True  # one `corral.request` line per model call (at log level info or lower)
     metrics: bool = True
+    # A bearer token that opens GET /metrics only (for a Prometheus scrape), besides admin keys.
+    metrics_token: SecretStr | None = None
+    public_metrics: bool = False  # /metrics without any credential (put it behind a private network)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 

@@ -67,6 +67,7 @@ def corral_service(source: DeploySource, opts: ComposeOptions) -> dict[str, Any]
         c.DATABASE_URL_ENV: database,
         c.REDIS_URL_ENV: "redis://redis:6379/0",
         c.MASTER_KEY_ENV: _required(c.MASTER_KEY_ENV, "set CORRAL_MASTER_KEY (a long random string) in .env"),
+        c.METRICS_TOKEN_ENV: f"${{{c.METRICS_TOKEN_ENV}:-}}",  # optional: lets Prometheus scrape /metrics
     }
     for ref in source.references:
         if ref.name in env:

@@ -60,7 +60,10 @@ def wants_redis(config: CorralConfig, option: bool | None) -> bool:
 
 def secret_keys(source: DeploySource, postgres: bool) -> list[str]:
     keys = [*source.env_names]
-    for extra in (c.MASTER_KEY_ENV, *([c.POSTGRES_PASSWORD_ENV] if postgres else [])):
+    # The scrape token: the pods' prometheus.io annotations bring Prometheus, which sends it
+    # (`corral generate prometheus --kubernetes`), and /metrics answers it without a master key.
+    scrape = [c.METRICS_TOKEN_ENV] if source.config.observability.metrics else []
+    for extra in (c.MASTER_KEY_ENV, *scrape, *([c.POSTGRES_PASSWORD_ENV] if postgres else [])):
         if extra not in keys:
             keys.append(extra)
     return keys

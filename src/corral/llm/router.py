@@ -20,7 +20,9 @@ only place that retries (providers never do):
   apply it to their own copy of the state (`apply_cooldown`); picking never waits on it.
 
 `CallContext` carries what the edges need afterwards: the deployment used, attempts,
-and time spent upstream (the gateway subtracts it to publish its own overhead).
+and time spent upstream (the gateway subtracts it to publish its own overhead); and, in,
+the trace the call belongs to (``trace``): with a `Tracing`, each call is one ``chat``
+span under it (`corral.llm.tracing`), its failed attempts and fallbacks as span events.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from opentelemetry.context import Context
+
 from corral.config.schema import Deployment, ModelConfig, RouterConfig
 from corral.llm import errors
+from corral.llm.pricing import PricingTable
 from corral.llm.provider import Provider
 from corral.llm.readahead import ReadAhead
-from corral.llm.types import ChatRequest, ChatResult, ModelInfo, StreamEvent
+from corral.llm.tracing import ChatSpan
+from corral.llm.types import ChatRequest, ChatResult, ModelInfo, StreamEvent, Usage, UsageEvent
+from corral.telemetry.tracing import Tracing
 
 log = logging.getLogger("corral.router")
 T = TypeVar("T")
@@ -64,6 +71,7 @@ class CallContext:
     caller: Mapping[str, object] | None = None
     # Streams: shared with the writer of the gateway's response (see `corral.llm.readahead`).
     read_ahead: ReadAhead | None = None
+    trace: Context | None = None  # the parent of this call's span (a run's agent span, a request's)
 
 
 @dataclass(slots=True)
@@ -106,7 +114,11 @@ class Router:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        tracing: Tracing | None = None,
+        pricing: PricingTable | None = None,  # for the cost on spans
     ) -> None:
+        self._tracing = tracing
+        self._pricing = pricing
         self._models = dict(models)
         self._providers = dict(providers)
         self._settings = settings or RouterConfig()
@@ -244,6 +256,7 @@ class Router:
         alias: str,
         ctx: CallContext,
         attempt: Callable[[DeploymentState], Awaitable[T]],
+        span: ChatSpan | None = None,
     ) -> T:
         queue, visited = [alias], set()
         last: errors.ProviderError | None = None
@@ -253,7 +266,7 @@ class Router:
                 continue
             visited.add(current)
             try:
-                return await self._run_alias(current, ctx, attempt)
+                return await self._run_alias(current, ctx, attempt, span)
             except errors.ContextLengthError as exc:
                 last = exc
                 queue = self._fallbacks(current, context=True) + queue
@@ -264,6 +277,8 @@ class Router:
                 queue += self._fallbacks(current, context=False)
             if queue:
                 log.info("falling back from %s: %s", current, last)
+                if span is not None:
+                    span.fallback(current, queue, last)
         assert last is not None
         raise last
 
@@ -274,7 +289,8 @@ class Router:
         return list(model.context_fallbacks if context else model.fallbacks)
 
     async def _run_alias(
-        self, alias: str, ctx: CallContext, attempt: Callable[[DeploymentState], Awaitable[T]]
+        self, alias: str, ctx: CallContext, attempt: Callable[[DeploymentState], Awaitable[T]],
+        span: ChatSpan | None,
     ) -> T:
         model = self._models.get(alias)
         retries = model.num_retries if model else 2
@@ -286,6 +302,8 @@ class Router:
             tried.add(state.key)
             ctx.alias, ctx.provider, ctx.upstream_model = alias, state.deployment.provider, state.deployment.model
             ctx.attempts += 1
+            if span is not None:
+                span.attempt(state.key, state.deployment.provider, state.deployment.model, ctx.attempts)
             started = time.perf_counter()
             state.in_flight += 1
             try:
@@ -293,10 +311,12 @@ class Router:
             except errors.ProviderError as exc:
                 self._failed(state, exc, ctx)
                 if isinstance(exc, _FALLBACK_ERRORS) and len(tried) < deployments:
+                    if span is not None:
+                        span.attempt_failed(state.key, exc, retry_in=0.0)
                     continue  # this deployment cannot serve (bad key, no such model): try the next now
-                if not exc.retryable or number >= retries:
-                    raise
-                delay = self._backoff(number, exc)
+                delay = None if not exc.retryable or number >= retries else self._backoff(number, exc)
+                if span is not None:
+                    span.attempt_failed(state.key, exc, retry_in=delay)
                 if delay is None:
                     raise
                 number += 1
@@ -324,45 +344,85 @@ class Router:
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
 
-        return await self._run(alias, ctx, attempt)
+        if self._tracing is None:
+            return await self._run(alias, ctx, attempt)
+        span = ChatSpan(self._tracing, "chat", alias, ctx.trace, self._pricing)
+        span.request(request)
+        try:
+            result = await self._run(alias, ctx, attempt, span)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.result(result)
+        span.end()
+        return result
+
+    async def _open_stream(self, state: DeploymentState, request: ChatRequest, ctx: CallContext,
+                           chosen: list[DeploymentState]) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+        """One attempt of a stream: until its first event (after that there is no retry)."""
+        chosen.append(state)
+        upstream = self._request_for(state, request)
+        events = self._providers[state.deployment.provider].stream(upstream)
+        started = time.perf_counter()
+        try:
+            if upstream.timeout:
+                async with asyncio.timeout(upstream.timeout):
+                    first = await anext(events, None)
+            else:
+                first = await anext(events, None)
+        except builtins.TimeoutError:
+            await aclose(events)
+            raise errors.TimeoutError(f"no first token within {upstream.timeout:g}s",
+                                      provider=state.deployment.provider) from None
+        except BaseException:
+            await aclose(events)
+            raise
+        finally:
+            ctx.upstream_seconds += time.perf_counter() - started
+        ctx.first_event_at = time.perf_counter()
+        return events, first
 
     async def stream(self, alias: str, request: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamEvent]:
         chosen: list[DeploymentState] = []
 
-        async def attempt(state: DeploymentState) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
-            chosen.append(state)
-            upstream = self._request_for(state, request)
-            events = self._providers[state.deployment.provider].stream(upstream)
-            started = time.perf_counter()
-            try:
-                if upstream.timeout:
-                    async with asyncio.timeout(upstream.timeout):
-                        first = await anext(events, None)
-                else:
-                    first = await anext(events, None)
-            except builtins.TimeoutError:
-                await aclose(events)
-                raise errors.TimeoutError(f"no first token within {upstream.timeout:g}s",
-                                          provider=state.deployment.provider) from None
-            except BaseException:
-                await aclose(events)
-                raise
-            finally:
-                ctx.upstream_seconds += time.perf_counter() - started
-            ctx.first_event_at = time.perf_counter()
-            return events, first
+        def attempt(state: DeploymentState) -> Awaitable[tuple[AsyncIterator[StreamEvent], StreamEvent | None]]:
+            return self._open_stream(state, request, ctx, chosen)
 
-        events, first = await self._run(alias, ctx, attempt)
+        span: ChatSpan | None = None
+        if self._tracing is not None:
+            span = ChatSpan(self._tracing, "chat", alias, ctx.trace, self._pricing)
+            span.request(request)
         try:
-            if first is not None:
-                yield first
-            async for event in events:
-                yield event
+            events, first = await self._run(alias, ctx, attempt, span)
+        except BaseException as exc:
+            if span is not None:
+                span.end(exc)
+            raise
+        failure: BaseException | None = None
+        try:
+            if span is None:
+                if first is not None:
+                    yield first
+                async for event in events:
+                    yield event
+            else:
+                if first is not None:
+                    span.event(first)
+                    yield first
+                async for event in events:
+                    span.event(event)
+                    yield event
         except errors.ProviderError as exc:
+            failure = exc
             self._failed(chosen[-1], exc, ctx)  # too late to retry, but it counts against the deployment
+            raise
+        except Exception as exc:
+            failure = exc
             raise
         finally:
             await aclose(events)
+            if span is not None:
+                span.end(failure)
 
     async def embed(self, alias: str, texts: list[str], ctx: CallContext) -> tuple[list[list[float]], int]:
         async def attempt(state: DeploymentState) -> tuple[list[list[float]], int]:
@@ -372,7 +432,17 @@ class Router:
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
 
-        return await self._run(alias, ctx, attempt)
+        if self._tracing is None:
+            return await self._run(alias, ctx, attempt)
+        span = ChatSpan(self._tracing, "embeddings", alias, ctx.trace, self._pricing)
+        try:
+            vectors, tokens = await self._run(alias, ctx, attempt, span)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.event(UsageEvent(Usage(input_tokens=tokens)))
+        span.end()
+        return vectors, tokens
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

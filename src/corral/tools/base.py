@@ -33,6 +33,7 @@ class ToolContext:
     session_id: str | None = None
     tool_call_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, str] = field(default_factory=dict)  # W3C trace headers of the call (tracing on)
 
 
 @dataclass(slots=True)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from typing import Any
+
+import httpx
 
 from corral.config.agents import McpToolConfig
 from corral.llm.types import ToolSpec
@@ -49,6 +52,7 @@ class McpToolset:
             return sse_client(c.url, headers=c.headers or None, timeout=c.connect_timeout)
         # The SDK leaves a client it was given open: the exit stack closes it with the connection.
         http = create_mcp_http_client(headers=c.headers or None)
+        http.event_hooks["request"].append(_trace_headers)
         stack.push_async_callback(http.aclose)
         return streamable_http_client(c.url, http_client=http)
 
@@ -125,8 +129,12 @@ class McpToolset:
             raise ToolError(f"unknown tool {name!r} on MCP server {self.name!r}")
         box: list[ToolResult] = []
 
+        # The trace context goes in the request's ``_meta`` (where MCP servers look for it)
+        # and, over HTTP, in the request's headers too (`_trace_headers`).
+        meta = dict(ctx.trace) if ctx.trace else None
+
         async def once() -> None:
-            box.append(_to_result(await self._client.call_tool(name, arguments)))
+            box.append(_to_result(await self._client.call_tool(name, arguments, meta=meta)))
 
         await self._with_reconnect(once)
         return box[0]
@@ -152,6 +160,24 @@ class McpToolset:
     async def aclose(self) -> None:
         async with self._lock:
             await self._drop()
+
+
+async def _trace_headers(request: httpx.Request) -> None:
+    """A tool call's ``_meta.traceparent`` (and ``tracestate``) as HTTP headers as well, for
+    proxies and servers that read the trace context from headers. The SDK sends requests
+    from its own task, so the call's context reaches the request only through its body."""
+    if request.method != "POST" or b'"_meta"' not in request.content:
+        return
+    try:
+        body = json.loads(request.content)
+    except ValueError:
+        return
+    meta = body.get("params", {}).get("_meta") if isinstance(body, dict) else None
+    if isinstance(meta, dict):
+        for name in ("traceparent", "tracestate"):
+            value = meta.get(name)
+            if isinstance(value, str):
+                request.headers[name] = value
 
 
 def _describe(exc: BaseException) -> str:
