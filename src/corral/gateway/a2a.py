@@ -150,7 +150,8 @@ class AgentRequestHandler(RequestHandler):
             record, live = await self.service.start_run(
                 self.agent.name, [ChatMessage.text("user", text)], session_id=context_id,
                 mode="background" if background else "foreground",
-                caller=call.caller() if call is not None else None, request_id=call.request_id if call else "")
+                caller=call.caller() if call is not None else None, request_id=call.request_id if call else "",
+                trace=call.trace_headers if call is not None else None)
         except SessionConflict as exc:
             raise InvalidParamsError(message=str(exc)) from None
         return record, live, context_id

@@ -49,7 +49,7 @@ class AgentTarget:
         try:
             _, live = await self.runtime.service.start_run(
                 self.name, messages, session_id=session_id, owner=owner_of(call.principal) if session_id else None,
-                request_id=call.request_id, caller=call.caller())
+                request_id=call.request_id, caller=call.caller(), trace=call.trace_headers)
         except SessionConflict as exc:
             raise AgentRunError(str(exc)) from None
         assert live is not None

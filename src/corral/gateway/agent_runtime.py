@@ -19,18 +19,20 @@ from corral.agents.service import AgentService, RunObserver
 from corral.config.schema import CorralConfig
 from corral.llm.router import Router
 from corral.store import Store
+from corral.telemetry.tracing import Tracing
 
 log = logging.getLogger("corral.gateway.agents")
 
 
 class AgentRuntime:
     def __init__(self, config: CorralConfig, registry: AgentRegistry, router: Router, store: Store, *,
-                 meter: Meter, observer: RunObserver | None = None) -> None:
+                 meter: Meter, observer: RunObserver | None = None, tracing: Tracing | None = None) -> None:
         self.registry = registry
         self.remote = RemoteAgents()
-        runner = Runner(registry.agents, RouterModels(router, meter), remote=self.remote.call)
+        runner = Runner(registry.agents, RouterModels(router, meter), remote=self.remote.call, tracing=tracing)
         fanout = RedisRunEvents.from_url(config.cache.url, prefix=config.cache.prefix) if config.cache.url else None
-        self.service = AgentService(registry, runner, store, config.runs, observer=observer, fanout=fanout)
+        self.service = AgentService(registry, runner, store, config.runs, observer=observer, fanout=fanout,
+                                    tracing=tracing)
         self._warmup: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

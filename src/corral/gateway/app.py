@@ -60,6 +60,7 @@ from corral.store.store import BatchRecord
 from corral.telemetry.access_log import AccessLog
 from corral.telemetry.agent_metrics import AgentMetrics
 from corral.telemetry.metrics import GatewayMetrics
+from corral.telemetry.scrape import ScrapeAccess
 from corral.telemetry.tracing import Tracing, build_tracing
 
 if TYPE_CHECKING:
@@ -144,12 +145,12 @@ def build_gateway(
 ) -> Gateway:
     import time
 
-    router = build_router(config, providers)
-    store = Store.connect(config.database.url, pool_size=config.database.pool_size, pooler=config.database.pooler)
-    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch)
     metrics = GatewayMetrics() if config.observability.metrics else None
     tracing = build_tracing(config.observability.tracing)
     pricing = PricingTable(config.pricing)
+    router = build_router(config, providers, tracing, pricing)
+    store = Store.connect(config.database.url, pool_size=config.database.pool_size, pooler=config.database.pooler)
+    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch)
     access_log = AccessLog(enabled=config.observability.access_log)
     observer = CallObserver(metrics, access_log)
 
@@ -160,13 +161,14 @@ def build_gateway(
     budgets = BudgetSeeder(limiter, store)
     access = Access(authenticator, limiter, budgets, observer.count_rejection)
     key_sync = KeySync(keys, budgets, redis=redis, channel=f"{config.cache.prefix}keys")
-    billing = Billing(limiter, pricing, keys, writer)
+    agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
+    billing = Billing(limiter, pricing, keys, writer, agent_metrics)
 
     registry = AgentRegistry.from_config(config)
-    agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
-    agents = AgentRuntime(config, registry, router, store, meter=billing.charge_run_call, observer=agent_metrics)
+    agents = AgentRuntime(config, registry, router, store, meter=billing.charge_run_call, observer=agent_metrics,
+                          tracing=tracing)
     models = Models(router, AgentChatTargets(agents), default_model=config.default_model)
-    tracer = CallTracer(tracing, config.providers) if tracing is not None else None
+    tracer = CallTracer(tracing) if tracing is not None else None
     pipeline = CallPipeline(models, access, pricing, observer, billing, tracer)
 
     health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix) if config.cache.url else None
@@ -279,7 +281,8 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/v1/sessions/{session_id}", runs.delete_session, methods=["DELETE"]),
     ]
     if gateway.metrics is not None:
-        routes.append(Route("/metrics", _scrape(gateway.metrics, gateway.authenticator), methods=["GET"]))
+        scrape = _scrape(gateway.metrics, gateway.authenticator, ScrapeAccess(config.observability))
+        routes.append(Route("/metrics", scrape, methods=["GET"]))
     if config.agents:  # the A2A SDK costs most of the startup time in imports: only with agents
         from corral.gateway.a2a import A2AApi
 
@@ -296,13 +299,15 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
     return [*routes, *reference_routes(routes)]  # /openapi.json and /docs describe every route above
 
 
-def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None) -> Router:
+def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None, tracing: Tracing | None,
+                 pricing: PricingTable) -> Router:
     from corral.llm.registry import build_provider
 
     built = dict(providers) if providers is not None else {
         name: build_provider(name, p) for name, p in config.providers.items() if p.enabled}
     passthrough = frozenset(n for n, p in config.providers.items() if getattr(p, "passthrough", False))
-    return Router(config.models, built, settings=config.router, passthrough=passthrough)
+    return Router(config.models, built, settings=config.router, passthrough=passthrough, tracing=tracing,
+                  pricing=pricing, provider_types={name: p.type for name, p in config.providers.items()})
 
 
 def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMetrics | None) -> Authenticator:
@@ -335,9 +340,10 @@ def _redis(url: str | None) -> Any:
     return aioredis.from_url(url)
 
 
-def _scrape(metrics: GatewayMetrics, authenticator: Authenticator) -> Any:
+def _scrape(metrics: GatewayMetrics, authenticator: Authenticator, access: ScrapeAccess) -> Any:
     async def scrape(request: Request) -> Response:
-        await authenticator.authenticate(request)
+        if not access.allows(request.headers):  # the scrape token, or public metrics
+            await authenticator.authenticate(request)
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 

@@ -24,6 +24,7 @@ from corral.llm.router import CallContext
 from corral.llm.types import Usage
 from corral.store import BatchWriter, UsageRecord
 from corral.store.store import BatchRecord
+from corral.telemetry.agent_metrics import AgentMetrics
 
 log = logging.getLogger("corral.billing")
 
@@ -32,11 +33,12 @@ _KINDS = frozenset({"anonymous", "master", "static", "key", "jwt"})
 
 class Billing:
     def __init__(self, limiter: Limiter, pricing: PricingTable, keys: KeyCache,
-                 writer: BatchWriter[BatchRecord]) -> None:
+                 writer: BatchWriter[BatchRecord], agent_metrics: AgentMetrics | None = None) -> None:
         self.limiter = limiter
         self.pricing = pricing
         self.keys = keys
         self.writer = writer
+        self.agent_metrics = agent_metrics
 
     async def settle(self, call: Call) -> None:
         """A finished call, charged to its admitted caller (not when it was an agent run,
@@ -58,6 +60,10 @@ class Billing:
         request_id = f"{base[:80]}:{uuid.uuid4().hex[:12]}"
         cost = self.pricing.cost(usage, alias, ctx.upstream_model)
         await self._record(reservation, request_id, alias, ctx, usage, cost, started, "ok")
+        if self.agent_metrics is not None and ctx.agent:
+            self.agent_metrics.model_call(ctx.agent, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                          cached_input_tokens=usage.cached_input_tokens,
+                                          reasoning_tokens=usage.reasoning_tokens, cost_usd=cost)
 
     def principal_for(self, caller: Mapping[str, Any] | None) -> Principal:
         """The principal a run's caller (`Call.caller`) stands for now: its key and team from

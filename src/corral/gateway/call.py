@@ -54,6 +54,7 @@ class Call:
     session_id: str | None = None  # x-corral-session-id (agents as chat models)
     metered: bool = False  # an agent run: its model calls were charged one by one
     trace_parent: Any = None  # the caller's trace context (``traceparent``), when tracing is on
+    trace_headers: dict[str, str] | None = None  # the same as W3C headers, for an agent run it starts
     status: int = 200
     usage: Usage | None = None
     cost_usd: float | None = None  # priced once, when the call is over

@@ -58,7 +58,7 @@ def build_server(runtime: AgentRuntime, pipeline: CallPipeline) -> Server[Any]:
         if not isinstance(text, str) or not text:
             return _error("`input` (a non-empty string) is required")
         request: Request | None = ctx.request
-        caller, request_id = None, ""
+        caller, request_id, trace = None, "", None
         if request is not None:
             call = pipeline.begin(request, agent.name, "mcp")
             call.metered = True
@@ -66,12 +66,12 @@ def build_server(runtime: AgentRuntime, pipeline: CallPipeline) -> Server[Any]:
                 await pipeline.admit(request, call)
             except ApiError as exc:
                 return _error(exc.message)
-            caller, request_id = call.caller(), call.request_id
+            caller, request_id, trace = call.caller(), call.request_id, call.trace_headers
         service = runtime.service
         session_id = arguments.get("session_id")
         record, _ = await service.start_run(agent.name, [Message.text("user", text)],
                                             session_id=str(session_id) if session_id else None,
-                                            caller=caller, request_id=request_id)
+                                            caller=caller, request_id=request_id, trace=trace)
         record = await service.wait(record.id, agent.config.timeout + 10)
         output = record.output.get("output") if isinstance(record.output, dict) else None
         if record.state != "succeeded":

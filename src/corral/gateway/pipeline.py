@@ -10,7 +10,7 @@
               proper HTTP error) -> the surface's writer turns events into bytes ->
               `finish` after the last byte, whatever ends the stream
     finish    the price -> metrics and the access log (`CallObserver`) -> usage row and counters
-              (`Billing`) -> the span (`CallTracer`)
+              (`Billing`); the call's span is the router's, in the caller's trace (`CallTracer`)
 
 Surfaces (`openai.py`, `anthropic.py`, `responses.py`, `embeddings.py`, the agents' runs,
 A2A and MCP) parse their wire format, then call these. Nothing here knows a wire format.
@@ -87,7 +87,7 @@ class CallPipeline:
                     CallContext(request_id=exchange.request_id))
         exchange.call = call
         if self.tracer is not None:
-            call.trace_parent = self.tracer.parent(request)
+            self.tracer.begin(request, call)
         return call
 
     async def admit(self, request: Request, call: Call, principal: Principal | None = None) -> None:
@@ -180,13 +180,12 @@ class CallPipeline:
         return EventStreamResponse(body(), ahead=ahead)
 
     async def finish(self, call: Call) -> None:
-        """The call is over: priced, observed, billed, traced. Never blocks on a database."""
+        """The call is over: priced, observed, billed (its span is the router's). Never
+        blocks on a database."""
         if call.usage is not None:  # as the alias first, then the upstream id (docs/pricing.md)
             call.cost_usd = self.pricing.cost(call.usage, call.model, call.ctx.upstream_model)
         self.observer.finished(call)
         await self.billing.settle(call)
-        if self.tracer is not None:
-            self.tracer.record(call)
 
 
 def _result_usage(result: ChatResult) -> Usage | None:

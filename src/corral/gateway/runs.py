@@ -69,7 +69,7 @@ class RunsApi:
             record, live = await self.service.start_run(
                 name, parse_input(body), session_id=session_id, request_id=call.request_id,
                 mode="background" if mode == "background" else "foreground", variables=body.variables or {},
-                owner=owner_of(call.principal), caller=call.caller())
+                owner=owner_of(call.principal), caller=call.caller(), trace=call.trace_headers)
         except (RunNotFound, SessionConflict) as exc:
             raise errors_to_api(exc) from None
         if live is None:

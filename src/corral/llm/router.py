@@ -72,6 +72,7 @@ class CallContext:
     # Streams: shared with the writer of the gateway's response (see `corral.llm.readahead`).
     read_ahead: ReadAhead | None = None
     trace: Context | None = None  # the parent of this call's span (a run's agent span, a request's)
+    span_attributes: Mapping[str, str | bool | int] | None = None  # the caller's, added to this call's span
 
 
 @dataclass(slots=True)
@@ -116,11 +117,13 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         tracing: Tracing | None = None,
         pricing: PricingTable | None = None,  # for the cost on spans
+        provider_types: Mapping[str, str] | None = None,  # provider name -> wire type, for spans
     ) -> None:
         self._tracing = tracing
         self._pricing = pricing
         self._models = dict(models)
         self._providers = dict(providers)
+        self._provider_types = dict(provider_types or {})
         self._settings = settings or RouterConfig()
         self._passthrough = passthrough  # providers that serve any "<provider>/<model>" name
         self._rng = rng or random.Random()
@@ -303,7 +306,9 @@ class Router:
             ctx.alias, ctx.provider, ctx.upstream_model = alias, state.deployment.provider, state.deployment.model
             ctx.attempts += 1
             if span is not None:
-                span.attempt(state.key, state.deployment.provider, state.deployment.model, ctx.attempts)
+                provider = state.deployment.provider
+                span.attempt(state.key, self._provider_types.get(provider, provider), state.deployment.model,
+                             ctx.attempts)
             started = time.perf_counter()
             state.in_flight += 1
             try:
@@ -346,7 +351,7 @@ class Router:
 
         if self._tracing is None:
             return await self._run(alias, ctx, attempt)
-        span = ChatSpan(self._tracing, "chat", alias, ctx.trace, self._pricing)
+        span = ChatSpan(self._tracing, "chat", alias, ctx.trace, self._pricing, ctx.span_attributes)
         span.request(request)
         try:
             result = await self._run(alias, ctx, attempt, span)
@@ -390,7 +395,7 @@ class Router:
 
         span: ChatSpan | None = None
         if self._tracing is not None:
-            span = ChatSpan(self._tracing, "chat", alias, ctx.trace, self._pricing)
+            span = ChatSpan(self._tracing, "chat", alias, ctx.trace, self._pricing, ctx.span_attributes)
             span.request(request)
         try:
             events, first = await self._run(alias, ctx, attempt, span)
@@ -434,7 +439,7 @@ class Router:
 
         if self._tracing is None:
             return await self._run(alias, ctx, attempt)
-        span = ChatSpan(self._tracing, "embeddings", alias, ctx.trace, self._pricing)
+        span = ChatSpan(self._tracing, "embeddings", alias, ctx.trace, self._pricing, ctx.span_attributes)
         try:
             vectors, tokens = await self._run(alias, ctx, attempt, span)
         except BaseException as exc:

@@ -8,6 +8,7 @@ the response model, usage, cost (when prices are known) and finish reason. Conte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context
@@ -23,12 +24,13 @@ class ChatSpan:
     __slots__ = ("_alias", "_finish", "_model", "_output", "_pricing", "_tracing", "_usage", "span")
 
     def __init__(self, tracing: Tracing, operation: str, alias: str, parent: Context | None,
-                 pricing: PricingTable | None = None) -> None:
+                 pricing: PricingTable | None = None, attributes: Mapping[str, str | bool | int] | None = None) -> None:
         self._tracing = tracing
         self._pricing = pricing
         self._alias = alias
         self.span = tracing.start(f"{operation} {alias}", parent=parent, kind=SpanKind.CLIENT,
-                                  attributes={"gen_ai.operation.name": operation, "gen_ai.request.model": alias})
+                                  attributes={"gen_ai.operation.name": operation, "gen_ai.request.model": alias,
+                                              **(attributes or {})})
         self._usage: Usage | None = None
         self._finish: str | None = None
         self._model: str | None = None
