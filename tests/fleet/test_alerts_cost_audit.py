@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from corral.config.fleet import AlertRoute, CostSection
+from corral.config.fleet import AlertRouteConfig, CostConfig
 from corral.fleet.store import FleetStore
 from corral.fleet.supervisor.alerts import Alerter
 from corral.fleet.supervisor.cost import CostPoller
@@ -43,9 +43,9 @@ class Receiver:
 async def test_alert_routes_deliver_in_each_format_with_retries() -> None:
     receiver = Receiver(fail_first=2)
     async with serve_app(receiver.app) as base:
-        routes = [AlertRoute(name="slack", kind="slack", url=f"{base}/slack", events=["node.*"], backoff_base_ms=10),
-                  AlertRoute(name="discord", kind="discord", url=f"{base}/discord", events=["policy.*"]),
-                  AlertRoute(name="hook", kind="webhook", url=f"{base}/hook", events=["*"])]
+        routes = [AlertRouteConfig(name="slack", kind="slack", url=f"{base}/slack", events=["node.*"], backoff_base_ms=10),
+                  AlertRouteConfig(name="discord", kind="discord", url=f"{base}/discord", events=["policy.*"]),
+                  AlertRouteConfig(name="hook", kind="webhook", url=f"{base}/hook", events=["*"])]
         alerter = Alerter(routes)
         alerter.start()
         alerter.notify({"type": "node.offline", "node_id": "n1", "data": {"reason": "silent"}})
@@ -64,7 +64,7 @@ async def test_alert_routes_deliver_in_each_format_with_retries() -> None:
 async def test_alert_route_rate_limit_drops_the_excess() -> None:
     receiver = Receiver()
     async with serve_app(receiver.app) as base:
-        alerter = Alerter([AlertRoute(name="hook", url=f"{base}/hook", events=["*"], max_per_minute=3)])
+        alerter = Alerter([AlertRouteConfig(name="hook", url=f"{base}/hook", events=["*"], max_per_minute=3)])
         alerter.start()
         for i in range(10):
             alerter.notify({"type": "session.error", "session_id": f"s{i}"})
@@ -110,7 +110,7 @@ async def test_provider_usage_polling_and_degraded_mark(tmp_path: Path) -> None:
     store = FleetStore(make_engine(f"sqlite:///{tmp_path / 'f.db'}"))
     await store.migrate()
     async with serve_app(_usage_api(status)) as base:
-        config = CostSection.model_validate({"max_retries": 1, "backoff_base_ms": 1, "providers": {
+        config = CostConfig.model_validate({"max_retries": 1, "backoff_base_ms": 1, "providers": {
             "anthropic": {"admin_api_key": "admin-a", "base_url": base},
             "openai": {"admin_api_key": "admin-o", "base_url": base}}})
         poller = CostPoller(config, store, PricingTable())

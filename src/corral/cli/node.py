@@ -26,12 +26,13 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     ) -> None:
         """Run a fleet node: sessions through native Corral agents or OpenCode, steered by the supervisor."""
-        from corral.config.fleet import FleetConfigError, NodeConfig, load_fleet_config
+        from corral.config.errors import ConfigError
+        from corral.config.fleet import NodeConfig, load_fleet_config
 
         try:
             cfg = load_fleet_config(config, NodeConfig)
-        except FleetConfigError as exc:
-            typer.secho("\n".join(exc.issues), fg=typer.colors.RED, err=True)
+        except ConfigError as exc:
+            typer.secho(exc.render(), fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
         if supervisor_url:
             cfg.supervisor_url = supervisor_url

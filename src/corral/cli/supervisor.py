@@ -31,12 +31,13 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     ) -> None:
         """Run the fleet supervisor: node registry, sessions, events, commands, policies, cost, alerts, audit."""
-        from corral.config.fleet import FleetConfigError, SupervisorConfig, load_fleet_config
+        from corral.config.errors import ConfigError
+        from corral.config.fleet import SupervisorConfig, load_fleet_config
 
         try:
             cfg = load_fleet_config(config, SupervisorConfig)
-        except FleetConfigError as exc:
-            raise _fail("\n".join(exc.issues)) from None
+        except ConfigError as exc:
+            raise _fail(exc.render()) from None
         if port is not None:
             cfg.server.port = port
         if http_port is not None:

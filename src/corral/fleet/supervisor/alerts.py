@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from corral.config.fleet import AlertRoute
+from corral.config.fleet import AlertRouteConfig
 
 log = logging.getLogger("corral.fleet.alerts")
 
@@ -41,7 +41,7 @@ def body_for(kind: str, alert: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Route:
-    def __init__(self, config: AlertRoute, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: AlertRouteConfig, client: httpx.AsyncClient) -> None:
         self.config, self.client = config, client
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.sent: deque[float] = deque()
@@ -86,7 +86,7 @@ class _Route:
 
 
 class Alerter:
-    def __init__(self, routes: list[AlertRoute], client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, routes: list[AlertRouteConfig], client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient()
         self.routes = [_Route(r, self._client) for r in routes]
         self._tasks: list[asyncio.Task[None]] = []

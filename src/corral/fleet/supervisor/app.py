@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
 
-from corral.config.fleet import FleetConfigError, SupervisorConfig, load_fleet_config
+from corral.config.errors import ConfigError
+from corral.config.fleet import SupervisorConfig, load_fleet_config
 from corral.fleet.store import EventRow, FleetStore
 from corral.fleet.supervisor.alerts import Alerter
 from corral.fleet.supervisor.audit import AuditLog
@@ -97,14 +99,19 @@ class Supervisor:
         cfg = uvicorn.Config(build_http_app(self), host=host, port=port, log_level="warning", lifespan="off",
                              ssl_certfile=str(self.config.tls.cert) if self.config.tls else None,
                              ssl_keyfile=str(self.config.tls.key) if self.config.tls else None)
+        # The socket is bound here so the port is known at once (port 0 in tests). `serve()`
+        # catches SIGINT/SIGTERM while it runs and raises them again once it has stopped; the
+        # CLI's own handlers (the loop's wakeup fd) still see them and stop the whole supervisor.
+        sock = socket.create_server((host, port))
+        self.http_port = int(sock.getsockname()[1])
         self._http = uvicorn.Server(cfg)
-        # _serve, not serve: the CLI owns signal handling for the whole supervisor
-        self._tasks.append(asyncio.create_task(self._http._serve(), name="fleet-http"))
+        task = asyncio.create_task(self._http.serve(sockets=[sock]), name="fleet-http")
+        self._tasks.append(task)
         while not self._http.started:
             await asyncio.sleep(0.01)
-            if self._tasks[-1].done():
-                self._tasks[-1].result()
-        self.http_port = int(self._http.servers[0].sockets[0].getsockname()[1])
+            if task.done():
+                task.result()
+                raise RuntimeError("the supervisor's HTTP API stopped while starting")
 
     async def _reload_tokens(self) -> None:
         """Pick up a rotated token from the config file; the old one stays valid for the overlap."""
@@ -114,8 +121,8 @@ class Supervisor:
             await asyncio.sleep(self.config.auth.reload_interval_seconds)
             try:
                 fresh = load_fleet_config(self.config_path, SupervisorConfig)
-            except FleetConfigError as exc:
-                log.warning("config reload failed; keeping the current token: %s", exc.issues[0])
+            except ConfigError as exc:
+                log.warning("config reload failed; keeping the current token: %s", exc.issues[0].render())
                 continue
             if fresh.auth.token and self.tokens.rotate(fresh.auth.token.get_secret_value()):
                 log.info("fleet token rotated; the previous one is accepted for %.0fs",

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from corral.config.fleet import PoliciesSection, RetryPolicy
+from corral.config.fleet import PoliciesConfig, RetryPolicyConfig
 from corral.fleet.store import EventRow
 from corral.fleet.supervisor.audit import AuditLog
 from corral.fleet.supervisor.commands import CommandError, Dispatcher
@@ -33,7 +33,7 @@ class _Retry:
 
 
 class PolicyEngine:
-    def __init__(self, config: PoliciesSection, state: FleetState, dispatcher: Dispatcher,
+    def __init__(self, config: PoliciesConfig, state: FleetState, dispatcher: Dispatcher,
                  pipeline: EventPipeline, audit: AuditLog) -> None:
         self.config, self.state, self.dispatcher = config, state, dispatcher
         self.pipeline, self.audit = pipeline, audit
@@ -97,7 +97,7 @@ class PolicyEngine:
             return False
         return await self._act("resume_on_idle", p, s, "resume", {"message": p.message}, now)
 
-    async def _act(self, name: str, policy: RetryPolicy, s: SessionState, command: str,
+    async def _act(self, name: str, policy: RetryPolicyConfig, s: SessionState, command: str,
                    args: dict[str, str], now: float) -> bool:
         key = (s.session_id, name)
         if key in self._inflight:
