@@ -113,6 +113,74 @@ class SessionsConfig(Strict):
     max_finished_in_memory: int = Field(default=10_000, ge=0)  # the oldest finished go first beyond it
 
 
+CHAT_COMMANDS = ("status", "nodes", "sessions", "prompt", "kill", "cost")
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "console"]
+
+
+class SlackChatConfig(Strict):
+    signing_secret: SecretStr  # the app's Signing Secret (Basic Information), e.g. ${SLACK_SIGNING_SECRET}
+    # interactivity answers are POSTed to the payload's response_url only under these prefixes
+    response_url_prefixes: list[str] = Field(default_factory=lambda: ["https://hooks.slack.com/"])
+
+
+class DiscordChatConfig(Strict):
+    public_key: str  # the application's Public Key (General Information), 64 hex characters
+
+    @field_validator("public_key")
+    @classmethod
+    def _hex_key(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            if len(bytes.fromhex(value)) == 32:
+                return value
+        except ValueError:
+            pass
+        raise ValueError("public_key must be the application's Ed25519 public key: 64 hex characters")
+
+
+class ChatRoleConfig(Strict):
+    """Who holds a role: Slack user ids (``U0123``), Discord user ids, or Discord guild role ids."""
+
+    slack_users: list[str] = Field(default_factory=list)
+    discord_users: list[str] = Field(default_factory=list)
+    discord_roles: list[str] = Field(default_factory=list)
+
+
+class ChatCommandsConfig(Strict):
+    """The roles allowed to run each command (a user needs one of them)."""
+
+    status: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    nodes: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    sessions: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    cost: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    prompt: list[str] = Field(default_factory=lambda: ["operator"])
+    kill: list[str] = Field(default_factory=lambda: ["operator"])
+
+    def roles_for(self, command: str) -> list[str]:
+        roles: list[str] = getattr(self, command)
+        return roles
+
+
+class ChatOpsConfig(Strict):
+    """Slack slash commands / interactivity and Discord interactions, served by the HTTP API."""
+
+    slack: SlackChatConfig | None = None
+    discord: DiscordChatConfig | None = None
+    replay_window_seconds: float = Field(default=300.0, gt=0)  # requests signed longer ago are refused
+    reply_within_seconds: float = Field(default=2.5, gt=0, le=30)  # Slack and Discord give up after 3 s
+    roles: dict[str, ChatRoleConfig] = Field(default_factory=dict)
+    commands: ChatCommandsConfig = Field(default_factory=ChatCommandsConfig)
+
+    @model_validator(mode="after")
+    def _known_roles(self) -> ChatOpsConfig:
+        for command in sorted(self.commands.model_fields_set):
+            unknown = [r for r in self.commands.roles_for(command) if r not in self.roles]
+            if unknown:
+                raise ValueError(f"commands.{command} names roles not defined under `roles`: {', '.join(unknown)}")
+        return self
+
+
 class SupervisorConfig(Strict):
     version: Literal[1] = 1
     server: SupervisorServerConfig = Field(default_factory=SupervisorServerConfig)
@@ -129,6 +197,9 @@ class SupervisorConfig(Strict):
     alerts: list[AlertRouteConfig] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    chatops: ChatOpsConfig = Field(default_factory=ChatOpsConfig)
+    log_level: LogLevel | None = None  # default: $LOG_LEVEL, else info
+    log_format: LogFormat | None = None  # default: $LOG_FORMAT, else console
 
     @field_validator("database_url")
     @classmethod
@@ -195,6 +266,8 @@ class NodeConfig(Strict):
     backoff_max_seconds: float = Field(default=60.0, gt=0)
     backends: dict[str, NativeBackendConfig | OpenCodeBackendConfig] = Field(default_factory=dict)
     projects: list[ProjectConfig] = Field(default_factory=list)
+    log_level: LogLevel | None = None  # default: $LOG_LEVEL, else info
+    log_format: LogFormat | None = None  # default: $LOG_FORMAT, else console
 
     @field_validator("node_id")
     @classmethod

@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from corral.config.errors import ConfigError
@@ -17,6 +18,7 @@ from corral.fleet.store import EventRow, FleetStore
 from corral.fleet.supervisor.alerts import Alerter
 from corral.fleet.supervisor.audit import AuditLog
 from corral.fleet.supervisor.auth import TokenSet
+from corral.fleet.supervisor.chatops import ChatOps
 from corral.fleet.supervisor.commands import Dispatcher
 from corral.fleet.supervisor.cost import CostPoller
 from corral.fleet.supervisor.events import EventPipeline
@@ -62,6 +64,9 @@ class Supervisor:
         self.policies = PolicyEngine(config.policies, self.state, self.dispatcher, self.pipeline, self.audit)
         self.cost = CostPoller(config.cost, self.store, prices)
         self.alerter = Alerter(config.alerts)
+        self.http_client = httpx.AsyncClient()  # chat-ops answers to Slack's response_url
+        self.chatops = ChatOps(config.chatops, state=self.state, store=self.store, dispatcher=self.dispatcher,
+                               cost=self.cost, audit=self.audit)
         self.metrics = FleetMetrics(self)
         self.pipeline.listeners += [self._alert_on, self.policies.on_events]
         self.ws_port = 0
@@ -150,6 +155,7 @@ class Supervisor:
         await self.cost.stop()
         await self.alerter.stop()
         await self.audit.stop()
+        await self.http_client.aclose()
         await self.store.close()
 
 

@@ -1,5 +1,6 @@
 """The supervisor's HTTP API (Starlette): health, metrics, nodes, sessions, events, commands,
-cost and audit. Everything under /api/v1 needs the fleet token as a Bearer token."""
+cost and audit. Everything under /api/v1 needs the fleet token as a Bearer token; the
+chat-ops endpoints under /chatops check Slack's and Discord's request signatures instead."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from starlette.routing import Route
 
 from corral.fleet.supervisor.auth import bearer
 from corral.fleet.supervisor.commands import CommandError
+from corral.fleet.supervisor.discord import DiscordEndpoint
+from corral.fleet.supervisor.slack import SlackEndpoint
 
 if TYPE_CHECKING:
     from corral.fleet.supervisor.app import Supervisor
@@ -204,6 +207,9 @@ def build_http_app(sup: Supervisor) -> Starlette:
         Route("/api/v1/commands/{command_id}", guarded(command_get)),
         Route("/api/v1/cost/{period}", guarded(cost)),
         Route("/api/v1/audit", guarded(audit)),
+        # signed by Slack / Discord, not by the fleet token
+        Route("/chatops/slack", SlackEndpoint(sup.chatops, sup.http_client).handle, methods=["POST"]),
+        Route("/chatops/discord", DiscordEndpoint(sup.chatops).handle, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.sup = sup

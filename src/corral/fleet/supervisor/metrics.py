@@ -28,6 +28,9 @@ class FleetMetrics:
         self.alerts = Gauge("corral_fleet_alerts_total", "Alerts by route and outcome", ["route", "outcome"],
                             registry=r)
         self.audit_purged = Gauge("corral_fleet_audit_purged_total", "Audit entries purged", registry=r)
+        self.chat_refused = Gauge("corral_fleet_chatops_refused_total",
+                                  "Chat-ops requests refused (signature, timestamp, allowlist)",
+                                  ["platform", "reason"], registry=r)
         self.evicted = Gauge("corral_fleet_sessions_evicted_total",
                              "Finished sessions evicted from memory (still in the store)", registry=r)
 
@@ -52,4 +55,6 @@ class FleetMetrics:
                 self.alerts.labels(route, outcome).set(count)
         self.audit_purged.set(sup.audit.purged_total)
         self.evicted.set(sup.state.evicted_total)
+        for (platform, reason), count in sup.chatops.refused.items():
+            self.chat_refused.labels(platform, reason).set(count)
         return generate_latest(self.registry)
