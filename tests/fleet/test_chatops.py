@@ -92,6 +92,9 @@ async def chat(fleet: Fleet) -> Any:
 async def _session(fleet: Fleet) -> str:
     started = await fleet.command("start", {"project": "demo"}, {"project": "demo", "prompt": "hi", "wait": True})
     sid: str = started["output"]["session_id"]
+    assert fleet.sup is not None
+    sessions = fleet.sup.state.sessions
+    await wait_until(lambda: sid in sessions and sessions[sid].state == "idle", 5, "the first turn's events stored")
     return sid
 
 
@@ -125,7 +128,9 @@ async def test_slack_slash_commands_drive_the_fleet_and_are_audited(fleet: Fleet
 
     killed = (await chat.slack(OPERATOR, f"kill {sid}")).json()
     assert killed["text"] == f"`kill` {sid}: success"
-    assert fleet.sup is not None and fleet.sup.state.sessions[sid].state == "completed"
+    assert fleet.sup is not None
+    sessions = fleet.sup.state.sessions
+    await wait_until(lambda: sessions[sid].state == "completed", 5, "the session.killed event stored")
 
     cost = (await chat.slack(VIEWER, "cost week")).json()
     assert cost["text"].startswith("Cost (week): $") and "`scripted`" in cost["blocks"][-1]["text"]["text"]

@@ -88,3 +88,26 @@ def test_fleet_config_shares_the_gateway_loader_grammar_dotenv_and_hints(tmp_pat
         f"{path}:4 policies.resume_on_idle.idle_treshold_seconds: unknown key 'idle_treshold_seconds' "
         "(did you mean 'idle_threshold_seconds'?)",
     ]
+
+
+def test_log_level_comes_from_the_flag_then_log_level_env_then_the_config() -> None:
+    from corral.fleet.logconfig import resolve
+
+    assert resolve(None, None, {}, None, None) == ("info", "console")
+    assert resolve(None, None, {}, "error", "json") == ("error", "json")
+    assert resolve(None, None, {"LOG_LEVEL": "WARN", "LOG_FORMAT": "json"}, "error", None) == ("warning", "json")
+    assert resolve("debug", None, {"LOG_LEVEL": "warn"}, "error", None) == ("debug", "console")
+    with pytest.raises(ValueError, match="LOG_LEVEL: 'verbose' is not a log level; use one of debug, info"):
+        resolve(None, None, {"LOG_LEVEL": "verbose"}, None, None)
+
+
+@pytest.mark.parametrize("command", ["supervisor", "node"])
+def test_a_bad_log_level_in_the_environment_fails_validation(command: str, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    monkeypatch.setenv("CORRAL_FLEET_TOKEN", "long-enough-token-123")
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    config = EXAMPLES / f"{command}.yaml"
+    result = CliRunner().invoke(build_app(), [command, "--config", str(config), "--validate"])
+    assert result.exit_code == 1 and "LOG_LEVEL: 'verbose' is not a log level" in result.output
+    monkeypatch.setenv("LOG_LEVEL", "warn")
+    assert CliRunner().invoke(build_app(), [command, "--config", str(config), "--validate"]).exit_code == 0

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -26,6 +28,7 @@ from corral.fleet.supervisor.http import build_http_app
 from corral.fleet.supervisor.hub import Hub
 from corral.fleet.supervisor.metrics import FleetMetrics
 from corral.fleet.supervisor.policies import PolicyEngine
+from corral.fleet.supervisor.reload import RESTART_ONLY, changed_keys, file_hash, needs_restart, watch
 from corral.fleet.supervisor.state import FleetState
 from corral.llm.pricing import PricingTable
 from corral.store.engine import default_database_url, make_engine
@@ -43,8 +46,17 @@ def tls_context(config: SupervisorConfig) -> ssl.SSLContext | None:
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, token: str, *, config_path: Path | None = None) -> None:
+    def __init__(self, config: SupervisorConfig, token: str, *, config_path: Path | None = None,
+                 server_overrides: Mapping[str, Any] | None = None, watch_interval: float | None = None) -> None:
+        """``server_overrides`` are the command line's ``server.*`` values (they outlive a reload);
+        ``watch_interval`` polls ``config_path`` for changes and reloads them (``--watch``)."""
         self.config, self.config_path = config, config_path
+        self.server_overrides = dict(server_overrides or {})
+        self.watch_interval = watch_interval
+        self.config_hash = file_hash(config_path) if config_path else ""
+        self.reloads: Counter[str] = Counter()  # "success" / "failure"
+        self.reload_error: str | None = None  # the last rejected reload's errors, until one succeeds
+        self._reload_requests: asyncio.Queue[str] = asyncio.Queue()
         self.store = FleetStore(make_engine(config.database_url or default_database_url("fleet.db")))
         self.state = FleetState(finished_retention=config.sessions.finished_retention_seconds,
                                 max_finished=config.sessions.max_finished_in_memory)
@@ -97,6 +109,11 @@ class Supervisor:
         if s.http_port:
             await self._start_http(s.host, s.http_port)
         self._tasks.append(asyncio.create_task(self._reload_tokens(), name="fleet-token-reload"))
+        self._tasks.append(asyncio.create_task(self._reload_loop(), name="fleet-config-reload"))
+        if self.watch_interval and self.config_path is not None:
+            watcher = watch(self.config_path, self.request_reload, loaded_hash=self.config_hash,
+                            interval=self.watch_interval)
+            self._tasks.append(asyncio.create_task(watcher, name="fleet-config-watch"))
         self._tasks.append(asyncio.create_task(self._evict_finished(), name="fleet-session-eviction"))
         log.info("supervisor listening: ws %s:%d, http %s", s.host, self.ws_port, self.http_port or "disabled")
 
@@ -129,11 +146,74 @@ class Supervisor:
             except ConfigError as exc:
                 log.warning("config reload failed; keeping the current token: %s", exc.issues[0].render())
                 continue
-            if fresh.auth.token and self.tokens.rotate(fresh.auth.token.get_secret_value()):
-                log.info("fleet token rotated; the previous one is accepted for %.0fs",
-                         self.config.auth.rotation_overlap_seconds)
-                await self.audit.record(actor="supervisor", action="auth.rotate", target=None, args={},
-                                        result="success")
+            await self._rotate_token(fresh)
+
+    async def _rotate_token(self, fresh: SupervisorConfig) -> None:
+        if fresh.auth.token and self.tokens.rotate(fresh.auth.token.get_secret_value()):
+            log.info("fleet token rotated; the previous one is accepted for %.0fs", self.tokens.overlap)
+            await self.audit.record(actor="supervisor", action="auth.rotate", target=None, args={},
+                                    result="success")
+
+    # ---- live reload (SIGHUP, --watch) -------------------------------------------------
+
+    def request_reload(self, trigger: str) -> None:
+        """Queue a reload (a signal handler or the watcher calls this); reloads run one at a time."""
+        self._reload_requests.put_nowait(trigger)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            trigger = await self._reload_requests.get()
+            try:
+                await self.reload(trigger)
+            except Exception:  # a reload must never stop the supervisor
+                log.exception("config reload (%s) failed", trigger)
+                self.reloads["failure"] += 1
+
+    async def reload(self, trigger: str) -> bool:
+        """Validate the config file again and apply what can change live. An invalid file changes
+        nothing: the running config keeps serving and each error is logged with file:line key."""
+        if self.config_path is None:
+            log.warning("reload (%s) ignored: the supervisor was started without --config", trigger)
+            return False
+        digest = file_hash(self.config_path)
+        try:
+            fresh = load_fleet_config(self.config_path, SupervisorConfig)
+        except ConfigError as exc:
+            self.reloads["failure"] += 1
+            self.reload_error = exc.render()
+            for issue in exc.issues:
+                log.error("config reload (%s) rejected, the running config stays: %s", trigger, issue.render())
+            return False
+        fresh = fresh.model_copy(update={"server": fresh.server.model_copy(update=self.server_overrides)})
+        restart = needs_restart(self.config, fresh)
+        if restart:
+            log.warning("config reload (%s): needs a restart to take effect: %s", trigger, "; ".join(restart))
+        fresh = fresh.model_copy(update={key: getattr(self.config, key) for key in RESTART_ONLY})
+        changed = changed_keys(self.config, fresh)
+        await self._apply(fresh)
+        self.config, self.config_hash, self.reload_error = fresh, digest, None
+        self.reloads["success"] += 1
+        log.info("config reloaded (%s, hash %s): %s", trigger, digest, ", ".join(changed) or "no live changes")
+        await self.audit.record(actor="supervisor", action="config.reload", target=str(self.config_path),
+                                args={"trigger": trigger, "hash": digest, "changed": changed,
+                                      "needs_restart": [r.split(" ")[0] for r in restart]}, result="success")
+        return True
+
+    async def _apply(self, fresh: SupervisorConfig) -> None:
+        """Swap in the live-changeable parts; node connections, sockets and the store stay."""
+        self.tokens.overlap = fresh.auth.rotation_overlap_seconds
+        await self._rotate_token(fresh)
+        self.hub.origins = fresh.origin_allowlist
+        self.dispatcher.default_timeout = fresh.command_timeout_seconds
+        self.dispatcher.idempotency_ttl = fresh.idempotency_ttl_seconds
+        self.policies.config = fresh.policies
+        prices = PricingTable(fresh.cost.pricing)
+        self.pipeline.prices = prices
+        self.cost.apply(fresh.cost, prices)
+        self.alerter.apply(fresh.alerts)
+        self.chatops.config = fresh.chatops
+        self.audit.apply(enabled=fresh.audit.enabled, retention_days=fresh.audit.retention_days,
+                         purge_interval=fresh.audit.purge_interval_seconds)
 
     async def _evict_finished(self) -> None:
         """Each stored batch of events also evicts; this covers a fleet that went quiet."""

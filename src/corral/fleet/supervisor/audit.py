@@ -22,6 +22,9 @@ class AuditLog:
         self.purged_total = 0
         self._task: asyncio.Task[None] | None = None
 
+    def apply(self, *, enabled: bool, retention_days: float, purge_interval: float) -> None:
+        self.enabled, self.retention, self.purge_interval = enabled, retention_days * 86400, purge_interval
+
     async def record(self, *, actor: str, action: str, target: str | None, args: dict[str, Any],
                      result: str, error: str | None = None, source: str | None = None) -> None:
         if not self.enabled:

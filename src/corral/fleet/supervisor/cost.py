@@ -68,6 +68,14 @@ class CostPoller:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.client.aclose()
 
+    def apply(self, config: CostConfig, prices: PricingTable) -> None:
+        """A live reload: new prices and providers; polling starts when the first provider appears."""
+        self.config, self.prices = config, prices
+        self.status = {name: self.status.get(name, {"status": "pending", "last_error": None, "last_success": None})
+                       for name in config.providers}
+        if config.providers and self._task is None:
+            self.start()
+
     async def _loop(self) -> None:
         while True:
             await self.poll_once()

@@ -66,7 +66,9 @@ async def readyz(request: Request) -> Response:
     sup = _sup(request)
     checks = {"store": await sup.store.ping(), "hub": sup.hub.listening}
     ok = all(checks.values())
-    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+    config = {"hash": sup.config_hash, "reloads": dict(sup.reloads), "last_reload_error": sup.reload_error}
+    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks, "config": config},
+                        status_code=200 if ok else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -31,6 +31,12 @@ class FleetMetrics:
         self.chat_refused = Gauge("corral_fleet_chatops_refused_total",
                                   "Chat-ops requests refused (signature, timestamp, allowlist)",
                                   ["platform", "reason"], registry=r)
+        self.reloads = Gauge("corral_fleet_config_reloads_total", "Config reloads by result", ["result"], registry=r)
+        self.config_info = Gauge("corral_fleet_config_info", "The running config file's hash (first 16 hex of SHA-256)",
+                                 ["hash"], registry=r)
+        self.reload_failing = Gauge("corral_fleet_config_reload_failing",
+                                    "1 while the last reload was rejected (the previous config still serves)",
+                                    registry=r)
         self.evicted = Gauge("corral_fleet_sessions_evicted_total",
                              "Finished sessions evicted from memory (still in the store)", registry=r)
 
@@ -55,6 +61,11 @@ class FleetMetrics:
                 self.alerts.labels(route, outcome).set(count)
         self.audit_purged.set(sup.audit.purged_total)
         self.evicted.set(sup.state.evicted_total)
+        for result in ("success", "failure"):
+            self.reloads.labels(result).set(sup.reloads[result])
+        self.config_info.clear()
+        self.config_info.labels(sup.config_hash).set(1)
+        self.reload_failing.set(1 if sup.reload_error else 0)
         for (platform, reason), count in sup.chatops.refused.items():
             self.chat_refused.labels(platform, reason).set(count)
         return generate_latest(self.registry)
