@@ -103,7 +103,7 @@ class AlertRouteConfig(Strict):
 class AuditConfig(Strict):
     enabled: bool = True
     retention_days: float = Field(default=90.0, gt=0)
-    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)  # also the schedule of event_retention_days
 
 
 class SessionsConfig(Strict):
@@ -192,6 +192,7 @@ class SupervisorConfig(Strict):
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     event_batch_size: int = Field(default=500, ge=1)
     event_flush_ms: int = Field(default=20, ge=1)
+    event_retention_days: float = Field(default=90.0, ge=0)  # purged with the audit log; 0 keeps events forever
     policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     alerts: list[AlertRouteConfig] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from corral.config.errors import ConfigError
 from corral.config.fleet import SupervisorConfig, load_fleet_config
@@ -26,9 +27,10 @@ from corral.fleet.supervisor.cost import CostPoller
 from corral.fleet.supervisor.events import EventPipeline
 from corral.fleet.supervisor.http import build_http_app
 from corral.fleet.supervisor.hub import Hub
-from corral.fleet.supervisor.metrics import FleetMetrics
+from corral.fleet.supervisor.metrics import FleetMetrics, command_histogram
 from corral.fleet.supervisor.policies import PolicyEngine
 from corral.fleet.supervisor.reload import RESTART_ONLY, changed_keys, file_hash, needs_restart, watch
+from corral.fleet.supervisor.retention import Retention
 from corral.fleet.supervisor.state import FleetState
 from corral.llm.pricing import PricingTable
 from corral.store.engine import default_database_url, make_engine
@@ -64,10 +66,14 @@ class Supervisor:
         prices = PricingTable(config.cost.pricing)
         self.pipeline = EventPipeline(self.store, self.state, prices, batch_size=config.event_batch_size,
                                       flush_ms=config.event_flush_ms)
-        self.audit = AuditLog(self.store, enabled=config.audit.enabled, retention_days=config.audit.retention_days,
-                              purge_interval=config.audit.purge_interval_seconds)
+        self.audit = AuditLog(self.store, enabled=config.audit.enabled)
+        self.retention = Retention(self.store, audit_days=config.audit.retention_days,
+                                   event_days=config.event_retention_days,
+                                   interval=config.audit.purge_interval_seconds)
+        self.registry = CollectorRegistry()  # this supervisor's metrics; FleetMetrics publishes the rest
         self.dispatcher = Dispatcher(self.store, self.state, self.audit, default_timeout=config.command_timeout_seconds,
-                                     idempotency_ttl=config.idempotency_ttl_seconds)
+                                     idempotency_ttl=config.idempotency_ttl_seconds,
+                                     durations=command_histogram(self.registry))
         s = config.server
         self.hub = Hub(state=self.state, store=self.store, pipeline=self.pipeline, dispatcher=self.dispatcher,
                        tokens=self.tokens, origin_allowlist=config.origin_allowlist,
@@ -79,7 +85,7 @@ class Supervisor:
         self.http_client = httpx.AsyncClient()  # chat-ops answers to Slack's response_url
         self.chatops = ChatOps(config.chatops, state=self.state, store=self.store, dispatcher=self.dispatcher,
                                cost=self.cost, audit=self.audit)
-        self.metrics = FleetMetrics(self)
+        self.metrics = FleetMetrics(self, self.registry)
         self.pipeline.listeners += [self._alert_on, self.policies.on_events]
         self.ws_port = 0
         self.http_port = 0
@@ -101,7 +107,7 @@ class Supervisor:
         self.state.load(await self.store.load_nodes(), await self.store.load_sessions())
         await self.pipeline.start()
         self.alerter.start()
-        self.audit.start()
+        self.retention.start()
         self.policies.start()
         self.cost.start()
         s = self.config.server
@@ -212,8 +218,9 @@ class Supervisor:
         self.cost.apply(fresh.cost, prices)
         self.alerter.apply(fresh.alerts)
         self.chatops.config = fresh.chatops
-        self.audit.apply(enabled=fresh.audit.enabled, retention_days=fresh.audit.retention_days,
-                         purge_interval=fresh.audit.purge_interval_seconds)
+        self.audit.enabled = fresh.audit.enabled
+        self.retention.apply(audit_days=fresh.audit.retention_days, event_days=fresh.event_retention_days,
+                             interval=fresh.audit.purge_interval_seconds)
 
     async def _evict_finished(self) -> None:
         """Each stored batch of events also evicts; this covers a fleet that went quiet."""
@@ -234,7 +241,7 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.cost.stop()
         await self.alerter.stop()
-        await self.audit.stop()
+        await self.retention.stop()
         await self.http_client.aclose()
         await self.store.close()
 
