@@ -11,16 +11,17 @@ has ``content`` and an embed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from corral.fleet.supervisor.api import DiscordInteraction, first_error
 from corral.fleet.supervisor.chatops import ChatAnswer, ChatOps, ChatUser
 
 log = logging.getLogger("corral.fleet.chatops.discord")
@@ -60,9 +61,9 @@ def command_line(data: dict[str, Any]) -> str:
     return " ".join(w for w in words if w)
 
 
-def user_of(interaction: dict[str, Any]) -> ChatUser:
-    member = interaction.get("member") or {}
-    user = member.get("user") or interaction.get("user") or {}
+def user_of(interaction: DiscordInteraction) -> ChatUser:
+    member = interaction.member or {}
+    user = member.get("user") or interaction.user or {}
     return ChatUser("discord", str(user.get("id", "")), str(user.get("username", "")),
                     tuple(str(r) for r in member.get("roles") or []))
 
@@ -101,16 +102,15 @@ class DiscordEndpoint:
                         request.client.host if request.client else "?")
             return JSONResponse({"error": refused}, status_code=401)
         try:
-            interaction = json.loads(body)
-            kind = interaction["type"]
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "malformed interaction"}, status_code=400)
-        if kind == PING:
+            interaction = DiscordInteraction.model_validate_json(body)
+        except ValidationError as exc:
+            return JSONResponse({"error": f"malformed interaction: {first_error(exc)}"}, status_code=400)
+        if interaction.type == PING:
             return JSONResponse({"type": PONG})
-        if kind != APPLICATION_COMMAND:
-            return JSONResponse({"error": f"interaction type {kind} is not handled"}, status_code=400)
+        if interaction.type != APPLICATION_COMMAND:
+            return JSONResponse({"error": f"interaction type {interaction.type} is not handled"}, status_code=400)
         user = user_of(interaction)
-        text = command_line(interaction.get("data") or {})
-        request_id = str(interaction.get("id") or hashlib.sha256(body).hexdigest()[:32])
+        text = command_line(interaction.data)
+        request_id = interaction.id or hashlib.sha256(body).hexdigest()[:32]
         answer = await self.chatops.run(user, text, request_id=request_id)
         return JSONResponse(reply(answer))

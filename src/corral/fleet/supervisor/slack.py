@@ -19,9 +19,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from corral.fleet.supervisor.api import SlackInteractivity, SlackSlashCommand, first_error
 from corral.fleet.supervisor.chatops import ChatAnswer, ChatOps, ChatUser
 
 log = logging.getLogger("corral.fleet.chatops.slack")
@@ -68,10 +70,6 @@ def message(answer: ChatAnswer) -> dict[str, Any]:
     return {"response_type": "in_channel" if answer.ok else "ephemeral", "text": answer.title, "blocks": blocks}
 
 
-def _ephemeral(text: str) -> JSONResponse:
-    return JSONResponse({"response_type": "ephemeral", "text": text})
-
-
 class SlackEndpoint:
     """``POST /chatops/slack``: Slack's Request URL for both the slash command and interactivity."""
 
@@ -93,13 +91,16 @@ class SlackEndpoint:
             log.warning("slack request refused: %s (from %s)", refused, request.client.host if request.client else "?")
             return JSONResponse({"error": refused}, status_code=401)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
-        if "payload" in form:
-            return await self._interaction(form["payload"])
-        if not form.get("user_id"):
-            return _ephemeral("not a slash command")
-        user = ChatUser("slack", form["user_id"], form.get("user_name", ""))
-        request_id = form.get("trigger_id") or hashlib.sha256(body).hexdigest()[:32]
-        answer = await self.chatops.run(user, form.get("text", ""), request_id=request_id)
+        try:
+            if "payload" in form:
+                return await self._interaction(SlackInteractivity.model_validate(form).payload)
+            command = SlackSlashCommand.model_validate(form)
+        except ValidationError as exc:
+            return JSONResponse({"response_type": "ephemeral", "text": f"not a Slack command: {first_error(exc)}"},
+                                status_code=400)
+        user = ChatUser("slack", command.user_id, command.user_name)
+        request_id = command.trigger_id or hashlib.sha256(body).hexdigest()[:32]
+        answer = await self.chatops.run(user, command.text, request_id=request_id)
         return JSONResponse(message(answer))
 
     async def _interaction(self, raw: str) -> Response:
