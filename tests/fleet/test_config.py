@@ -111,3 +111,24 @@ def test_a_bad_log_level_in_the_environment_fails_validation(command: str, monke
     assert result.exit_code == 1 and "LOG_LEVEL: 'verbose' is not a log level" in result.output
     monkeypatch.setenv("LOG_LEVEL", "warn")
     assert CliRunner().invoke(build_app(), [command, "--config", str(config), "--validate"]).exit_code == 0
+
+
+def test_secrets_come_from_var_file_like_the_gateway_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "slack-secret"
+    secret.write_text("from-a-mounted-file\n")
+    path = tmp_path / "supervisor.yaml"
+    path.write_text("chatops:\n  slack: {signing_secret: '${SLACK_SIGNING_SECRET}'}\n")
+    cfg = load_fleet_config(path, SupervisorConfig, env={"SLACK_SIGNING_SECRET_FILE": str(secret)})
+    assert cfg.chatops.slack is not None
+    assert cfg.chatops.slack.signing_secret.get_secret_value() == "from-a-mounted-file"
+    with pytest.raises(ConfigError, match="both SLACK_SIGNING_SECRET and SLACK_SIGNING_SECRET_FILE are set"):
+        load_fleet_config(path, SupervisorConfig, env={"SLACK_SIGNING_SECRET_FILE": str(secret),
+                                                       "SLACK_SIGNING_SECRET": "x"})
+
+    token = tmp_path / "token"
+    token.write_text("token-from-a-file-0123456789\n")
+    monkeypatch.delenv("CORRAL_FLEET_TOKEN", raising=False)
+    monkeypatch.setenv("CORRAL_FLEET_TOKEN_FILE", str(token))
+    result = CliRunner().invoke(build_app(), ["supervisor", "--config", str(EXAMPLES / "supervisor.yaml"),
+                                              "--validate"])
+    assert result.exit_code == 0, result.output

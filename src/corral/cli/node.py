@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
         supervisor_url: str | None = typer.Option(None, "--supervisor-url",
                                                   help="ws:// or wss:// URL of the supervisor."),
         node_id: str | None = typer.Option(None, "--node-id", help="This node's id (default: hostname)."),
-        token: str | None = typer.Option(None, "--token", help=f"Shared fleet token (or ${TOKEN_ENV}).",
+        token: str | None = typer.Option(None, "--token",
+                                         help=f"Shared fleet token (or ${TOKEN_ENV}, or a file named by "
+                                              f"${TOKEN_ENV}_FILE).",
                                          show_default=False),
         validate: bool = typer.Option(False, "--validate", help="Check the config and exit 0 (valid) or 1."),
         log_level: str | None = typer.Option(None, "--log-level",
@@ -30,6 +32,7 @@ def register(app: typer.Typer) -> None:
                                                    "log_format, console)."),
     ) -> None:
         """Run a fleet node: sessions through native Corral agents or OpenCode, steered by the supervisor."""
+        from corral.config.environment import env_secret
         from corral.config.errors import ConfigError
         from corral.config.fleet import NodeConfig, load_fleet_config
         from corral.fleet.logconfig import resolve
@@ -43,7 +46,12 @@ def register(app: typer.Typer) -> None:
             cfg.supervisor_url = supervisor_url
         if node_id:
             cfg.node_id = node_id
-        secret = token or os.environ.get(TOKEN_ENV) or (cfg.token.get_secret_value() if cfg.token else None)
+        try:
+            from_env = env_secret(TOKEN_ENV, os.environ)
+        except ValueError as exc:
+            typer.secho(f"{TOKEN_ENV}: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        secret = token or from_env or (cfg.token.get_secret_value() if cfg.token else None)
         problems = [] if secret else [f"no fleet token: set token in the config, ${TOKEN_ENV} or --token"]
         try:
             level, fmt = resolve(log_level, log_format, os.environ, cfg.log_level, cfg.log_format)

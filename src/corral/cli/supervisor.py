@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, "--port", help="WebSocket port for nodes (default 8420)."),
         http_port: int | None = typer.Option(None, "--http-port", help="HTTP API port (default 8421; 0 disables)."),
         host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
-        token: str | None = typer.Option(None, "--token", help=f"Shared fleet token (or ${TOKEN_ENV}).",
+        token: str | None = typer.Option(None, "--token",
+                                         help=f"Shared fleet token (or ${TOKEN_ENV}, or a file named by "
+                                              f"${TOKEN_ENV}_FILE).",
                                          show_default=False),
         validate: bool = typer.Option(False, "--validate", help="Check the config and exit 0 (valid) or 1."),
         watch: bool = typer.Option(False, "--watch", help="Reload the config file when it changes (SIGHUP always "
@@ -39,6 +41,7 @@ def register(app: typer.Typer) -> None:
                                                    "log_format, console)."),
     ) -> None:
         """Run the fleet supervisor: node registry, sessions, events, commands, policies, cost, alerts, audit."""
+        from corral.config.environment import env_secret
         from corral.config.errors import ConfigError
         from corral.config.fleet import SupervisorConfig, load_fleet_config
         from corral.fleet.logconfig import resolve
@@ -50,7 +53,11 @@ def register(app: typer.Typer) -> None:
         overrides: dict[str, Any] = {k: v for k, v in (("port", port), ("http_port", http_port), ("host", host))
                                      if v is not None}
         cfg.server = cfg.server.model_copy(update=overrides)
-        secret = token or os.environ.get(TOKEN_ENV) or (cfg.auth.token.get_secret_value() if cfg.auth.token else None)
+        try:
+            from_env = env_secret(TOKEN_ENV, os.environ)
+        except ValueError as exc:
+            raise _fail(f"{TOKEN_ENV}: {exc}") from None
+        secret = token or from_env or (cfg.auth.token.get_secret_value() if cfg.auth.token else None)
         problems = []
         if not secret:
             empty = f" ({TOKEN_ENV} is set but empty)" if os.environ.get(TOKEN_ENV) == "" else ""

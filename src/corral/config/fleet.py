@@ -2,6 +2,7 @@
 
 They load through the same loader as `corral.yaml` (`corral.config.loader`): the same
 ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` grammar, a ``.env`` beside the file,
+``<VAR>_FILE`` for secrets mounted as files,
 unknown keys as errors with a did-you-mean, and every problem reported at once as a
 `ConfigError` whose issues name ``file:line key.path``.
 """
@@ -16,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from corral.config.environment import merged_env, read_dotenv
+from corral.config.environment import merged_env, read_dotenv, read_names, with_secret_files
 from corral.config.errors import ConfigError, ConfigIssue
 from corral.config.loader import parse_source, validate_model
 from corral.config.schema import PriceConfig, ProviderConfig, Strict
@@ -307,6 +308,9 @@ def load_fleet_config(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(file), None, (), f"cannot read: {exc}")]) from None
+    merged, _notes, file_issues = with_secret_files(merged, read_names(text))
+    if file_issues:
+        raise ConfigError(file_issues)
     source = parse_source(text, str(file), merged)
     config, issues = validate_model(model, source.data, source.positions, str(file))
     issues = [*source.issues, *issues]
