@@ -47,6 +47,23 @@ def tls_context(config: SupervisorConfig) -> ssl.SSLContext | None:
     return context
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP listener for uvicorn. The protocol must be IPPROTO_TCP, not 0 (what
+    `socket.create_server` leaves): asyncio turns Nagle off only on connections whose socket
+    says TCP, and with Nagle on each answer waited ~40 ms for the client's delayed ACK."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class Supervisor:
     def __init__(self, config: SupervisorConfig, token: str, *, config_path: Path | None = None,
                  server_overrides: Mapping[str, Any] | None = None, watch_interval: float | None = None) -> None:
@@ -130,7 +147,7 @@ class Supervisor:
         # The socket is bound here so the port is known at once (port 0 in tests). `serve()`
         # catches SIGINT/SIGTERM while it runs and raises them again once it has stopped; the
         # CLI's own handlers (the loop's wakeup fd) still see them and stop the whole supervisor.
-        sock = socket.create_server((host, port))
+        sock = _listening_socket(host, port)
         self.http_port = int(sock.getsockname()[1])
         self._http = uvicorn.Server(cfg)
         task = asyncio.create_task(self._http.serve(sockets=[sock]), name="fleet-http")
