@@ -94,7 +94,8 @@ async def _session(fleet: Fleet) -> str:
     sid: str = started["output"]["session_id"]
     assert fleet.sup is not None
     sessions = fleet.sup.state.sessions
-    await wait_until(lambda: sid in sessions and sessions[sid].state == "idle", 5, "the first turn's events stored")
+    await wait_until(lambda: sid in sessions and sessions[sid].state == "idle" and sessions[sid].project == "demo"
+                     and sessions[sid].total_tokens > 0, 5, "the first turn's events stored")
     return sid
 
 
