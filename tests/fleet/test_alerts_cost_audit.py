@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from corral.config.fleet import AlertRoute, CostSection
-from corral.fleet.store import FleetStore
+from corral.config.fleet import AlertRouteConfig, CostConfig
+from corral.fleet.store import EventRow, FleetStore
 from corral.fleet.supervisor.alerts import Alerter
 from corral.fleet.supervisor.cost import CostPoller
 from corral.fleet.testing import SimulatedNode, wait_until
@@ -43,9 +43,9 @@ class Receiver:
 async def test_alert_routes_deliver_in_each_format_with_retries() -> None:
     receiver = Receiver(fail_first=2)
     async with serve_app(receiver.app) as base:
-        routes = [AlertRoute(name="slack", kind="slack", url=f"{base}/slack", events=["node.*"], backoff_base_ms=10),
-                  AlertRoute(name="discord", kind="discord", url=f"{base}/discord", events=["policy.*"]),
-                  AlertRoute(name="hook", kind="webhook", url=f"{base}/hook", events=["*"])]
+        routes = [AlertRouteConfig(name="slack", kind="slack", url=f"{base}/slack", events=["node.*"], backoff_base_ms=10),
+                  AlertRouteConfig(name="discord", kind="discord", url=f"{base}/discord", events=["policy.*"]),
+                  AlertRouteConfig(name="hook", kind="webhook", url=f"{base}/hook", events=["*"])]
         alerter = Alerter(routes)
         alerter.start()
         alerter.notify({"type": "node.offline", "node_id": "n1", "data": {"reason": "silent"}})
@@ -64,7 +64,7 @@ async def test_alert_routes_deliver_in_each_format_with_retries() -> None:
 async def test_alert_route_rate_limit_drops_the_excess() -> None:
     receiver = Receiver()
     async with serve_app(receiver.app) as base:
-        alerter = Alerter([AlertRoute(name="hook", url=f"{base}/hook", events=["*"], max_per_minute=3)])
+        alerter = Alerter([AlertRouteConfig(name="hook", url=f"{base}/hook", events=["*"], max_per_minute=3)])
         alerter.start()
         for i in range(10):
             alerter.notify({"type": "session.error", "session_id": f"s{i}"})
@@ -110,7 +110,7 @@ async def test_provider_usage_polling_and_degraded_mark(tmp_path: Path) -> None:
     store = FleetStore(make_engine(f"sqlite:///{tmp_path / 'f.db'}"))
     await store.migrate()
     async with serve_app(_usage_api(status)) as base:
-        config = CostSection.model_validate({"max_retries": 1, "backoff_base_ms": 1, "providers": {
+        config = CostConfig.model_validate({"max_retries": 1, "backoff_base_ms": 1, "providers": {
             "anthropic": {"admin_api_key": "admin-a", "base_url": base},
             "openai": {"admin_api_key": "admin-o", "base_url": base}}})
         poller = CostPoller(config, store, PricingTable())
@@ -132,7 +132,8 @@ async def test_provider_usage_polling_and_degraded_mark(tmp_path: Path) -> None:
 
 
 async def test_audit_retention_purge_runs_on_its_schedule(fleet: Fleet) -> None:
-    sup = await fleet.start_supervisor(audit={"retention_days": 1, "purge_interval_seconds": 0.05})
+    sup = await fleet.start_supervisor(audit={"retention_days": 1, "purge_interval_seconds": 0.05},
+                                       event_retention_days=0)
     old = {"actor": "a", "action": "old", "target": None, "args": {"token": "secret"}, "result": "success",
            "error": None, "source": None, "ts": time.time() - 2 * 86400}
     await sup.store.insert_audit([old])
@@ -143,5 +144,26 @@ async def test_audit_retention_purge_runs_on_its_schedule(fleet: Fleet) -> None:
         return [a["action"] for a in await sup.store.list_audit()] == ["fresh"]
 
     await wait_until(purged, 5, "the old entry purged")
-    assert sup.audit.purged_total == 1
+    assert sup.retention.audit_purged_total == 1 and sup.retention.events_purged_total == 0
     assert (await sup.store.list_audit())[0]["args"] == {"api_key": "[redacted]"}
+
+
+async def test_events_are_purged_with_the_audit_schedule_and_counted(fleet: Fleet) -> None:
+    sup = await fleet.start_supervisor(audit={"retention_days": 30, "purge_interval_seconds": 0.05},
+                                       event_retention_days=2)
+    now = time.time()
+    rows = [EventRow(node_id="old-node", seq=i, envelope_id=f"e{i}", type="session.idle", session_id=None,
+                     project=None, model=None, input_tokens=0, output_tokens=0, cost_usd=0.0,
+                     ts=now - (3 if i <= 25_000 else 1) * 86400, data={})
+            for i in range(1, 25_011)]
+    await sup.store.insert_events(rows)
+
+    async def purged() -> bool:
+        return sup.retention.events_purged_total == 25_000
+
+    await wait_until(purged, 10, "events older than two days purged (in chunks)")
+    left = await sup.store.list_events(node_id="old-node", limit=1000)
+    assert [e["seq"] for e in left] == list(range(25_001, 25_011))
+    assert fleet.api is not None
+    metrics = (await fleet.api.get("/metrics")).text
+    assert "corral_fleet_events_purged_total 25000.0" in metrics

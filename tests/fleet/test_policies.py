@@ -42,7 +42,7 @@ async def test_resume_on_idle_prompts_an_idle_session_and_audits_it(fleet: Fleet
     actions = await _first_policy_events(fleet, "policy.action")
     assert actions[0]["session_id"] == sid
     assert {k: actions[0]["data"][k] for k in ("policy", "action", "result", "retry_count")} == {
-        "policy": "resume_on_idle", "action": "resume", "result": "success", "retry_count": 0}
+        "policy": "resume_on_idle", "action": "resume", "result": "success", "retry_count": 1}
     audit: list[dict[str, Any]] = []
 
     async def audited() -> bool:
@@ -51,6 +51,20 @@ async def test_resume_on_idle_prompts_an_idle_session_and_audits_it(fleet: Fleet
 
     await wait_until(audited, 5, "an audit entry")
     assert audit[-1]["actor"] == "policy-engine" and audit[-1]["target"] == sid
+
+
+async def test_successful_resumes_count_toward_max_retries(fleet: Fleet) -> None:
+    sup = await fleet.start_supervisor(policies={"check_interval_seconds": 0.02, "resume_on_idle": {
+        "enabled": True, "idle_threshold_seconds": 0.1, "max_retries": 2, "retry_reset_seconds": 60}})
+    await fleet.start_node("n1")
+    started = await fleet.command("start", {"project": "demo"}, {"project": "demo", "prompt": "hi", "wait": True})
+    sid = started["output"]["session_id"]
+    caps = await _first_policy_events(fleet, "policy.retry_cap")
+    assert caps[0]["session_id"] == sid and caps[0]["data"]["result"] == "success"
+    await asyncio.sleep(1.0)  # ten idle thresholds: an unlimited policy would resume ~10 more times
+    actions = await _policy_events(fleet, "policy.action")
+    assert [(a["data"]["result"], a["data"]["retry_count"]) for a in actions] == [("success", 1), ("success", 2)]
+    assert sup.policies.actions == {("resume_on_idle", "success"): 2}
 
 
 async def test_retry_cap_stops_a_failing_policy_and_alerts_until_the_reset_window(fleet: Fleet) -> None:

@@ -25,11 +25,10 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", help="corral.yaml to derive
 @contextmanager
 def _reported() -> Iterator[None]:
     from corral.config.errors import ConfigError
-    from corral.config.fleet import FleetConfigError
 
     try:
         yield
-    except (ConfigError, FleetConfigError, DeployError, OSError) as exc:
+    except (ConfigError, DeployError, OSError) as exc:
         typer.secho(f"corral generate: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 

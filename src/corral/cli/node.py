@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from pathlib import Path
@@ -20,33 +19,54 @@ def register(app: typer.Typer) -> None:
         supervisor_url: str | None = typer.Option(None, "--supervisor-url",
                                                   help="ws:// or wss:// URL of the supervisor."),
         node_id: str | None = typer.Option(None, "--node-id", help="This node's id (default: hostname)."),
-        token: str | None = typer.Option(None, "--token", help=f"Shared fleet token (or ${TOKEN_ENV}).",
+        token: str | None = typer.Option(None, "--token",
+                                         help=f"Shared fleet token (or ${TOKEN_ENV}, or a file named by "
+                                              f"${TOKEN_ENV}_FILE).",
                                          show_default=False),
         validate: bool = typer.Option(False, "--validate", help="Check the config and exit 0 (valid) or 1."),
-        log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+        log_level: str | None = typer.Option(None, "--log-level",
+                                             help="debug, info, warning or error (default: $LOG_LEVEL, the "
+                                                  "config's log_level, info)."),
+        log_format: str | None = typer.Option(None, "--log-format",
+                                              help="console or json (default: $LOG_FORMAT, the config's "
+                                                   "log_format, console)."),
     ) -> None:
         """Run a fleet node: sessions through native Corral agents or OpenCode, steered by the supervisor."""
-        from corral.config.fleet import FleetConfigError, NodeConfig, load_fleet_config
+        from corral.config.environment import env_secret
+        from corral.config.errors import ConfigError
+        from corral.config.fleet import NodeConfig, load_fleet_config
+        from corral.fleet.logconfig import resolve
 
         try:
             cfg = load_fleet_config(config, NodeConfig)
-        except FleetConfigError as exc:
-            typer.secho("\n".join(exc.issues), fg=typer.colors.RED, err=True)
+        except ConfigError as exc:
+            typer.secho(exc.render(), fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
         if supervisor_url:
             cfg.supervisor_url = supervisor_url
         if node_id:
             cfg.node_id = node_id
-        secret = token or os.environ.get(TOKEN_ENV) or (cfg.token.get_secret_value() if cfg.token else None)
-        if not secret:
-            typer.secho(f"no fleet token: set token in the config, ${TOKEN_ENV} or --token",
-                        fg=typer.colors.RED, err=True)
+        try:
+            from_env = env_secret(TOKEN_ENV, os.environ)
+        except ValueError as exc:
+            typer.secho(f"{TOKEN_ENV}: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        secret = token or from_env or (cfg.token.get_secret_value() if cfg.token else None)
+        problems = [] if secret else [f"no fleet token: set token in the config, ${TOKEN_ENV} or --token"]
+        try:
+            level, fmt = resolve(log_level, log_format, os.environ, cfg.log_level, cfg.log_format)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            typer.secho("\n".join(f"{config or 'node'}: {p}" for p in problems), fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
         if validate:
             typer.echo(f"{config or '(defaults)'}: valid")
             return
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        asyncio.run(_run(cfg, secret))
+        from corral.telemetry.logging import configure_logging
+
+        configure_logging(level, fmt)
+        asyncio.run(_run(cfg, str(secret)))
 
 
 async def _run(cfg: object, token: str) -> None:

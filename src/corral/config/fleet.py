@@ -1,32 +1,31 @@
 """`supervisor.yaml` and `node.yaml`: the fleet's own config files (separate from corral.yaml).
 
-Both accept ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` in values. Unknown keys
-are errors. `load_fleet_config` reports every problem as ``file:line: key.path: message``.
+They load through the same loader as `corral.yaml` (`corral.config.loader`): the same
+``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` grammar, a ``.env`` beside the file,
+``<VAR>_FILE`` for secrets mounted as files,
+unknown keys as errors with a did-you-mean, and every problem reported at once as a
+`ConfigError` whose issues name ``file:line key.path``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from corral.config.schema import PriceConfig, ProviderConfig
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
+from corral.config.environment import merged_env, read_dotenv, read_names, with_secret_files
+from corral.config.errors import ConfigError, ConfigIssue
+from corral.config.loader import parse_source, validate_model
+from corral.config.schema import PriceConfig, ProviderConfig, Strict
 
 # ---- supervisor -------------------------------------------------------------------
 
 
-class ServerSection(_Strict):
+class SupervisorServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8420, ge=0, le=65535)
     http_port: int = Field(default=8421, ge=0, le=65535)  # 0 disables the HTTP API
@@ -35,63 +34,63 @@ class ServerSection(_Strict):
     heartbeat_missed_count: int = Field(default=3, ge=1)
 
 
-class AuthSection(_Strict):
+class FleetAuthConfig(Strict):
     token: SecretStr | None = None  # CORRAL_FLEET_TOKEN or --token override it
     rotation_overlap_seconds: float = Field(default=300.0, ge=0)
     reload_interval_seconds: float = Field(default=30.0, gt=0)  # re-read this file for a new token
 
 
-class TLSSection(_Strict):
+class FleetTLSConfig(Strict):
     cert: Path
     key: Path
 
 
-class RetryPolicy(_Strict):
+class RetryPolicyConfig(Strict):
     enabled: bool = False
     max_retries: int = Field(default=3, ge=1)
     retry_reset_seconds: float = Field(default=3600.0, gt=0)
 
 
-class ResumeOnIdle(RetryPolicy):
+class ResumeOnIdleConfig(RetryPolicyConfig):
     idle_threshold_seconds: float = Field(default=300.0, gt=0)
     message: str = "continue"
 
 
-class RestartOnCompaction(RetryPolicy):
+class RestartOnCompactionConfig(RetryPolicyConfig):
     max_retries: int = Field(default=2, ge=1)
     token_threshold: int = Field(default=180_000, ge=1)
     on_compaction_event: bool = True
 
 
-class KillOnCost(RetryPolicy):
+class KillOnCostConfig(RetryPolicyConfig):
     max_retries: int = Field(default=1, ge=1)
     retry_reset_seconds: float = Field(default=86400.0, gt=0)
     cost_threshold_usd: float = Field(default=10.0, gt=0)
 
 
-class PoliciesSection(_Strict):
+class PoliciesConfig(Strict):
     check_interval_seconds: float = Field(default=30.0, gt=0)
     command_timeout_seconds: float = Field(default=30.0, gt=0)
-    resume_on_idle: ResumeOnIdle = Field(default_factory=ResumeOnIdle)
-    restart_on_compaction: RestartOnCompaction = Field(default_factory=RestartOnCompaction)
-    kill_on_cost: KillOnCost = Field(default_factory=KillOnCost)
+    resume_on_idle: ResumeOnIdleConfig = Field(default_factory=ResumeOnIdleConfig)
+    restart_on_compaction: RestartOnCompactionConfig = Field(default_factory=RestartOnCompactionConfig)
+    kill_on_cost: KillOnCostConfig = Field(default_factory=KillOnCostConfig)
 
 
-class UsageProvider(_Strict):
+class UsageProviderConfig(Strict):
     admin_api_key: SecretStr
     base_url: str | None = None
 
 
-class CostSection(_Strict):
+class CostConfig(Strict):
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # same shape as corral.yaml `pricing:`
     poll_interval_minutes: float = Field(default=60.0, gt=0)
     request_timeout_seconds: float = Field(default=15.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     backoff_base_ms: int = Field(default=500, ge=0)
-    providers: dict[Literal["anthropic", "openai"], UsageProvider] = Field(default_factory=dict)
+    providers: dict[Literal["anthropic", "openai"], UsageProviderConfig] = Field(default_factory=dict)
 
 
-class AlertRoute(_Strict):
+class AlertRouteConfig(Strict):
     name: str
     kind: Literal["slack", "discord", "webhook"] = "webhook"
     url: SecretStr
@@ -102,35 +101,107 @@ class AlertRoute(_Strict):
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class AuditSection(_Strict):
+class AuditConfig(Strict):
     enabled: bool = True
     retention_days: float = Field(default=90.0, gt=0)
-    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)  # also the schedule of event_retention_days
 
 
-class SessionsSection(_Strict):
+class SessionsConfig(Strict):
     """How long finished sessions stay in the supervisor's memory (they stay in the store)."""
 
     finished_retention_seconds: float = Field(default=3600.0, ge=0)
     max_finished_in_memory: int = Field(default=10_000, ge=0)  # the oldest finished go first beyond it
 
 
-class SupervisorConfig(_Strict):
+CHAT_COMMANDS = ("status", "nodes", "sessions", "prompt", "kill", "cost")
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "console"]
+
+
+class SlackChatConfig(Strict):
+    signing_secret: SecretStr  # the app's Signing Secret (Basic Information), e.g. ${SLACK_SIGNING_SECRET}
+    # interactivity answers are POSTed to the payload's response_url only under these prefixes
+    response_url_prefixes: list[str] = Field(default_factory=lambda: ["https://hooks.slack.com/"])
+
+
+class DiscordChatConfig(Strict):
+    public_key: str  # the application's Public Key (General Information), 64 hex characters
+
+    @field_validator("public_key")
+    @classmethod
+    def _hex_key(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            if len(bytes.fromhex(value)) == 32:
+                return value
+        except ValueError:
+            pass
+        raise ValueError("public_key must be the application's Ed25519 public key: 64 hex characters")
+
+
+class ChatRoleConfig(Strict):
+    """Who holds a role: Slack user ids (``U0123``), Discord user ids, or Discord guild role ids."""
+
+    slack_users: list[str] = Field(default_factory=list)
+    discord_users: list[str] = Field(default_factory=list)
+    discord_roles: list[str] = Field(default_factory=list)
+
+
+class ChatCommandsConfig(Strict):
+    """The roles allowed to run each command (a user needs one of them)."""
+
+    status: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    nodes: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    sessions: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    cost: list[str] = Field(default_factory=lambda: ["viewer", "operator"])
+    prompt: list[str] = Field(default_factory=lambda: ["operator"])
+    kill: list[str] = Field(default_factory=lambda: ["operator"])
+
+    def roles_for(self, command: str) -> list[str]:
+        roles: list[str] = getattr(self, command)
+        return roles
+
+
+class ChatOpsConfig(Strict):
+    """Slack slash commands / interactivity and Discord interactions, served by the HTTP API."""
+
+    slack: SlackChatConfig | None = None
+    discord: DiscordChatConfig | None = None
+    replay_window_seconds: float = Field(default=300.0, gt=0)  # requests signed longer ago are refused
+    reply_within_seconds: float = Field(default=2.5, gt=0, le=30)  # Slack and Discord give up after 3 s
+    roles: dict[str, ChatRoleConfig] = Field(default_factory=dict)
+    commands: ChatCommandsConfig = Field(default_factory=ChatCommandsConfig)
+
+    @model_validator(mode="after")
+    def _known_roles(self) -> ChatOpsConfig:
+        for command in sorted(self.commands.model_fields_set):
+            unknown = [r for r in self.commands.roles_for(command) if r not in self.roles]
+            if unknown:
+                raise ValueError(f"commands.{command} names roles not defined under `roles`: {', '.join(unknown)}")
+        return self
+
+
+class SupervisorConfig(Strict):
     version: Literal[1] = 1
-    server: ServerSection = Field(default_factory=ServerSection)
-    auth: AuthSection = Field(default_factory=AuthSection)
-    tls: TLSSection | None = None
+    server: SupervisorServerConfig = Field(default_factory=SupervisorServerConfig)
+    auth: FleetAuthConfig = Field(default_factory=FleetAuthConfig)
+    tls: FleetTLSConfig | None = None
     origin_allowlist: list[str] = Field(default_factory=list)
     database_url: str | None = None  # default: sqlite fleet.db in the data dir
     command_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     event_batch_size: int = Field(default=500, ge=1)
     event_flush_ms: int = Field(default=20, ge=1)
-    policies: PoliciesSection = Field(default_factory=PoliciesSection)
-    cost: CostSection = Field(default_factory=CostSection)
-    alerts: list[AlertRoute] = Field(default_factory=list)
-    audit: AuditSection = Field(default_factory=AuditSection)
-    sessions: SessionsSection = Field(default_factory=SessionsSection)
+    event_retention_days: float = Field(default=90.0, ge=0)  # purged with the audit log; 0 keeps events forever
+    policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    alerts: list[AlertRouteConfig] = Field(default_factory=list)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    chatops: ChatOpsConfig = Field(default_factory=ChatOpsConfig)
+    log_level: LogLevel | None = None  # default: $LOG_LEVEL, else info
+    log_format: LogFormat | None = None  # default: $LOG_FORMAT, else console
 
     @field_validator("database_url")
     @classmethod
@@ -148,7 +219,7 @@ class SupervisorConfig(_Strict):
 # ---- node -----------------------------------------------------------------------
 
 
-class NativeBackend(_Strict):
+class NativeBackendConfig(Strict):
     """A Corral agent: ``url`` of a `corral serve` (OpenAI-compatible), or in-process ``provider``."""
 
     type: Literal["native"] = "native"
@@ -160,13 +231,13 @@ class NativeBackend(_Strict):
     timeout_seconds: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
-    def _one_target(self) -> NativeBackend:
+    def _one_target(self) -> NativeBackendConfig:
         if (self.url is None) == (self.provider is None):
             raise ValueError("a native backend needs exactly one of `url` or `provider`")
         return self
 
 
-class OpenCodeBackend(_Strict):
+class OpenCodeBackendConfig(Strict):
     """`opencode serve`, one process per project directory, started by the node."""
 
     type: Literal["opencode"] = "opencode"
@@ -178,13 +249,13 @@ class OpenCodeBackend(_Strict):
     max_restarts: int = Field(default=5, ge=0)
 
 
-class ProjectSection(_Strict):
+class ProjectConfig(Strict):
     name: str
     directory: Path
     backend: str
 
 
-class NodeConfig(_Strict):
+class NodeConfig(Strict):
     version: Literal[1] = 1
     node_id: str = Field(default_factory=socket.gethostname)
     supervisor_url: str = "ws://127.0.0.1:8420"
@@ -195,8 +266,10 @@ class NodeConfig(_Strict):
     max_frame_bytes: int = Field(default=1024 * 1024, ge=1024)
     backoff_min_seconds: float = Field(default=0.1, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0)
-    backends: dict[str, NativeBackend | OpenCodeBackend] = Field(default_factory=dict)
-    projects: list[ProjectSection] = Field(default_factory=list)
+    backends: dict[str, NativeBackendConfig | OpenCodeBackendConfig] = Field(default_factory=dict)
+    projects: list[ProjectConfig] = Field(default_factory=list)
+    log_level: LogLevel | None = None  # default: $LOG_LEVEL, else info
+    log_format: LogFormat | None = None  # default: $LOG_FORMAT, else console
 
     @field_validator("node_id")
     @classmethod
@@ -216,87 +289,31 @@ class NodeConfig(_Strict):
 # ---- loading ---------------------------------------------------------------------
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-?])([^}]*))?\}")
-
-
-class FleetConfigError(Exception):
-    def __init__(self, issues: list[str]) -> None:
-        super().__init__("\n".join(issues))
-        self.issues = issues
-
-
-def _expand(value: str, env: Mapping[str, str], where: str, issues: list[str]) -> str:
-    def sub(match: re.Match[str]) -> str:
-        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
-        current = env.get(name)
-        if current:
-            return current
-        if op == "-":
-            return arg
-        if op == "?":
-            issues.append(f"{where}: {arg or f'{name} is required'}")
-            return ""
-        return current or ""
-
-    return _VAR.sub(sub, value)
-
-
-def _walk(node: Any, env: Mapping[str, str], where: str, issues: list[str], lines: dict[str, int]) -> Any:
-    line = getattr(getattr(node, "lc", None), "line", None)
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            path = f"{where}.{key}" if where else str(key)
-            with contextlib.suppress(AttributeError, KeyError, TypeError):
-                lines[path] = node.lc.key(key)[0] + 1  # type: ignore[attr-defined]
-            out[str(key)] = _walk(value, env, path, issues, lines)
-        return out
-    if isinstance(node, list):
-        return [_walk(item, env, f"{where}.{i}", issues, lines) for i, item in enumerate(node)]
-    if isinstance(node, str):
-        del line
-        return _expand(node, env, where, issues)
-    return node
 
 
 def load_fleet_config(
     path: str | Path | None, model: type[ConfigT], *, env: Mapping[str, str] | None = None
 ) -> ConfigT:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    env = os.environ if env is None else env
+    """Load ``supervisor.yaml`` or ``node.yaml`` as ``model``; raises `ConfigError` listing every
+    problem. With no path, the model's defaults."""
     if path is None:
         return model()
     file = Path(path)
+    real_env = dict(os.environ if env is None else env)
+    if not file.is_file():
+        raise ConfigError([ConfigIssue(str(file), None, (), "file not found" if not file.exists() else "not a file")])
+    dotenv_path = file.parent / ".env"
+    merged = merged_env(real_env, read_dotenv(dotenv_path) if dotenv_path.is_file() else {})
     try:
-        text = file.read_text()
-    except OSError as exc:
-        raise FleetConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
-    try:
-        raw = YAML(typ="rt").load(text) or {}
-    except YAMLError as exc:
-        raise FleetConfigError([f"{file}: invalid YAML: {exc}"]) from None
-    if not isinstance(raw, dict):
-        raise FleetConfigError([f"{file}:1: the top level must be a mapping"])
-    issues: list[str] = []
-    lines: dict[str, int] = {}
-    data = _walk(raw, env, "", issues, lines)
-    if issues:
-        raise FleetConfigError([f"{file}: {issue}" for issue in issues])
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise FleetConfigError([_format(file, err, lines) for err in exc.errors()]) from None
-
-
-def _format(file: Path, err: Any, lines: dict[str, int]) -> str:
-    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-    key = ".".join(loc)
-    line = None
-    for depth in range(len(loc), 0, -1):
-        line = lines.get(".".join(loc[:depth]))
-        if line is not None:
-            break
-    where = f"{file}:{line}" if line else str(file)
-    return f"{where}: {key or '(top)'}: {err['msg']}"
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(file), None, (), f"cannot read: {exc}")]) from None
+    merged, _notes, file_issues = with_secret_files(merged, read_names(text))
+    if file_issues:
+        raise ConfigError(file_issues)
+    source = parse_source(text, str(file), merged)
+    config, issues = validate_model(model, source.data, source.positions, str(file))
+    issues = [*source.issues, *issues]
+    if issues or config is None:
+        raise ConfigError(issues)
+    return config

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -33,6 +33,7 @@ __all__ = ["ConfigError", "ConfigIssue", "LoadedConfig", "find_config", "load_co
 DEFAULT_CONFIG_NAME = "corral.yaml"
 _DROP = object()  # a key whose whole value was one unset ${VAR}: left out so its default applies
 _UNION_TAG = re.compile(r"^[\w-]+\[.*\]$")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def find_config(env: Mapping[str, str]) -> Path | None:
@@ -248,15 +249,21 @@ def _render(path: KeyPath) -> str:
 
 def validate(data: Mapping[str, Any], positions: Mapping[KeyPath, int], file: str | None
              ) -> tuple[CorralConfig | None, list[ConfigIssue]]:
+    return validate_model(CorralConfig, data, positions, file)
+
+
+def validate_model(root: type[ModelT], data: Mapping[str, Any], positions: Mapping[KeyPath, int],
+                   file: str | None) -> tuple[ModelT | None, list[ConfigIssue]]:
+    """Validate ``data`` as ``root``; every pydantic error becomes a file:line:key issue."""
     try:
-        return CorralConfig.model_validate(data), []
+        return root.model_validate(data), []
     except ValidationError as exc:
         issues = []
         for error in exc.errors(include_url=False):
-            path, _ = schema_walk(tuple(error["loc"]))
+            path, _ = schema_walk(tuple(error["loc"]), root)
             if error.get("type") == "union_tag_invalid":
                 path = (*path, str(error.get("ctx", {}).get("discriminator", "type")).strip("'"))
-            issues.append(ConfigIssue(file, _nearest_line(path, positions), path, _message(error, path)))
+            issues.append(ConfigIssue(file, _nearest_line(path, positions), path, _message(error, path, root)))
         return None, issues
 
 
@@ -268,7 +275,7 @@ def _nearest_line(path: KeyPath, positions: Mapping[KeyPath, int]) -> int | None
     return None
 
 
-def _message(error: Any, path: KeyPath) -> str:
+def _message(error: Any, path: KeyPath, root: type[BaseModel] = CorralConfig) -> str:
     kind, value, ctx = error.get("type"), error.get("input"), error.get("ctx") or {}
     is_provider_type = len(path) == 3 and path[0] == "providers" and path[2] == "type"
     if is_provider_type and kind == "value_error" and isinstance(value, str):
@@ -279,7 +286,7 @@ def _message(error: Any, path: KeyPath) -> str:
         return f"unknown {path[-1]} {tag!r}" + (did_you_mean(tag, expected) or f"; one of: {', '.join(expected)}")
     allowed = None
     if kind == "extra_forbidden":
-        _, parent = schema_walk(tuple(error["loc"])[:-1])
+        _, parent = schema_walk(tuple(error["loc"])[:-1], root)
         allowed = model_keys(parent)
     return pydantic_message(error, allowed)
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +58,11 @@ def _spawn(args: list[str], log: Path, env: dict[str, str] | None, cwd: Path | N
 
 
 def start_supervisor(config: Path, *, port: int, http_port: int, token: str, env: dict[str, str] | None = None,
-                     ready_timeout: float = 20.0, log: Path | None = None, cwd: Path | None = None) -> FleetProcess:
+                     ready_timeout: float = 20.0, log: Path | None = None, cwd: Path | None = None,
+                     extra_args: Sequence[str] = ()) -> FleetProcess:
     log = log or (cwd or config.parent) / f"supervisor-{port}.log"
     fp = _spawn(["supervisor", "--config", str(config), "--port", str(port), "--http-port", str(http_port),
-                 "--token", token], log, env, cwd or config.parent)
+                 "--token", token, *extra_args], log, env, cwd or config.parent)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if fp.proc.poll() is not None:

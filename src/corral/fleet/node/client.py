@@ -17,8 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from corral import __version__
-from corral.config.fleet import NativeBackend as NativeConfig
-from corral.config.fleet import NodeConfig
+from corral.config.fleet import NativeBackendConfig, NodeConfig
 from corral.fleet.backoff import Backoff
 from corral.fleet.node.backends.base import Backend, BackendError
 from corral.fleet.node.outbox import Outbox
@@ -35,7 +34,7 @@ def build_backends(config: NodeConfig) -> dict[str, Backend]:
 
     backends: dict[str, Backend] = {}
     for name, spec in config.backends.items():
-        if isinstance(spec, NativeConfig):
+        if isinstance(spec, NativeBackendConfig):
             backends[name] = NativeBackend(name, spec)
         else:
             directories = {p.name: Path(p.directory) for p in config.projects if p.backend == name}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from corral.config.fleet import ProjectSection
+from corral.config.fleet import ProjectConfig
 from corral.fleet.node.backends.base import Backend
 
 log = logging.getLogger("corral.fleet.node")
@@ -60,7 +60,7 @@ class SessionStore(Protocol):
 
 
 class SessionManager:
-    def __init__(self, projects: list[ProjectSection], backends: dict[str, Backend], sink: EventSink,
+    def __init__(self, projects: list[ProjectConfig], backends: dict[str, Backend], sink: EventSink,
                  store: SessionStore | None = None) -> None:
         self.projects = {p.name: p for p in projects}
         self.backends = backends

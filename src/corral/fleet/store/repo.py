@@ -255,6 +255,19 @@ class FleetStore:
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(q)]
 
+    async def purge_events(self, older_than: float, chunk: int = 10_000) -> int:
+        """Delete events stored before ``older_than``, ``chunk`` rows per transaction so the
+        event writer is never held up for long."""
+        e = t.events
+        removed = 0
+        while True:
+            oldest = select(e.c.id).where(e.c.ts < older_than).order_by(e.c.id).limit(chunk)
+            async with self.engine.begin() as conn:
+                count = int((await conn.execute(delete(e).where(e.c.id.in_(oldest)))).rowcount or 0)
+            removed += count
+            if count < chunk:
+                return removed
+
     async def purge_audit(self, older_than: float) -> int:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(t.audit).where(t.audit.c.ts < older_than))

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from corral.config.fleet import AlertRoute
+from corral.config.fleet import AlertRouteConfig
 
 log = logging.getLogger("corral.fleet.alerts")
 
@@ -41,7 +41,7 @@ def body_for(kind: str, alert: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Route:
-    def __init__(self, config: AlertRoute, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: AlertRouteConfig, client: httpx.AsyncClient) -> None:
         self.config, self.client = config, client
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.sent: deque[float] = deque()
@@ -85,19 +85,50 @@ class _Route:
         self.failed += 1
 
 
+def _identity(config: AlertRouteConfig) -> tuple[str, str]:
+    return config.model_dump_json(), config.url.get_secret_value()  # the dump masks the URL
+
+
 class Alerter:
-    def __init__(self, routes: list[AlertRoute], client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, routes: list[AlertRouteConfig], client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient()
         self.routes = [_Route(r, self._client) for r in routes]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[_Route, asyncio.Task[None]] = {}
+        self._started = False
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(r.run(), name=f"alert-{r.config.name}") for r in self.routes]
+        self._started = True
+        for route in self.routes:
+            self._start(route)
+
+    def _start(self, route: _Route) -> None:
+        self._tasks[route] = asyncio.create_task(route.run(), name=f"alert-{route.config.name}")
+
+    def apply(self, configs: list[AlertRouteConfig]) -> None:
+        """A live reload: unchanged routes keep their queue and counters; changed, new and
+        removed routes are replaced (a replaced route's queued alerts are dropped and logged)."""
+        unchanged = {_identity(r.config): r for r in self.routes}
+        routes: list[_Route] = []
+        for config in configs:
+            kept = unchanged.pop(_identity(config), None)
+            routes.append(kept if kept is not None else _Route(config, self._client))
+        for old in unchanged.values():
+            task = self._tasks.pop(old, None)
+            if task is not None:
+                task.cancel()
+            if old.queue.qsize():
+                log.warning("alert route %s replaced by a reload; %d queued alerts dropped", old.config.name,
+                            old.queue.qsize())
+        self.routes = routes
+        if self._started:
+            for route in routes:
+                if route not in self._tasks:
+                    self._start(route)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self._client.aclose()
 
     def wants(self, alert_type: str) -> bool:

@@ -7,6 +7,8 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from prometheus_client import Histogram
+
 from corral.fleet.protocol import COMMAND_TYPES, Envelope
 from corral.fleet.store import FleetStore
 from corral.fleet.supervisor.audit import AuditLog
@@ -25,8 +27,10 @@ class Sender(Protocol):
 
 class Dispatcher:
     def __init__(self, store: FleetStore, state: FleetState, audit: AuditLog, *,
-                 default_timeout: float = 30.0, idempotency_ttl: float = 86400.0) -> None:
+                 default_timeout: float = 30.0, idempotency_ttl: float = 86400.0,
+                 durations: Histogram | None = None) -> None:
         self.store, self.state, self.audit = store, state, audit
+        self.durations = durations  # corral_fleet_command_duration_seconds{type,status}
         self.default_timeout, self.idempotency_ttl = default_timeout, idempotency_ttl
         self.sender: Sender | None = None
         self.counts: dict[tuple[str, str], int] = {}
@@ -72,6 +76,7 @@ class Dispatcher:
         if target.get("project"):
             args = {**args, "project": target["project"]}
         command_id = uuid.uuid4().hex
+        started = time.perf_counter()
         row = {"command_id": command_id, "idempotency_key": idempotency_key, "type": kind, "node_id": node_id,
                "target": target, "args": args, "status": "pending", "output": None, "error": None,
                "actor": actor, "created_at": time.time(), "finished_at": None}
@@ -93,6 +98,8 @@ class Dispatcher:
         self._learn_session(node_id, result)
         await self.store.finish_command(command_id, result["status"], result.get("output"), result.get("error"))
         self.counts[(kind, result["status"])] = self.counts.get((kind, result["status"]), 0) + 1
+        if self.durations is not None:
+            self.durations.labels(kind, result["status"]).observe(time.perf_counter() - started)
         await self.audit.record(actor=actor, action=f"command.{kind}",
                                 target=" ".join(f"{k}={v}" for k, v in sorted(target.items())), args=args,
                                 result=result["status"], error=result.get("error"), source=source)

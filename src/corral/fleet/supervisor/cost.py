@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from corral.config.fleet import CostSection
+from corral.config.fleet import CostConfig
 from corral.fleet.store import FleetStore
 from corral.llm.pricing import PricingTable
 from corral.llm.types import Usage
@@ -50,7 +50,7 @@ def _openai_rows(body: dict[str, Any]) -> Iterator[tuple[str, str, int, int]]:
 
 
 class CostPoller:
-    def __init__(self, config: CostSection, store: FleetStore, prices: PricingTable,
+    def __init__(self, config: CostConfig, store: FleetStore, prices: PricingTable,
                  client: httpx.AsyncClient | None = None) -> None:
         self.config, self.store, self.prices = config, store, prices
         self.client = client or httpx.AsyncClient(timeout=config.request_timeout_seconds)
@@ -67,6 +67,14 @@ class CostPoller:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.client.aclose()
+
+    def apply(self, config: CostConfig, prices: PricingTable) -> None:
+        """A live reload: new prices and providers; polling starts when the first provider appears."""
+        self.config, self.prices = config, prices
+        self.status = {name: self.status.get(name, {"status": "pending", "last_error": None, "last_success": None})
+                       for name in config.providers}
+        if config.providers and self._task is None:
+            self.start()
 
     async def _loop(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from corral.llm.types import Usage
 
 log = logging.getLogger("corral.fleet.events")
 SUPERVISOR_NODE = "supervisor"
+MAX_EVENT_TYPES = 200  # distinct type labels in /metrics
 
 
 class AckSink(Protocol):
@@ -53,6 +55,7 @@ class EventPipeline:
         self.listeners: list[Listener] = []
         self.stored_total = 0
         self.duplicates_total = 0
+        self.stored_by_type: Counter[str] = Counter()  # at most MAX_EVENT_TYPES labels, then "other"
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._local_seq = 0
         self._task: asyncio.Task[None] | None = None
@@ -165,12 +168,23 @@ class EventPipeline:
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** attempt))
         self.stored_total += len(new)
         self.duplicates_total += len(rows) - len(new)
+        self._count_types(applied)
         await self._ack(batch)
         for listener in self.listeners:
             try:
                 await listener(applied)
             except Exception:  # a listener failing must not stop the pipeline
                 log.exception("event listener failed")
+
+    def _count_types(self, rows: list[EventRow]) -> None:
+        """Event types are the nodes' free strings: the first MAX_EVENT_TYPES get a label each."""
+        counts = self.stored_by_type
+        for row in rows:
+            kind = row.type
+            if kind in counts or len(counts) < MAX_EVENT_TYPES:
+                counts[kind] += 1
+            else:
+                counts["other"] += 1
 
     async def _ack(self, batch: list[_Pending]) -> None:
         by_sink: dict[int, tuple[AckSink, list[int]]] = {}

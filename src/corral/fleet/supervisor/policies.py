@@ -1,10 +1,11 @@
 """Policies that act on sessions: resume_on_idle, restart_on_compaction, kill_on_cost.
 
-Each (session, policy) has a retry counter: a failed action adds one; at max_retries the
-policy stops acting on that session and alerts, until retry_reset_seconds have passed since
-the last attempt. A successful action resets the counter and also starts a cool-down of
-one idle threshold, so a session is not prompted on every tick. Every action is audited
-and stored as a ``policy.action`` event.
+Each (session, policy) has a retry counter: every automatic action adds one, failed or
+successful (a session that keeps going idle is resumed at most max_retries times, not
+forever); at max_retries the policy stops acting on that session and alerts, until
+retry_reset_seconds have passed since the last attempt. A successful action also starts a
+cool-down of one idle threshold, so a session is not prompted on every tick. Every action is
+audited and stored as a ``policy.action`` event.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from corral.config.fleet import PoliciesSection, RetryPolicy
+from corral.config.fleet import PoliciesConfig, RetryPolicyConfig
 from corral.fleet.store import EventRow
 from corral.fleet.supervisor.audit import AuditLog
 from corral.fleet.supervisor.commands import CommandError, Dispatcher
@@ -33,7 +34,7 @@ class _Retry:
 
 
 class PolicyEngine:
-    def __init__(self, config: PoliciesSection, state: FleetState, dispatcher: Dispatcher,
+    def __init__(self, config: PoliciesConfig, state: FleetState, dispatcher: Dispatcher,
                  pipeline: EventPipeline, audit: AuditLog) -> None:
         self.config, self.state, self.dispatcher = config, state, dispatcher
         self.pipeline, self.audit = pipeline, audit
@@ -97,7 +98,7 @@ class PolicyEngine:
             return False
         return await self._act("resume_on_idle", p, s, "resume", {"message": p.message}, now)
 
-    async def _act(self, name: str, policy: RetryPolicy, s: SessionState, command: str,
+    async def _act(self, name: str, policy: RetryPolicyConfig, s: SessionState, command: str,
                    args: dict[str, str], now: float) -> bool:
         key = (s.session_id, name)
         if key in self._inflight:
@@ -115,11 +116,9 @@ class PolicyEngine:
         finally:
             self._inflight.discard(key)
         retry.last_attempt = now
+        retry.count += 1
         if status == "success":
-            retry.count = 0
             retry.cooldown_until = now + getattr(policy, "idle_threshold_seconds", 0.0)
-        else:
-            retry.count += 1
         self.actions[(name, status)] = self.actions.get((name, status), 0) + 1
         data = {"policy": name, "action": command, "result": status, "retry_count": retry.count,
                 "last_error": error, **args}

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from corral.config.fleet import NativeBackend as NativeConfig
+from corral.config.fleet import NativeBackendConfig
 from corral.fleet.node.backends.base import BackendError, Emit, TurnResult
 from corral.llm.provider import Provider
 from corral.llm.types import ChatRequest, Message, TextPart
@@ -18,7 +18,8 @@ from corral.llm.types import ChatRequest, Message, TextPart
 class NativeBackend:
     kind = "native"
 
-    def __init__(self, name: str, config: NativeConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, config: NativeBackendConfig, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name, self.config = name, config
         self._history: dict[str, list[dict[str, str]]] = {}
         self._provider: Provider | None = None

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from corral.config.fleet import OpenCodeBackend as OpenCodeConfig
+from corral.config.fleet import OpenCodeBackendConfig
 from corral.fleet.node.backends.base import BackendError, Emit, TurnResult
 
 log = logging.getLogger("corral.fleet.opencode")
@@ -35,7 +35,7 @@ def _free_port() -> int:
 class _Server:
     """One supervised `opencode serve` for one project directory."""
 
-    def __init__(self, project: str, directory: Path, config: OpenCodeConfig, log: Path) -> None:
+    def __init__(self, project: str, directory: Path, config: OpenCodeBackendConfig, log: Path) -> None:
         self.project, self.directory, self.config, self.log = project, directory, config, log
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
@@ -153,7 +153,7 @@ class _Server:
 class OpenCodeBackend:
     kind = "opencode"
 
-    def __init__(self, name: str, config: OpenCodeConfig, directories: dict[str, Path], log_dir: Path) -> None:
+    def __init__(self, name: str, config: OpenCodeBackendConfig, directories: dict[str, Path], log_dir: Path) -> None:
         self.name, self.config = name, config
         self.servers = {project: _Server(project, directory, config, log_dir / f"opencode-{project}.log")
                         for project, directory in directories.items()}
