@@ -83,4 +83,4 @@ async def test_strict_mode_refuses_to_start_when_a_required_provider_fails() -> 
         with pytest.raises(StartupRefused, match="locked"):
             await gateway.start()
         await gateway.stop()
-    assert not gateway.ready
+    assert not gateway.readiness.ready
