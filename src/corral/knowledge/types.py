@@ -13,10 +13,12 @@ Kind = Literal["markdown", "code", "text", "html", "pdf"]
 
 # Words too common to say what a query is about; left out of keyword queries and of the
 # offline embedder's word features (the index itself keeps every word).
-STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from how i if in into is it its me my of on or so that the their "
-    "then there these this to was we what when where which who why will with you your".split()
-)
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "if",
+    "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "so", "that", "the", "their", "then",
+    "there", "these", "this", "to", "was", "we", "what", "when", "where", "which", "who", "why", "will",
+    "with", "you", "your"
+})
 
 
 @dataclass(slots=True)
