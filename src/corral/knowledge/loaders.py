@@ -71,7 +71,7 @@ def _walk(directory: Path) -> Iterator[Path]:
         if path.is_dir():
             if path.name not in SKIP_DIRS and not path.name.startswith("."):
                 yield from _walk(path)
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a broken link is reported, not silently lost
             yield path
 
 
