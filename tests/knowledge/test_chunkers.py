@@ -62,7 +62,7 @@ def test_code_is_cut_by_top_level_definition_with_its_comments_and_decorators() 
     assert set(by_symbol) == {"alpha", "Beta", "gamma"}  # the small preamble is packed with alpha
     assert by_symbol["Beta"].startswith("# Beta does the second thing.\n@decorated\nclass Beta:")
     assert "def method" in by_symbol["Beta"]
-    assert by_symbol["alpha"].startswith('"""Module docstring."""\nimport os\n\n\ndef alpha(x):')
+    assert by_symbol["alpha"].startswith('"""Module docstring."""\nimport os\n\ndef alpha(x):')
 
 
 def test_small_definitions_are_packed_together_up_to_the_size() -> None:
