@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from corral.config.knowledge import ChunkingConfig
 from corral.knowledge.chunkers import chunk, split_text
 from corral.knowledge.types import Document
@@ -74,7 +76,7 @@ def test_size_split_respects_size_overlaps_and_cuts_between_words() -> None:
     words = " ".join(f"word{i}" for i in range(400))
     pieces = split_text(words, 200, 40)
     assert len(pieces) > 10 and all(len(p) <= 200 for p in pieces)
-    for before, after in zip(pieces, pieces[1:], strict=False):
+    for before, after in itertools.pairwise(pieces):
         assert after.split()[0] in before.split()  # the overlap repeats the tail of the previous piece
     assert all(p.split()[0].startswith("word") for p in pieces)  # never starts mid-word
     rebuilt = {w for p in pieces for w in p.split()}

@@ -7,6 +7,7 @@ from pathlib import Path
 from corral.config.knowledge import StoreConfig
 from corral.knowledge.stores.base import DimensionMismatch, VectorStore
 from corral.knowledge.stores.embedded import EmbeddedStore
+from corral.knowledge.types import KnowledgeError
 
 
 def build_store(name: str, config: StoreConfig, directory: Path) -> VectorStore:
@@ -17,7 +18,11 @@ def build_store(name: str, config: StoreConfig, directory: Path) -> VectorStore:
         folder = Path(config.path).expanduser() if config.path else directory
         return EmbeddedStore(folder / "vectors.db")
     if config.type == "qdrant":
-        from corral.knowledge.stores.qdrant import QdrantStore
+        try:
+            from corral.knowledge.stores.qdrant import QdrantStore
+        except ImportError:
+            raise KnowledgeError(f"knowledge.{name}.store: Qdrant needs the qdrant-client package "
+                                 "(pip install 'corral[qdrant]')") from None
 
         return QdrantStore(collection, url=config.url, path=config.path, api_key=api_key)
     if config.type == "chroma":

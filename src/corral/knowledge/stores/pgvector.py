@@ -39,10 +39,12 @@ class PgvectorStore:
         return int(typmod) if typmod is not None and typmod > 0 else None
 
     async def open(self, dimensions: int) -> None:
+        import asyncpg
+
         pool = await self._db()
         try:
             await pool.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except Exception as exc:  # asyncpg raises one class per SQLSTATE; all mean "not available"
+        except asyncpg.PostgresError as exc:
             raise KnowledgeError(f"{self.description}: the pgvector extension is not available ({exc})") from None
         have = await self.stored_dimensions()
         if have is None:

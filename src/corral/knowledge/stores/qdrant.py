@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from qdrant_client import AsyncQdrantClient, models
+
 from corral.knowledge.stores.base import mismatch
 from corral.knowledge.types import Filter, Metadata
 
@@ -12,8 +14,6 @@ from corral.knowledge.types import Filter, Metadata
 class QdrantStore:
     def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
                  api_key: str | None = None) -> None:
-        from qdrant_client import AsyncQdrantClient
-
         self._collection = collection
         self._where = url or path or ""
         self._client = AsyncQdrantClient(url=url, api_key=api_key) if url else AsyncQdrantClient(path=path)
@@ -31,8 +31,6 @@ class QdrantStore:
         return int(size) if size is not None else None
 
     async def open(self, dimensions: int) -> None:
-        from qdrant_client import models
-
         have = await self.stored_dimensions()
         if have is None:
             await self._client.create_collection(
@@ -42,22 +40,16 @@ class QdrantStore:
 
     async def upsert(self, ids: Sequence[int], vectors: Sequence[Sequence[float]],
                      metadata: Sequence[Metadata]) -> None:
-        from qdrant_client import models
-
         points = [models.PointStruct(id=i, vector=list(v), payload=dict(m))
                   for i, v, m in zip(ids, vectors, metadata, strict=True)]
         await self._client.upsert(self._collection, points=points, wait=True)
 
     async def delete(self, ids: Sequence[int]) -> None:
-        from qdrant_client import models
-
         if ids and await self._client.collection_exists(self._collection):
             await self._client.delete(self._collection, points_selector=models.PointIdsList(points=list(ids)),
                                       wait=True)
 
     async def search(self, vector: Sequence[float], top_k: int, flt: Filter) -> list[tuple[int, float]]:
-        from qdrant_client import models
-
         conditions: list[Any] = []
         for key, wanted in flt.items():
             match: Any = (models.MatchAny(any=list(wanted)) if isinstance(wanted, list)
