@@ -44,7 +44,7 @@ def test_ingest_query_stats_and_drop(tmp_path: Path) -> None:
     code, out, _ = _invoke("knowledge", "stats", "--config", str(config), "--json")
     bases = {b["name"]: b for b in json.loads(out)["bases"]}
     assert (bases["docs"]["vectors"], bases["docs"]["search"], bases["docs"]["embedder"]) == \
-        (2, "hybrid", "offline-hash-v1/64")
+        (2, "hybrid", "offline-hash-v2/64")
     assert (bases["plain"]["vectors"], bases["plain"]["search"], bases["plain"]["chunks"]) == (None, "keyword", 2)
 
     code, out, _ = _invoke("knowledge", "drop", "docs", "--yes", "--config", str(config))

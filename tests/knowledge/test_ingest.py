@@ -82,7 +82,7 @@ async def test_a_store_built_with_other_dimensions_is_an_error_naming_store_and_
         await other.ingest()
     message = str(caught.value)
     assert "knowledge.kb" in message and "holds 64-dimensional vectors" in message
-    assert "embedder gives 32" in message and "offline-hash-v1/32" in message
+    assert "embedder gives 32" in message and "offline-hash-v2/32" in message
     await other.aclose()
 
 
@@ -93,7 +93,7 @@ async def test_switching_embedders_on_a_built_base_names_both(tmp_path: Path) ->
     await base.ingest()
     await base.aclose()
     switched = make_base(root, data, embedder=FlakyEmbedder(128), store=EmbeddedStore(data / "v128.db"))
-    with pytest.raises(DimensionMismatch, match=r"built with embedder 'offline-hash-v1/64'.*'offline-hash-v1/128'"):
+    with pytest.raises(DimensionMismatch, match=r"built with embedder 'offline-hash-v2/64'.*'offline-hash-v2/128'"):
         await switched.query("install", mode="vector")
     await switched.aclose()
 

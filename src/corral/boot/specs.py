@@ -139,7 +139,7 @@ def _declared_and_implied(config: CorralConfig) -> dict[str, tuple[ServiceConfig
 
 def _knowledge_urls(config: CorralConfig) -> list[tuple[str, str, str]]:
     """The vector stores the knowledge bases use (only those with a URL: local ones need no service)."""
-    urls = []
+    urls: list[tuple[str, str, str]] = []
     for name, base in config.knowledge.items():
         store = base.store
         if base.embedder is None or not store.url or store.type == "embedded":

@@ -171,11 +171,19 @@ class Catalog:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         where, params = _filter_sql(flt)
-        sql = ("SELECT c.id, c.source, c.text, c.metadata, bm25(chunks_fts) AS rank FROM chunks_fts "
-               "JOIN chunks c ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ?" + where +
-               " ORDER BY rank LIMIT ?")
+        if where:
+            sql = ("SELECT c.id, c.source, c.text, c.metadata, chunks_fts.rank FROM chunks_fts "
+                   "JOIN chunks c ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ?" + where +
+                   " ORDER BY chunks_fts.rank LIMIT ?")
+        else:
+            # Rank inside the index first, then read only the winners' rows.
+            sql = ("SELECT c.id, c.source, c.text, c.metadata, top.rank FROM (SELECT rowid, rank FROM chunks_fts "
+                   "WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?) AS top JOIN chunks c ON c.id = top.rowid "
+                   "ORDER BY top.rank")
+            params = [limit]
+        args = (match, *params) if not where else (match, *params, limit)
         with self._lock:
-            rows = self._db.execute(sql, (match, *params, limit)).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         return [Hit(int(i), str(t), str(s), -float(r), json.loads(m)) for i, s, t, m, r in rows]
 
     def hits(self, ids: Sequence[int]) -> dict[int, Hit]:

@@ -10,11 +10,13 @@ embedding model; it knows spelling, not meaning.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import re
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+
+import numpy as np
 
 from corral.knowledge.types import STOPWORDS
 from corral.llm.errors import ProviderError
@@ -44,7 +46,7 @@ class OfflineEmbedder:
 
     @property
     def id(self) -> str:
-        return f"offline-hash-v1/{self._dims}"
+        return f"offline-hash-v2/{self._dims}"
 
     @property
     def dimensions(self) -> int:
@@ -61,21 +63,24 @@ class OfflineEmbedder:
             counts["w:" + word] = counts.get("w:" + word, 0.0) + 1.0
             padded = f"<{word}>"
             for i in range(len(padded) - 2):
-                gram = "g:" + padded[i:i + 3]
+                gram = padded[i:i + 3]
                 counts[gram] = counts.get(gram, 0.0) + 0.5
-        vector = [0.0] * self._dims
-        for feature, count in counts.items():
-            index, sign = self._slot(feature)
-            vector[index] += sign * (1.0 + math.log(count))
-        norm = math.sqrt(sum(v * v for v in vector))
-        return [v / norm for v in vector] if norm else vector
+        if not counts:
+            return [0.0] * self._dims
+        slots = [self._slot(feature) for feature in counts]
+        index = np.fromiter((slot for slot, _ in slots), dtype=np.int64, count=len(slots))
+        weight = np.fromiter((sign * (1.0 + math.log(c)) for (_, sign), c in zip(slots, counts.values(), strict=True)),
+                             dtype=np.float64, count=len(slots))
+        vector = np.bincount(index, weights=weight, minlength=self._dims)
+        norm = float(np.linalg.norm(vector))
+        result: list[float] = (vector / norm if norm else vector).tolist()
+        return result
 
     def _slot(self, feature: str) -> tuple[int, float]:
         found = self._cache.get(feature)
         if found is None:
-            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-            value = int.from_bytes(digest, "little")
-            found = (value % self._dims, 1.0 if value >> 63 else -1.0)
+            value = zlib.crc32(feature.encode())  # stable across processes, unlike hash()
+            found = (value % self._dims, 1.0 if value & 0x8000_0000 else -1.0)
             if len(self._cache) < self._cache_size:
                 self._cache[feature] = found
         return found
