@@ -11,6 +11,7 @@ import glob
 import hashlib
 import html.parser
 import io
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -80,9 +81,10 @@ def _excluded(source: str, exclude: Sequence[str]) -> bool:
 
 
 def relative_source(path: Path, root: Path) -> str:
+    """The path as sources name it: relative to the root ("../README.md" above it)."""
     try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
+        return Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:  # another drive (Windows)
         return path.as_posix()
 
 
