@@ -150,11 +150,3 @@ def test_knowledge_benchmark_measures_quality_per_mode_and_the_embedded_store(tm
     (row,) = data["rows"]
     assert row["chunks"] == 300 and row["ingest_chunks_per_s"] > 0 and row["hybrid_p99_ms"] > 0
 
-
-def test_knowledge_benchmark_measures_quality_per_mode_and_the_embedded_store(tmp_path: Path) -> None:
-    data = bench(tmp_path, "knowledge", "--sizes", "300", "--queries", "5")
-    quality = data["summary"]["quality"]
-    assert set(quality) == {"keyword", "vector", "hybrid"}
-    assert all(0 < q["recall_at_5"] <= 1 and 0 < q["mrr"] <= 1 for q in quality.values())
-    (row,) = data["rows"]
-    assert row["chunks"] == 300 and row["ingest_chunks_per_s"] > 0 and row["hybrid_p99_ms"] > 0
