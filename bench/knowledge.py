@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> Report:
     report = Report("knowledge")
     report.meta["embedder"] = f"offline-hash-v2/{args.dimensions}"
     report.meta["questions"] = len(QUESTIONS)
+    report.meta["load_average_at_start"] = os.getloadavg()  # other work on the machine skews latencies
     quality = asyncio.run(_quality(args.dimensions))
     report.summary["quality"] = quality
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per size: RSS of that size alone
@@ -204,6 +205,7 @@ def show(report: Report) -> None:
         ("hybrid_p50_ms", "hyb p50", ".2f"), ("hybrid_p99_ms", "hyb p99", ".2f"),
         ("hybrid_filtered_p50_ms", "filt p50", ".2f"), ("rss_mb", "RSS MB", ".0f"), ("disk_mb", "disk MB", ".0f"),
     ])
+    print(f"\nload average at start: {', '.join(f'{x:.1f}' for x in report.meta['load_average_at_start'])}")
     report.print_targets()
 
 

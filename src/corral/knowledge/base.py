@@ -24,6 +24,7 @@ from corral.knowledge.types import Document, Filter, Hit, KnowledgeError, Metada
 log = logging.getLogger("corral.knowledge")
 
 Mode = Literal["hybrid", "keyword", "vector"]
+_WRITE_BATCH = 200  # documents per catalog transaction during an ingest
 
 
 class Progress(Protocol):
@@ -160,6 +161,7 @@ class KnowledgeBase:
             seen: set[str] = set()
             progress.stage("reading", len(paths))
             root = self.root.resolve()
+            batch: list[Document] = []
             for path in paths:
                 source = relative_source(path, root)
                 seen.add(source)
@@ -169,13 +171,16 @@ class KnowledgeBase:
                 elif known.get(source) == loaded.digest:
                     report.unchanged += 1
                 else:
-                    await self._write(loaded, origin="file")
-                    report.chunks_written += self.catalog_chunks(source)
+                    batch.append(loaded)
                     if source in known:
                         report.changed += 1
                     else:
                         report.added += 1
+                    if len(batch) >= _WRITE_BATCH:
+                        report.chunks_written += await self._write(batch, origin="file")
+                        batch = []
                 progress.advance(1)
+            report.chunks_written += await self._write(batch, origin="file")
             for source in sorted(set(known) - seen):
                 await self._remove(source)
                 report.removed += 1
@@ -183,16 +188,16 @@ class KnowledgeBase:
         report.seconds = time.perf_counter() - started
         return report
 
-    def catalog_chunks(self, source: str) -> int:
-        return len(self.catalog.chunk_ids(source))
-
-    async def _write(self, document: Document, *, origin: str) -> None:
-        chunks = chunk(document, self.config.chunking)
-        old = self.catalog.chunk_ids(document.source)
+    async def _write(self, documents: Sequence[Document], *, origin: str) -> int:
+        """Chunk the documents and replace what the catalog had for them; the chunks written."""
+        if not documents:
+            return 0
+        chunked = [(d.source, d.digest, d.kind, chunk(d, self.config.chunking)) for d in documents]
+        old = self.catalog.chunk_ids_of([d.source for d in documents])
         if old and self.store is not None:
             await self.store.delete(old)
-        await asyncio.to_thread(self.catalog.replace, document.source, document.digest, document.kind, chunks,
-                                origin=origin, embedded=self.embedder is None)
+        await asyncio.to_thread(self.catalog.replace, chunked, origin=origin, embedded=self.embedder is None)
+        return sum(len(c[3]) for c in chunked)
 
     async def _remove(self, source: str) -> bool:
         old = self.catalog.chunk_ids(source)
@@ -233,18 +238,20 @@ class KnowledgeBase:
         report = IngestReport(files=len(documents))
         started = time.perf_counter()
         async with self._write_lock:
-            for new in documents:
+            latest = {d.source: d for d in documents}  # the same source twice: the last one wins
+            known = self.catalog.existing(list(latest))
+            prepared = []
+            for new in latest.values():
                 kind = kind_of(Path(new.source)) or "text"
                 if kind in ("pdf", "html"):
                     kind = "text"  # the API sends text, never the raw file
                 digest = hashlib.sha256(new.text.encode()).hexdigest()
-                existed = self.catalog.has(new.source)
-                await self._write(Document(new.source, new.text, kind, digest, dict(new.metadata)), origin="api")
-                report.chunks_written += self.catalog_chunks(new.source)
-                if existed:
+                prepared.append(Document(new.source, new.text, kind, digest, dict(new.metadata)))
+                if new.source in known:
                     report.changed += 1
                 else:
                     report.added += 1
+            report.chunks_written += await self._write(prepared, origin="api")
             await self._embed_pending(report, _NoProgress())
         report.seconds = time.perf_counter() - started
         return report
@@ -290,7 +297,7 @@ class KnowledgeBase:
         vector = (await self.embedder.embed([text]))[0]
         await self._ensure(len(vector))
         pairs = await self.store.search(vector, limit, flt)
-        found = await asyncio.to_thread(self.catalog.hits, [i for i, _ in pairs])
+        found = self.catalog.hits([i for i, _ in pairs])  # by primary key: faster than a thread hop
         hits = []
         for chunk_id, score in pairs:
             hit = found.get(chunk_id)

@@ -113,20 +113,38 @@ class Catalog:
         with self._lock:
             return [int(r[0]) for r in self._db.execute("SELECT id FROM chunks WHERE source = ?", (source,))]
 
-    def replace(self, source: str, digest: str, kind: str, chunks: Sequence[Chunk], *, origin: str,
+    def existing(self, sources: Sequence[str]) -> set[str]:
+        if not sources:
+            return set()
+        marks = ",".join("?" * len(sources))
+        with self._lock:
+            rows = self._db.execute(f"SELECT source FROM documents WHERE source IN ({marks})", list(sources))
+            return {str(r[0]) for r in rows}
+
+    def chunk_ids_of(self, sources: Sequence[str]) -> list[int]:
+        if not sources:
+            return []
+        marks = ",".join("?" * len(sources))
+        with self._lock:
+            rows = self._db.execute(f"SELECT id FROM chunks WHERE source IN ({marks})", list(sources))
+            return [int(r[0]) for r in rows]
+
+    def replace(self, documents: Sequence[tuple[str, str, str, Sequence[Chunk]]], *, origin: str,
                 embedded: bool) -> None:
-        """The document's chunks, replacing any it had, in one transaction."""
+        """Each (source, digest, kind, chunks) document's chunks, replacing any it had; one transaction."""
+        now = time.time()
         with self._tx() as db:
-            db.execute("DELETE FROM chunks WHERE source = ?", (source,))
+            db.executemany("DELETE FROM chunks WHERE source = ?", [(d[0],) for d in documents])
             db.executemany(
                 "INSERT INTO chunks (source, text, metadata, embedded) VALUES (?, ?, ?, ?)",
-                [(source, c.text, json.dumps(c.metadata, ensure_ascii=False), int(embedded)) for c in chunks],
+                [(source, c.text, json.dumps(c.metadata, ensure_ascii=False), int(embedded))
+                 for source, _, _, chunks in documents for c in chunks],
             )
-            db.execute(
+            db.executemany(
                 "INSERT INTO documents (source, digest, kind, chunks, origin, updated) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (source) DO UPDATE SET digest = excluded.digest, kind = excluded.kind, "
                 "chunks = excluded.chunks, origin = excluded.origin, updated = excluded.updated",
-                (source, digest, kind, len(chunks), origin, time.time()),
+                [(source, digest, kind, len(chunks), origin, now) for source, digest, kind, chunks in documents],
             )
 
     def remove(self, source: str) -> None:
