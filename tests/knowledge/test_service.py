@@ -153,3 +153,25 @@ def test_config_errors_name_file_line_and_key(tmp_path: Path) -> None:
     assert f"{path}:7 knowledge.docs.store: a chroma store needs the url" in rendered
     assert f"{path}:8 knowledge.docs.chunking: overlap must be smaller than size" in rendered
     assert f"{path}:10 tools.notes.base: unknown knowledge base 'doc' (did you mean 'docs'?)" in rendered
+
+
+async def test_rerank_asks_the_configured_model_and_follows_its_order(tmp_path: Path) -> None:
+    write(tmp_path, DOCS)
+    config = _config("""
+        providers:
+          judge: {type: scripted, echo: false, script: [{text: "Most relevant first: [1, 0]"}, {text: "no idea"}]}
+        models: {ranker: {provider: judge, model: ranker}}
+        knowledge:
+          docs: {sources: ["*.md"], search: {mode: keyword, rerank: ranker}}
+        """, tmp_path)
+    router = _router(config)
+    service = KnowledgeService.from_config(config.knowledge, root=tmp_path, data_dir=tmp_path / "data",
+                                           router=router)
+    await service.ingest("docs")
+    plain = [h.source for h in service.base("docs").catalog.keyword("release", 5, {})]
+    reranked = [h.source for h in await service.query("docs", "release")]
+    assert len(plain) == 2 and reranked == list(reversed(plain))
+    unreadable = [h.source for h in await service.query("docs", "release")]  # "no idea": order kept
+    assert unreadable == plain
+    await service.aclose()
+    await router.aclose()
