@@ -21,7 +21,7 @@ from corral.config.knowledge import StoreConfig
 from corral.knowledge import DimensionMismatch, VectorStore, build_store
 
 VECTORS = {1: [1.0, 0.0, 0.0], 2: [0.0, 1.0, 0.0], 3: [0.6, 0.8, 0.0], 4: [0.0, 0.0, 1.0]}
-META = {1: {"kind": "markdown", "n": 1}, 2: {"kind": "code", "n": 2}, 3: {"kind": "markdown", "n": 3},
+META = {1: {"kind": "markdown", "n": 1}, 2: {"kind": "code", "n": 2, "public": True}, 3: {"kind": "markdown", "n": 3},
         4: {"kind": "text", "n": 4}}
 
 
@@ -134,6 +134,8 @@ async def _check(store: VectorStore) -> None:
     assert [i for i, _ in await store.search([0.0, 1.0, 0.0], 5, {"kind": "markdown"})] == [3, 1]
     assert [i for i, _ in await store.search([0.0, 1.0, 0.0], 5, {"kind": ["code", "text"]})] == [2, 4]
     assert [i for i, _ in await store.search([0.0, 1.0, 0.0], 5, {"kind": "markdown", "n": 1})] == [1]
+    assert [i for i, _ in await store.search([1.0, 0.0, 0.0], 5, {"public": True})] == [2]
+    assert await store.search([1.0, 0.0, 0.0], 5, {"kind": "nothing"}) == []
 
     await store.upsert([1], [[0.0, 0.0, 1.0]], [{"kind": "text", "n": 1}])  # replaces, never duplicates
     assert await store.count() == 4

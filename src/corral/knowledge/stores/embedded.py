@@ -14,21 +14,22 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from corral.knowledge.stores.base import mismatch
-from corral.knowledge.types import Filter, Metadata, matches
+from corral.knowledge.types import Filter, Metadata
 
 
 @dataclass(slots=True)
 class _Matrix:
     ids: npt.NDArray[np.int64]
     vectors: npt.NDArray[np.float32]
-    metadata: list[Metadata]
+    # Filters: per metadata key, each value's rows (built from SQL on first use of the key).
+    postings: dict[str, dict[object, npt.NDArray[np.int64]]] = field(default_factory=dict)
 
 
 class EmbeddedStore:
@@ -88,25 +89,49 @@ class EmbeddedStore:
             return []
         scores = matrix.vectors @ np.asarray(vector, dtype=np.float32)
         if flt:
-            allowed = np.array([matches(m, flt) for m in matrix.metadata], dtype=np.bool_)
-            scores = np.where(allowed, scores, -np.inf)
+            scores = np.where(await asyncio.to_thread(self._allowed, matrix, flt), scores, -np.inf)
         k = min(top_k, len(scores))
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best])]
         return [(int(matrix.ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
 
+    def _allowed(self, matrix: _Matrix, flt: Filter) -> npt.NDArray[np.bool_]:
+        allowed = np.ones(len(matrix.ids), dtype=np.bool_)
+        for key, wanted in flt.items():
+            postings = matrix.postings.get(key)
+            if postings is None:
+                postings = matrix.postings[key] = self._postings(matrix, key)
+            rows = np.zeros(len(matrix.ids), dtype=np.bool_)
+            for value in wanted if isinstance(wanted, list) else [wanted]:
+                found = postings.get(_key(value))
+                if found is not None:
+                    rows[found] = True
+            allowed &= rows
+        return allowed
+
+    def _postings(self, matrix: _Matrix, key: str) -> dict[object, npt.NDArray[np.int64]]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, json_extract(metadata, ?) FROM vectors WHERE "
+                                    "json_extract(metadata, ?) IS NOT NULL", ('$."' + key + '"',) * 2).fetchall()
+        positions = {int(i): n for n, i in enumerate(matrix.ids.tolist())}
+        grouped: dict[object, list[int]] = {}
+        for chunk_id, value in rows:
+            position = positions.get(int(chunk_id))
+            if position is not None:
+                grouped.setdefault(_key(value), []).append(position)
+        return {value: np.asarray(found, dtype=np.int64) for value, found in grouped.items()}
+
     def _load(self) -> _Matrix:
         with self._lock:
             if self._matrix is not None:
                 return self._matrix
-            rows = self._db.execute("SELECT id, vector, metadata FROM vectors ORDER BY id").fetchall()
+            rows = self._db.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall()
             dims_row = self._db.execute("SELECT value FROM meta WHERE key = 'dimensions'").fetchone()
             dims = int(dims_row[0]) if dims_row else 0
             vectors = np.empty((len(rows), dims), dtype=np.float32)
-            for index, (_, blob, _) in enumerate(rows):
+            for index, (_, blob) in enumerate(rows):
                 vectors[index] = np.frombuffer(blob, dtype=np.float32)
-            self._matrix = _Matrix(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                                   vectors, [json.loads(r[2]) for r in rows])
+            self._matrix = _Matrix(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), vectors)
             return self._matrix
 
     async def count(self) -> int:
@@ -122,3 +147,12 @@ class EmbeddedStore:
     async def aclose(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _key(value: object) -> object:
+    """One spelling per value as SQLite's json_extract returns it (booleans as 0/1)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
