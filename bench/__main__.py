@@ -1,4 +1,4 @@
-"""`python -m bench <gateway|startup|soak|profile|clients|fleet> [options]`."""
+"""`python -m bench <gateway|startup|soak|profile|clients|fleet|knowledge> [options]`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "clients": "What the upstream HTTP client costs a bare Python proxy (httpx, Corral's wire, aiohttp).",
     "accesslog": "What one access-log line costs per call: logging.info against AccessLog (record + batched flush).",
     "fleet": "Simulated nodes against a real `corral supervisor`: events/s stored, RSS per node, command RTT.",
+    "knowledge": "Retrieval quality over docs/ (recall@5, MRR), embedded-store ingest, query p50/p99, memory.",
 }
 
 

@@ -140,3 +140,13 @@ def test_gateway_summary_gives_the_ratio_and_the_cpu_corral_adds_over_the_floor(
     assert report.summary["json_c16_vs_httpx_proxy"] == 6.25
     ratio = next(t for t in report.targets if t["target"].startswith("Corral / pass-through"))
     assert ratio["value"] == 5_000 / 11_000 and ratio["held"] is False
+
+
+def test_knowledge_benchmark_measures_quality_per_mode_and_the_embedded_store(tmp_path: Path) -> None:
+    data = bench(tmp_path, "knowledge", "--sizes", "300", "--queries", "5")
+    quality = data["summary"]["quality"]
+    assert set(quality) == {"keyword", "vector", "hybrid"}
+    assert all(0 < q["recall_at_5"] <= 1 and 0 < q["mrr"] <= 1 for q in quality.values())
+    (row,) = data["rows"]
+    assert row["chunks"] == 300 and row["ingest_chunks_per_s"] > 0 and row["hybrid_p99_ms"] > 0
+

@@ -52,3 +52,23 @@ async def test_failed_agent_run_is_an_mcp_error_result() -> None:
             Client(f"{url}/mcp") as client:
         result = await client.call_tool("assistant", {"input": "x"})
     assert result.is_error and "failed" in result.content[0].text
+
+
+async def test_knowledge_bases_are_exported_as_search_tools(tmp_path) -> None:
+    import json
+
+    (tmp_path / "runbook.md").write_text("# Restarts\n\nRestart the node with corral restart node-a.\n")
+    config = CorralConfig.model_validate({
+        "providers": {"script": {"type": "scripted"}},
+        "models": {"scripted": {"provider": "script", "model": "scripted"}},
+        "knowledge": {"ops": {"sources": [str(tmp_path / "*.md")], "embedder": {"type": "offline"}}},
+    })
+    app = create_app(config, providers={"script": ScriptedProvider.from_steps("script", [])})
+    await app.state.gateway.knowledge.ingest("ops")
+    async with serve_app(app) as url, Client(f"{url}/mcp") as client:
+        listed = await client.list_tools()
+        result = await client.call_tool("search_ops", {"query": "how do I restart a node?", "top_k": 1})
+    assert [t.name for t in listed.tools] == ["search_ops"]
+    passages = json.loads(result.content[0].text)["passages"]
+    assert not result.is_error and passages[0]["source"].endswith("runbook.md")
+    assert "corral restart node-a" in passages[0]["text"]

@@ -19,7 +19,7 @@ from corral.config.schema import CorralConfig
 from corral.gateway.admin import KeyCreate
 from corral.gateway.app import create_app
 from corral.gateway.openai_format import ChatCompletionIn
-from corral.gateway.openapi import OPERATIONS, openapi_path, operations_for, reference_routes, route_keys
+from corral.gateway.openapi import OPERATIONS, openapi_path, operations_for, route_keys
 from corral.testing.scripted import ScriptedProvider
 
 BASE: dict[str, Any] = {
@@ -30,11 +30,9 @@ BASE: dict[str, Any] = {
 
 
 def app_with_reference(**config: Any) -> Starlette:
-    """The gateway's app with the reference routes added, as the app factory will add them."""
-    app = create_app(CorralConfig.model_validate({**BASE, **config}),
-                     providers={"script": ScriptedProvider.from_steps("script", [])})
-    app.router.routes.extend(reference_routes(app.routes))
-    return app
+    """The gateway's app (the factory mounts the reference routes)."""
+    return create_app(CorralConfig.model_validate({**BASE, **config}),
+                      providers={"script": ScriptedProvider.from_steps("script", [])})
 
 
 @asynccontextmanager
@@ -48,7 +46,7 @@ def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 async def test_the_document_is_valid_openapi_3_1_and_lists_exactly_the_served_routes() -> None:
-    app = app_with_reference(agents={"assistant": {"model": "scripted"}})
+    app = app_with_reference(agents={"assistant": {"model": "scripted"}}, knowledge={"handbook": {}})
     async with client(app) as http:
         answer = await http.get("/openapi.json")
     document = answer.json()
@@ -67,7 +65,7 @@ async def test_an_app_without_agents_documents_no_a2a_or_mcp_routes() -> None:
     paths = set(document["paths"])
     assert documented(document) == {(openapi_path(p), m) for p, m in route_keys(app.routes)}
     assert "/v1/chat/completions" in paths and "/admin/keys" in paths
-    assert not {p for p in paths if p.startswith(("/a2a", "/mcp", "/.well-known"))}
+    assert not {p for p in paths if p.startswith(("/a2a", "/mcp", "/.well-known", "/v1/knowledge"))}
 
 
 def test_a_route_missing_from_the_table_is_refused() -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.agents.spec import Agent
 from corral.config.schema import CorralConfig
 from corral.tools.base import Toolset
 from corral.tools.build import build_toolsets
+
+if TYPE_CHECKING:
+    from corral.knowledge.service import KnowledgeService
 
 
 class AgentRegistry:
@@ -18,9 +22,10 @@ class AgentRegistry:
 
     @classmethod
     def from_config(cls, config: CorralConfig, *, base_dir: Path | None = None,
-                    toolsets: Mapping[str, Toolset] | None = None) -> AgentRegistry:
+                    toolsets: Mapping[str, Toolset] | None = None,
+                    knowledge: KnowledgeService | None = None) -> AgentRegistry:
         used = {name for agent in config.agents.values() for name in agent.tools}
-        built = dict(toolsets) if toolsets is not None else build_toolsets(config.tools, used)
+        built = dict(toolsets) if toolsets is not None else build_toolsets(config.tools, used, knowledge=knowledge)
         agents: dict[str, Agent] = {}
         for name, agent_config in config.agents.items():
             instructions = agent_config.instructions or ""

@@ -130,10 +130,24 @@ def _declared_and_implied(config: CorralConfig) -> dict[str, tuple[ServiceConfig
         urls.append(("postgres", _plain_pg_url(config.database.url), "database.url"))
     if config.cache.url and urlsplit(config.cache.url).scheme in ("redis", "rediss"):
         urls.append(("redis", config.cache.url, "cache.url"))
+    urls += _knowledge_urls(config)
     for kind, url, source in urls:
-        if not _adopt(declared, kind, url, source) and kind not in declared:
+        if not _adopt(declared, kind, url, source) and kind not in declared and kind not in implied:
             implied[kind] = (ServiceConfig(type=kind, url=url), source)
     return {**implied, **declared}
+
+
+def _knowledge_urls(config: CorralConfig) -> list[tuple[str, str, str]]:
+    """The vector stores the knowledge bases use (only those with a URL: local ones need no service)."""
+    urls: list[tuple[str, str, str]] = []
+    for name, base in config.knowledge.items():
+        store = base.store
+        if base.embedder is None or not store.url or store.type == "embedded":
+            continue
+        kind = "postgres" if store.type == "pgvector" else store.type
+        url = _plain_pg_url(store.url) if kind == "postgres" else store.url
+        urls.append((kind, url, f"knowledge.{name}.store.url"))
+    return urls
 
 
 def _adopt(declared: dict[str, tuple[ServiceConfig, str]], kind: str, url: str, source: str) -> bool:

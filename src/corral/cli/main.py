@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "doctor",
     "keys",
     "spend",
+    "knowledge",
 ]
 
 

@@ -85,8 +85,18 @@ class McpToolConfig(_ToolsetCommon):
         return "stdio" if self.command else "streamable-http"
 
 
+class KnowledgeToolConfig(_ToolsetCommon):
+    """A `search_<base>` tool over a knowledge base (`knowledge:`): passages with their sources."""
+
+    type: Literal["knowledge"]
+    base: str  # a knowledge base name from `knowledge:`
+    top_k: int | None = Field(default=None, ge=1, le=50)  # default: the base's search.top_k
+    max_chars: int = Field(default=12_000, ge=100)  # of passage text per call, so results fit the context
+
+
 ToolsetConfig = Annotated[
-    TimeToolConfig | HttpFetchToolConfig | ShellToolConfig | FilesToolConfig | McpToolConfig,
+    TimeToolConfig | HttpFetchToolConfig | ShellToolConfig | FilesToolConfig | McpToolConfig
+    | KnowledgeToolConfig,
     Field(discriminator="type"),
 ]
 

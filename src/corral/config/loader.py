@@ -95,7 +95,7 @@ def _load_file(path: Path, real_env: Mapping[str, str], model: str | None) -> Lo
     notes.extend(file_notes)
 
     source = parse_source(text, file, env)
-    _anchor_agent_files(source.data, path.parent)
+    _anchor_relative_paths(source.data, path.parent)
     notes.extend(source.notes)
     issues = list(source.issues)
     override_notes, override_issues = apply_overrides(source.data, env)
@@ -113,16 +113,20 @@ def _load_file(path: Path, real_env: Mapping[str, str], model: str | None) -> Lo
     return LoadedConfig(config=config, path=path, zero_config=False, notes=notes, env=env)
 
 
-def _anchor_agent_files(data: dict[str, Any], base: Path) -> None:
-    """An agent's relative `instructions_file` is relative to the config file, not to
-    the directory `corral serve` happens to run in."""
+def _anchor_relative_paths(data: dict[str, Any], base: Path) -> None:
+    """An agent's relative `instructions_file` and a knowledge base's relative `sources`
+    are relative to the config file, not to the directory `corral serve` happens to run in."""
     agents = data.get("agents")
-    if not isinstance(agents, dict):
-        return
-    for agent in agents.values():
+    for agent in agents.values() if isinstance(agents, dict) else ():
         name = agent.get("instructions_file") if isinstance(agent, dict) else None
         if isinstance(name, str) and name and not Path(name).expanduser().is_absolute():
             agent["instructions_file"] = str((base / name).resolve())
+    bases = data.get("knowledge")
+    for knowledge in bases.values() if isinstance(bases, dict) else ():
+        sources = knowledge.get("sources") if isinstance(knowledge, dict) else None
+        if isinstance(sources, list):
+            knowledge["sources"] = [str(base / s) if isinstance(s, str) and not Path(s).expanduser().is_absolute()
+                                    else s for s in sources]
 
 
 # ---- YAML with positions ----------------------------------------------------

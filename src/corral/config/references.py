@@ -103,8 +103,26 @@ def check_references(data: Mapping[str, Any], file: str | None, line_of: LineOf)
             c.names(agent.get(key), ("agents", name, key), c.agent, name)
     if data.get("default_model") is not None:
         c.model(data.get("default_model"), ("default_model",), agents_too=True)
+    _check_knowledge(c, _mapping(data.get("knowledge")), _mapping(data.get("tools")))
     # services.*.depends_on is checked by the services section itself (corral.config.services).
     return c.issues
+
+
+def _check_knowledge(c: _Checker, bases: dict[Any, Any], tools: dict[Any, Any]) -> None:
+    for name, base in bases.items():
+        if not isinstance(base, dict):
+            continue
+        embedder = base.get("embedder")
+        if isinstance(embedder, dict) and embedder.get("type", "model") == "model":
+            c.model(embedder.get("model"), ("knowledge", name, "embedder", "model"), agents_too=False)
+        search = base.get("search")
+        if isinstance(search, dict) and search.get("rerank") is not None:
+            c.model(search.get("rerank"), ("knowledge", name, "search", "rerank"), agents_too=False)
+    for name, tool in tools.items():
+        if isinstance(tool, dict) and tool.get("type") == "knowledge":
+            target = tool.get("base")
+            if isinstance(target, str) and target not in bases:
+                c.add(("tools", name, "base"), f"unknown knowledge base {target!r}{did_you_mean(target, bases)}")
 
 
 # ---- after validation ---------------------------------------------------------

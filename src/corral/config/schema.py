@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from corral.config.agents import AgentConfig, RunsConfig, ToolsetConfig
+from corral.config.knowledge import KnowledgeSection
 from corral.config.services import ServicesSection
 
 WIRE_TYPES = ("openai", "anthropic", "gemini", "scripted")
@@ -268,4 +269,5 @@ class CorralConfig(Strict):
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     services: ServicesSection = Field(default_factory=dict)
+    knowledge: KnowledgeSection = Field(default_factory=dict)
     default_model: str | None = None  # used when a request names no model we know (zero-config)

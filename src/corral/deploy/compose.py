@@ -78,7 +78,10 @@ def corral_service(source: DeploySource, opts: ComposeOptions) -> dict[str, Any]
         service["build"] = {"context": opts.build_context, "dockerfile": opts.dockerfile}
     depends: dict[str, dict[str, Any]] = {name: {"condition": "service_healthy"}
                                           for name in ("pgbouncer" if pooled(source) else "postgres", "redis")}
-    if opts.qdrant:  # in the agents profile: without it Corral starts all the same
+    if opts.qdrant and uses_qdrant(source):  # a knowledge base keeps its vectors there: a core service
+        depends["qdrant"] = {"condition": "service_healthy"}
+        env[QDRANT_URL_ENV] = "http://qdrant:6333"
+    elif opts.qdrant:  # in the agents profile: without it Corral starts all the same
         depends["qdrant"] = {"condition": "service_healthy", "required": False}
     service |= {
         "command": c.serve_args(),
@@ -92,6 +95,15 @@ def corral_service(source: DeploySource, opts: ComposeOptions) -> dict[str, Any]
         "stop_grace_period": f"{int(source.config.server.shutdown_timeout) + 10}s",
     }
     return service
+
+
+QDRANT_URL_ENV = "QDRANT_URL"  # a knowledge store's `url: ${QDRANT_URL:-...}` reaches the compose Qdrant
+
+
+def uses_qdrant(source: DeploySource) -> bool:
+    """A knowledge base of the config stores its vectors in Qdrant (not Qdrant's local mode)."""
+    return any(b.store.type == "qdrant" and b.store.url and b.embedder is not None
+               for b in source.config.knowledge.values())
 
 
 def pooled(source: DeploySource) -> bool:
@@ -177,7 +189,7 @@ def render(source: DeploySource, opts: ComposeOptions) -> dict[str, Any]:
     if opts.qdrant:
         services["qdrant"] = {
             "image": c.QDRANT_IMAGE,
-            "profiles": ["agents"],
+            **({} if uses_qdrant(source) else {"profiles": ["agents"]}),
             "restart": "unless-stopped",
             "volumes": ["qdrant-data:/qdrant/storage"],
             # The qdrant image ships bash but neither curl nor wget.

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -29,7 +30,7 @@ from corral.gateway.admin import AdminApi
 from corral.gateway.agent_chat import AgentChatTargets
 from corral.gateway.agent_runtime import AgentRuntime
 from corral.gateway.anthropic import MessagesApi
-from corral.gateway.auth import Authenticator, KeyCache
+from corral.gateway.auth import Authenticator, AuthError, KeyCache
 from corral.gateway.auth_throttle import AuthFailureCounter, FailedAuthThrottle
 from corral.gateway.billing import Billing
 from corral.gateway.budgets import BudgetSeeder
@@ -39,6 +40,8 @@ from corral.gateway.embeddings import EmbeddingsApi
 from corral.gateway.errors import ApiError, error_response, surface_for_path
 from corral.gateway.health import HealthApi, Readiness
 from corral.gateway.keysync import KeySync
+from corral.gateway.knowledge import Access as KnowledgeAccess
+from corral.gateway.knowledge import Authorize, KnowledgeRoutes
 from corral.gateway.limits import Counters, Limiter
 from corral.gateway.metrics import CallObserver, queue_depth, router_health
 from corral.gateway.middleware import CorralMiddleware
@@ -49,6 +52,7 @@ from corral.gateway.responses import ResponsesApi
 from corral.gateway.runs import RunsApi
 from corral.gateway.tracing import CallTracer
 from corral.gateway.verification import Verification, VerificationApi
+from corral.knowledge.service import KnowledgeService
 from corral.llm.cooldowns import RedisHealth
 from corral.llm.errors import ProviderError
 from corral.llm.pricing import PricingTable
@@ -56,6 +60,7 @@ from corral.llm.provider import Provider
 from corral.llm.router import Router
 from corral.process import settle_after_startup
 from corral.store import BatchWriter, Store
+from corral.store.engine import data_dir
 from corral.store.store import BatchRecord
 from corral.telemetry.access_log import AccessLog
 from corral.telemetry.agent_metrics import AgentMetrics
@@ -94,6 +99,7 @@ class Gateway:
     pipeline: CallPipeline
     verification: Verification
     router_health: RedisHealth | None  # cooldowns and latencies shared through Redis
+    knowledge: KnowledgeService | None  # the knowledge bases (`knowledge:`), when there are any
     readiness: Readiness
     started_at: float
     mcp: McpEndpoint | None = None  # agents over MCP (only with agents: the SDK costs startup time)
@@ -112,6 +118,9 @@ class Gateway:
         if self.router_health is not None:
             await self.router_health.start()
         await self.verification.start()
+        if self.knowledge is not None:
+            for note in self.knowledge.notes():  # e.g. a base without an embedder searches by keyword alone
+                log.info("knowledge: %s", note)
         await self.agents.start()
         if self.mcp is not None:
             await self.mcp.start()
@@ -122,6 +131,8 @@ class Gateway:
         if self.mcp is not None:
             await self.mcp.stop()
         await self.agents.stop()
+        if self.knowledge is not None:
+            await self.knowledge.aclose()
         await self.verification.stop()
         if self.router_health is not None:
             await self.router_health.stop()
@@ -164,7 +175,9 @@ def build_gateway(
     agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
     billing = Billing(limiter, pricing, keys, writer, agent_metrics)
 
-    registry = AgentRegistry.from_config(config)
+    knowledge = KnowledgeService.from_config(config.knowledge, root=Path.cwd(), data_dir=data_dir(), router=router,
+                                             on_usage=billing.charge_embedding) if config.knowledge else None
+    registry = AgentRegistry.from_config(config, knowledge=knowledge)
     agents = AgentRuntime(config, registry, router, store, meter=billing.charge_run_call, observer=agent_metrics,
                           tracing=tracing)
     models = Models(router, AgentChatTargets(agents), default_model=config.default_model)
@@ -176,16 +189,17 @@ def build_gateway(
         metrics.deployments = router_health(router)
         metrics.watch_queue("usage", queue_depth(writer))
     mcp = None
-    if config.agents:
-        from corral.gateway.mcp_server import McpEndpoint  # the MCP SDK: only with agents
+    if config.agents or knowledge is not None:
+        from corral.gateway.mcp_server import McpEndpoint  # the MCP SDK: only with agents or knowledge
 
-        mcp = McpEndpoint(agents, pipeline)
+        mcp = McpEndpoint(agents, pipeline, knowledge)
     return Gateway(
         config=config, router=router, store=store, writer=writer, metrics=metrics, access_log=access_log,
         tracing=tracing,
         authenticator=authenticator, limiter=limiter, access=access, keys=key_sync, budgets=budgets,
         billing=billing, agents=agents, models=models, pipeline=pipeline,
         verification=Verification(config, router, boot_summary=boot_summary), router_health=health,
+        knowledge=knowledge,
         readiness=Readiness(), started_at=time.time(), mcp=mcp,
     )
 
@@ -293,6 +307,8 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
             Route("/a2a/{name}/.well-known/agent-card.json", a2a.card, methods=["GET"]),
             Route("/a2a/{name}", a2a.rpc, methods=["POST"]),
         ]
+    if gateway.knowledge is not None:
+        routes += KnowledgeRoutes(gateway.knowledge, knowledge_access(gateway.authenticator)).routes()
     if gateway.mcp is not None:
         routes += [Route("/mcp", gateway.mcp, methods=["GET", "POST", "DELETE"]),
                    Route("/mcp/", gateway.mcp, methods=["GET", "POST", "DELETE"])]
@@ -338,6 +354,16 @@ def _redis(url: str | None) -> Any:
     import redis.asyncio as aioredis
 
     return aioredis.from_url(url)
+
+
+def knowledge_access(authenticator: Authenticator) -> Authorize:
+    """Any caller may query a knowledge base; adding or removing documents needs the master key."""
+    async def authorize(request: Request, access: KnowledgeAccess) -> None:
+        principal = await authenticator.authenticate(request)
+        if access == "write" and authenticator.required and not principal.is_admin:
+            raise AuthError(403, "Changing a knowledge base needs the master key", code="forbidden")
+
+    return authorize
 
 
 def _scrape(metrics: GatewayMetrics, authenticator: Authenticator, access: ScrapeAccess) -> Any:

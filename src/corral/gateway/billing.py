@@ -65,6 +65,11 @@ class Billing:
                                           cached_input_tokens=usage.cached_input_tokens,
                                           reasoning_tokens=usage.reasoning_tokens, cost_usd=cost)
 
+    async def charge_embedding(self, alias: str, tokens: int, ctx: CallContext) -> None:
+        """Embedding calls a knowledge base makes (ingestion, queries): charged like a run's
+        model call, to the caller its context names (else unattributed)."""
+        await self.charge_run_call(alias, ctx, Usage(input_tokens=tokens), time.perf_counter())
+
     def principal_for(self, caller: Mapping[str, Any] | None) -> Principal:
         """The principal a run's caller (`Call.caller`) stands for now: its key and team from
         the cache (a key revoked since then still gets its usage rows, not its counters)."""

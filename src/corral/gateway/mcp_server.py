@@ -23,10 +23,14 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from corral.agents.service import FINAL_STATES
+from corral.config.agents import KnowledgeToolConfig
 from corral.gateway.agent_runtime import AgentRuntime
 from corral.gateway.errors import ApiError, error_response
 from corral.gateway.pipeline import CallPipeline
-from corral.llm.types import Message
+from corral.knowledge.service import KnowledgeService
+from corral.llm.types import Message, ToolSpec
+from corral.tools.base import FunctionToolset, ToolContext
+from corral.tools.knowledge import knowledge_toolset
 
 INPUT_SCHEMA = {
     "type": "object", "required": ["input"],
@@ -41,15 +45,36 @@ NO_SERVER_STREAM = JSONResponse(
     status_code=405, headers={"allow": "POST, DELETE"})
 
 
-def build_server(runtime: AgentRuntime, pipeline: CallPipeline) -> Server[Any]:
+def knowledge_searches(knowledge: KnowledgeService | None) -> dict[str, tuple[ToolSpec, FunctionToolset]]:
+    """Each knowledge base's `search_<base>` tool, as agents get it (`corral.tools.knowledge`)."""
+    searches: dict[str, tuple[ToolSpec, FunctionToolset]] = {}
+    if knowledge is None:
+        return searches
+    for base in knowledge.names():
+        toolset = knowledge_toolset(f"knowledge.{base}", KnowledgeToolConfig(type="knowledge", base=base), knowledge)
+        spec = next(iter(toolset.specs()))
+        searches[spec.name] = (spec, toolset)
+    return searches
+
+
+def build_server(runtime: AgentRuntime, pipeline: CallPipeline,
+                 knowledge: KnowledgeService | None = None) -> Server[Any]:
     exposed = {a.name: a for a in runtime.registry.public() if a.config.mcp}
+    searches = knowledge_searches(knowledge)
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[
-            types.Tool(name=a.name, description=a.config.description or f"Ask the agent {a.name}.",
-                       input_schema=INPUT_SCHEMA) for a in exposed.values()])
+        agents = [types.Tool(name=a.name, description=a.config.description or f"Ask the agent {a.name}.",
+                             input_schema=INPUT_SCHEMA) for a in exposed.values()]
+        bases = [types.Tool(name=spec.name, description=spec.description, input_schema=spec.parameters)
+                 for spec, _ in searches.values()]
+        return types.ListToolsResult(tools=agents + bases)
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        if params.name in searches:  # the endpoint authenticated the caller
+            _, toolset = searches[params.name]
+            result = await toolset.call(params.name, params.arguments or {}, ToolContext())
+            return types.CallToolResult(content=[types.TextContent(type="text", text=result.content)],
+                                        is_error=result.is_error)
         agent = exposed.get(params.name)
         if agent is None:
             return _error(f"unknown tool {params.name!r}")
@@ -94,9 +119,10 @@ class McpEndpoint:
     """ASGI: the gateway's auth, then the SDK's transport (tool calls are admitted one by
     one). Its session manager runs for the app's lifetime (`start`/`stop`)."""
 
-    def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline) -> None:
+    def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline,
+                 knowledge: KnowledgeService | None = None) -> None:
         self.pipeline = pipeline
-        self.manager = StreamableHTTPSessionManager(app=build_server(runtime, pipeline), stateless=True)
+        self.manager = StreamableHTTPSessionManager(app=build_server(runtime, pipeline, knowledge), stateless=True)
         self._stack = contextlib.AsyncExitStack()
 
     async def start(self) -> None:

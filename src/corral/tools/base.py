@@ -77,7 +77,10 @@ class FunctionToolset:
         self._tools = tools
 
     async def list_tools(self) -> list[Tool]:
-        return [Tool(spec) for spec, _ in self._tools.values()]
+        return [Tool(spec) for spec in self.specs()]
+
+    def specs(self) -> list[ToolSpec]:
+        return [spec for spec, _ in self._tools.values()]
 
     async def call(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         entry = self._tools.get(name)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from corral.config.agents import (
     BARE_BUILTINS,
     FilesToolConfig,
     HttpFetchToolConfig,
+    KnowledgeToolConfig,
     McpToolConfig,
     ShellToolConfig,
     TimeToolConfig,
@@ -20,8 +22,12 @@ from corral.tools.mcp import McpToolset
 from corral.tools.shell import shell_toolset
 from corral.tools.wrappers import ApprovalToolset, FilteredToolset, PrefixedToolset, TimeoutToolset
 
+if TYPE_CHECKING:
+    from corral.knowledge.service import KnowledgeService
 
-def build_toolset(name: str, config: ToolsetConfig) -> Toolset:
+
+def build_toolset(name: str, config: ToolsetConfig, *, knowledge: KnowledgeService | None = None) -> Toolset:
+    """``knowledge``: serves `knowledge` tools (required when the config declares one)."""
     toolset: Toolset
     if isinstance(config, TimeToolConfig):
         toolset = time_toolset(name)
@@ -33,6 +39,12 @@ def build_toolset(name: str, config: ToolsetConfig) -> Toolset:
         toolset = files_toolset(name, config)
     elif isinstance(config, McpToolConfig):
         toolset = McpToolset(name, config)
+    elif isinstance(config, KnowledgeToolConfig):
+        if knowledge is None:
+            raise ValueError(f"toolset {name!r}: a knowledge tool needs the knowledge service")
+        from corral.tools.knowledge import knowledge_toolset
+
+        toolset = knowledge_toolset(name, config, knowledge)
     else:  # pragma: no cover - the config union is exhaustive
         raise TypeError(f"unknown toolset config {type(config).__name__}")
     return wrap(toolset, config)
@@ -49,9 +61,10 @@ def wrap(toolset: Toolset, config: ToolsetConfig) -> Toolset:
     return TimeoutToolset(toolset, config.timeout)
 
 
-def build_toolsets(configs: Mapping[str, ToolsetConfig], used: set[str]) -> dict[str, Toolset]:
+def build_toolsets(configs: Mapping[str, ToolsetConfig], used: set[str], *,
+                   knowledge: KnowledgeService | None = None) -> dict[str, Toolset]:
     """The declared toolsets plus the bare built-ins that agents use without declaring."""
-    built = {name: build_toolset(name, config) for name, config in configs.items()}
+    built = {name: build_toolset(name, config, knowledge=knowledge) for name, config in configs.items()}
     for name in used - set(built):
         if name == "time":
             built[name] = build_toolset(name, TimeToolConfig(type="time"))

@@ -328,3 +328,48 @@ class AgentCard(BaseModel):
     version: str
     capabilities: dict[str, Any]
     skills: list[dict[str, Any]]
+
+
+# ---- knowledge -----------------------------------------------------------------
+
+
+class KnowledgeBaseOut(Out):
+    name: str
+    documents: int
+    chunks: int
+    pending: int
+    vectors: int | None
+    search: str
+    embedder: str | None
+    store: str | None
+    bytes: int
+
+
+class KnowledgeBaseList(Out):
+    object: Literal["list"]
+    data: list[KnowledgeBaseOut]
+
+
+class PassageOut(Out):
+    text: str
+    source: str
+    score: float
+    metadata: dict[str, Any]
+
+
+class KnowledgeResults(Out):
+    object: Literal["list"]
+    results: list[PassageOut]
+
+
+class DocumentsAdded(Out):
+    added: int
+    changed: int
+    chunks: int
+    embedded: int
+    pending: int
+    error: dict[str, Any] | None = None
+
+
+class DocumentsRemoved(Out):
+    removed: int

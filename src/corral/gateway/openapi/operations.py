@@ -15,12 +15,14 @@ from pydantic import BaseModel
 from corral.gateway.admin import KeyCreate, KeyUpdate, TeamCreate
 from corral.gateway.anthropic_format import CountTokensIn, MessagesIn
 from corral.gateway.embeddings import EmbeddingsIn
+from corral.gateway.knowledge import DocumentsIn, QueryIn, RemoveIn
 from corral.gateway.openai_format import ChatCompletionIn
 from corral.gateway.openapi import control as c
 from corral.gateway.openapi import llm
 from corral.gateway.responses_format import ResponsesIn
 
-Tag = Literal["OpenAI", "Anthropic", "Agents", "Sessions", "A2A", "MCP", "Admin", "Operations", "Reference"]
+Tag = Literal["OpenAI", "Anthropic", "Agents", "Sessions", "Knowledge", "A2A", "MCP", "Admin", "Operations",
+              "Reference"]
 Auth = Literal["none", "key", "master"]
 Method = Literal["GET", "POST", "PATCH", "DELETE"]
 
@@ -135,6 +137,17 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("/v1/runs/{run_id}/approve", "POST", "approveRun", "Approve or refuse a paused run's tool calls",
               "Agents", "key", request=c.RunApproveBody, request_required=False, errors=AGENT_CALL,
               answers=(Answer(200, c.RunOut),)),
+    Operation("/v1/knowledge", "GET", "listKnowledgeBases", "Knowledge bases with their counts", "Knowledge",
+              "key", errors=READ, answers=(Answer(200, c.KnowledgeBaseList),)),
+    Operation("/v1/knowledge/{name}/query", "POST", "queryKnowledge", "Passages that answer a query, with their "
+              "sources (hybrid keyword + vector search)", "Knowledge", "key", request=QueryIn,
+              errors=(400, 401, 404, 503), answers=(Answer(200, c.KnowledgeResults),)),
+    Operation("/v1/knowledge/{name}/documents", "POST", "addKnowledgeDocuments", "Add or replace documents",
+              "Knowledge", "master", request=DocumentsIn, errors=(400, 401, 403, 404, 503),
+              answers=(Answer(200, c.DocumentsAdded),)),
+    Operation("/v1/knowledge/{name}/documents", "DELETE", "removeKnowledgeDocuments", "Remove documents by source",
+              "Knowledge", "master", request=RemoveIn, errors=(400, 401, 403, 404, 503),
+              answers=(Answer(200, c.DocumentsRemoved),)),
     Operation("/v1/sessions", "GET", "listSessions", "Sessions (a key sees its own)", "Sessions", "key",
               query=c.SessionListQuery, errors=(400, 401, 503), answers=(Answer(200, c.SessionList),)),
     Operation("/v1/sessions/{session_id}", "GET", "getSession", "A session with its messages", "Sessions", "key",
