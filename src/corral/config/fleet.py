@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from corral.config.alerts import AlertRoute
 from corral.config.schema import PriceConfig, ProviderConfig
 
 
@@ -89,17 +90,6 @@ class CostSection(_Strict):
     max_retries: int = Field(default=3, ge=0)
     backoff_base_ms: int = Field(default=500, ge=0)
     providers: dict[Literal["anthropic", "openai"], UsageProvider] = Field(default_factory=dict)
-
-
-class AlertRoute(_Strict):
-    name: str
-    kind: Literal["slack", "discord", "webhook"] = "webhook"
-    url: SecretStr
-    events: list[str] = Field(default_factory=lambda: ["policy.*", "node.offline", "session.error"])
-    max_per_minute: int = Field(default=30, ge=1)
-    retries: int = Field(default=3, ge=0)
-    backoff_base_ms: int = Field(default=250, ge=0)
-    timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class AuditSection(_Strict):

@@ -8,10 +8,12 @@ picture is docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -32,9 +34,10 @@ from corral.gateway.anthropic import MessagesApi
 from corral.gateway.auth import Authenticator, KeyCache
 from corral.gateway.auth_throttle import AuthFailureCounter, FailedAuthThrottle
 from corral.gateway.billing import Billing
-from corral.gateway.budgets import BudgetSeeder
+from corral.gateway.budgets import BudgetAlerts, BudgetSeeder, StoredSpend
 from corral.gateway.call import Models
 from corral.gateway.counters import MemoryCounters, RedisCounters
+from corral.gateway.drain import Drain
 from corral.gateway.embeddings import EmbeddingsApi
 from corral.gateway.errors import ApiError, error_response, surface_for_path
 from corral.gateway.health import HealthApi, Readiness
@@ -56,9 +59,12 @@ from corral.llm.provider import Provider
 from corral.llm.router import Router
 from corral.process import settle_after_startup
 from corral.store import BatchWriter, Store
+from corral.store.engine import data_dir
+from corral.store.spool import UsageSpool
 from corral.store.store import BatchRecord
 from corral.telemetry.access_log import AccessLog
 from corral.telemetry.agent_metrics import AgentMetrics
+from corral.telemetry.alerts import Alerter
 from corral.telemetry.metrics import GatewayMetrics
 from corral.telemetry.tracing import Tracing, build_tracing
 
@@ -79,6 +85,7 @@ class Gateway:
     router: Router
     store: Store
     writer: BatchWriter[BatchRecord]  # usage and audit rows, written in batches
+    spool: UsageSpool | None  # usage rows on local disk until they are stored (crash-safe)
     metrics: GatewayMetrics | None
     access_log: AccessLog  # one line per model call, written in batches off the request path
     tracing: Tracing | None
@@ -106,10 +113,15 @@ class Gateway:
         if self.metrics is not None:
             await self.metrics.start()
         await self.store.migrate()
+        if self.spool is not None:  # rows a crashed process left: stored before budgets are seeded
+            await self.spool.replay(self.store.usage.insert_many)
+            self.spool.start()
         await self.keys.start()  # the key cache loaded and the budget counters seeded from the store
         self.writer.start()
         if self.router_health is not None:
             await self.router_health.start()
+        if self.billing.alerts is not None:
+            self.billing.alerts.start()
         await self.verification.start()
         await self.agents.start()
         if self.mcp is not None:
@@ -126,6 +138,10 @@ class Gateway:
             await self.router_health.stop()
         await self.keys.stop()
         await self.writer.aclose()
+        if self.billing.alerts is not None:
+            await self.billing.alerts.stop()
+        if self.spool is not None:
+            self.spool.close()
         await self.access.aclose()
         if self.tracing is not None:
             await self.tracing.shutdown()
@@ -146,7 +162,8 @@ def build_gateway(
 
     router = build_router(config, providers)
     store = Store.connect(config.database.url, pool_size=config.database.pool_size, pooler=config.database.pooler)
-    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch)
+    spool = build_spool(config)
+    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch, journal=spool)
     metrics = GatewayMetrics() if config.observability.metrics else None
     tracing = build_tracing(config.observability.tracing)
     pricing = PricingTable(config.pricing)
@@ -156,18 +173,22 @@ def build_gateway(
     keys = KeyCache(store)
     authenticator = build_authenticator(config, keys, metrics)
     redis = _redis(config.cache.url)
-    limiter = build_limiter(config, redis)
+    limiter = build_limiter(config, redis, StoredSpend(store))
     budgets = BudgetSeeder(limiter, store)
-    access = Access(authenticator, limiter, budgets, observer.count_rejection)
+    alerts = config.billing.alerts
+    budget_alerts = BudgetAlerts(Alerter(list(alerts.routes)), alerts.thresholds) if alerts.routes else None
+    billing = Billing(limiter, pricing, keys, writer, router, default_max_tokens=config.billing.default_max_tokens,
+                      alerts=budget_alerts)
+    access = Access(authenticator, limiter, budgets, observer.count_rejection, max_cost=billing.max_cost)
     key_sync = KeySync(keys, budgets, redis=redis, channel=f"{config.cache.prefix}keys")
-    billing = Billing(limiter, pricing, keys, writer)
 
     registry = AgentRegistry.from_config(config)
     agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
     agents = AgentRuntime(config, registry, router, store, meter=billing.charge_run_call, observer=agent_metrics)
     models = Models(router, AgentChatTargets(agents), default_model=config.default_model)
     tracer = CallTracer(tracing, config.providers) if tracing is not None else None
-    pipeline = CallPipeline(models, access, pricing, observer, billing, tracer)
+    drain = Drain(config.server.shutdown_timeout)
+    pipeline = CallPipeline(models, access, pricing, observer, billing, tracer, drain)
 
     health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix) if config.cache.url else None
     if metrics is not None:
@@ -179,7 +200,7 @@ def build_gateway(
 
         mcp = McpEndpoint(agents, pipeline)
     return Gateway(
-        config=config, router=router, store=store, writer=writer, metrics=metrics, access_log=access_log,
+        config=config, router=router, store=store, writer=writer, spool=spool, metrics=metrics, access_log=access_log,
         tracing=tracing,
         authenticator=authenticator, limiter=limiter, access=access, keys=key_sync, budgets=budgets,
         billing=billing, agents=agents, models=models, pipeline=pipeline,
@@ -205,11 +226,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        restore_signals = None
         if server_process:
             settle_after_startup(config.server.gc_young_threshold)
+            if gateway.pipeline.drain is not None:  # streams are ended cleanly at the shutdown timeout
+                restore_signals = gateway.pipeline.drain.install_signals(asyncio.get_running_loop())
         try:
             yield
         finally:
+            if restore_signals is not None:
+                restore_signals()
             await gateway.stop()
 
     middleware = [Middleware(CorralMiddleware, max_body_bytes=config.server.max_body_bytes,
@@ -305,6 +331,14 @@ def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None)
     return Router(config.models, built, settings=config.router, passthrough=passthrough)
 
 
+def build_spool(config: CorralConfig) -> UsageSpool | None:
+    billing = config.billing
+    if not billing.spool:
+        return None
+    directory = Path(billing.spool_dir).expanduser() if billing.spool_dir else data_dir() / "spool"
+    return UsageSpool(directory, fsync_interval=billing.fsync_interval)
+
+
 def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMetrics | None) -> Authenticator:
     master = config.auth.master_key.get_secret_value() if config.auth.master_key else None
     jwt = None
@@ -319,12 +353,12 @@ def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMe
     return Authenticator(config.auth, master_key=master or None, keys=keys, jwt=jwt, throttle=throttle)
 
 
-def build_limiter(config: CorralConfig, redis: Any) -> Limiter:
+def build_limiter(config: CorralConfig, redis: Any, stored_spend: StoredSpend | None = None) -> Limiter:
     counters: Counters = RedisCounters(redis, prefix=config.cache.prefix) if redis is not None else MemoryCounters()
     model_limits = {name: (m.rpm, m.tpm) for name, m in config.models.items() if m.rpm or m.tpm}
     jwt = config.auth.jwt
-    return Limiter(counters, model_limits=model_limits, subject_limits=jwt.limits if jwt else None,
-                   team_limits=jwt.team_limits if jwt else None)
+    return Limiter(counters, stored_spend=stored_spend, model_limits=model_limits,
+                   subject_limits=jwt.limits if jwt else None, team_limits=jwt.team_limits if jwt else None)
 
 
 def _redis(url: str | None) -> Any:
