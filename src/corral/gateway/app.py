@@ -50,6 +50,7 @@ from corral.gateway.openapi import reference_routes
 from corral.gateway.pipeline import CallPipeline
 from corral.gateway.responses import ResponsesApi
 from corral.gateway.runs import RunsApi
+from corral.gateway.shared_counters import SharedFileCounters
 from corral.gateway.tracing import CallTracer
 from corral.gateway.verification import Verification, VerificationApi
 from corral.llm.cooldowns import RedisHealth
@@ -108,7 +109,13 @@ class Gateway:
         """Start the parts in dependency order; `stop` stops them in reverse."""
         config = self.config
         if config.server.workers > 1 and not config.cache.url:
-            log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
+            counters = self.limiter.counters
+            if isinstance(counters, SharedFileCounters):
+                log.warning("limits and budgets are shared by this machine's %d workers through %s; with more "
+                            "than one machine set cache.url (Redis) to share them", config.server.workers,
+                            counters.path)
+            else:
+                log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
         await self.access_log.start()
         if self.metrics is not None:
             await self.metrics.start()
@@ -157,6 +164,7 @@ def build_gateway(
     *,
     providers: Mapping[str, Provider] | None = None,
     boot_summary: dict[str, Any] | None = None,
+    shared_counters: str | None = None,
 ) -> Gateway:
     import time
 
@@ -173,7 +181,7 @@ def build_gateway(
     keys = KeyCache(store)
     authenticator = build_authenticator(config, keys, metrics)
     redis = _redis(config.cache.url)
-    limiter = build_limiter(config, redis, StoredSpend(store))
+    limiter = build_limiter(config, redis, StoredSpend(store), shared_counters)
     budgets = BudgetSeeder(limiter, store)
     alerts = config.billing.alerts
     budget_alerts = BudgetAlerts(Alerter(list(alerts.routes)), alerts.thresholds) if alerts.routes else None
@@ -216,12 +224,13 @@ def create_app(
     notes: list[str] | None = None,
     boot_summary: dict[str, Any] | None = None,
     server_process: bool = False,
+    shared_counters: str | None = None,
 ) -> Starlette:
     """`providers` replaces the configured ones (tests); `boot_summary` is what `corral up`
     found (shown by `/v1/startup/verification`); `server_process`: this process is the
     server (`corral serve`), not a test or an embedding app, so process-wide settings
     apply (`corral.process`)."""
-    gateway = build_gateway(config, providers=providers, boot_summary=boot_summary)
+    gateway = build_gateway(config, providers=providers, boot_summary=boot_summary, shared_counters=shared_counters)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -353,8 +362,15 @@ def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMe
     return Authenticator(config.auth, master_key=master or None, keys=keys, jwt=jwt, throttle=throttle)
 
 
-def build_limiter(config: CorralConfig, redis: Any, stored_spend: StoredSpend | None = None) -> Limiter:
-    counters: Counters = RedisCounters(redis, prefix=config.cache.prefix) if redis is not None else MemoryCounters()
+def build_limiter(config: CorralConfig, redis: Any, stored_spend: StoredSpend | None = None,
+                  shared_counters: str | None = None) -> Limiter:
+    counters: Counters
+    if redis is not None:
+        counters = RedisCounters(redis, prefix=config.cache.prefix)
+    elif shared_counters is not None:
+        counters = SharedFileCounters(shared_counters)
+    else:
+        counters = MemoryCounters()
     model_limits = {name: (m.rpm, m.tpm) for name, m in config.models.items() if m.rpm or m.tpm}
     jwt = config.auth.jwt
     return Limiter(counters, stored_spend=stored_spend, model_limits=model_limits,
