@@ -375,3 +375,98 @@ async def test_streams_cut_by_the_shutdown_timeout_end_with_an_error_event_and_a
     for row in rows:
         assert row["status"] == "error:503" and row["estimated"] and row["output_tokens"] > 10, row
         assert row["cost_usd"] > 0
+
+
+# ---- background runs across kill -9, and their followers ------------------------------------------
+
+
+RUN_CONFIG = """
+version: 1
+providers:
+  script:
+    type: scripted
+    script:
+      - tool_calls: [{{name: current_time, arguments: {{timezone: UTC}}}}]
+        usage: {{input_tokens: 10, output_tokens: 5}}
+      - text: "{answer}"
+        chunk_delay: 0.1
+        usage: {{input_tokens: 30, output_tokens: 20}}
+models:
+  scripted:
+    provider: script
+    model: scripted
+pricing:
+  scripted:
+    input: 1000
+    output: 1000
+database:
+  url: {database}
+cache:
+  url: {redis}
+  prefix: "{prefix}"
+runs:
+  workers: ${{RUN_WORKERS:-1}}
+  lease_seconds: 1
+  poll_interval: 0.1
+agents:
+  assistant:
+    model: scripted
+    tools: [time]
+"""
+ANSWER = " ".join(f"a{i:02d}" for i in range(30))
+
+
+async def sse(client: httpx.AsyncClient, url: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """(id, event) of every server-sent event until the stream ends."""
+    out: list[tuple[str | None, dict[str, Any]]] = []
+    entry_id: str | None = None
+    async with client.stream("GET", url) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("id: "):
+                entry_id = line[4:]
+            elif line.startswith("data: "):
+                out.append((entry_id, json.loads(line[6:])))
+            elif not line:
+                entry_id = None
+    return out
+
+
+@pytest.mark.redis
+async def test_a_background_run_across_kill_9_loses_no_usage_row_and_its_follower_sees_the_takeover(
+    tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str, redis_client: Any,
+    serve_processes: list[ServeProcess],
+) -> None:
+    config = tmp_path / "corral.yaml"
+    config.write_text(RUN_CONFIG.format(answer=ANSWER, database=postgres_url, redis=redis_url, prefix=redis_prefix))
+    a = start_serve(config)
+    watcher = start_serve(config, env={"RUN_WORKERS": "0"})  # serves the follower, claims nothing
+    serve_processes += [a, watcher]
+    async with httpx.AsyncClient(timeout=30) as client:
+        run = (await client.post(f"{a.base_url}/v1/agents/assistant/runs",
+                                 json={"input": "what time is it?", "mode": "background"})).json()
+        followed = asyncio.create_task(sse(client, f"{watcher.base_url}/v1/runs/{run['id']}/events"))
+        deadline = time.monotonic() + 10
+        while len(await redis_client.xrange(f"{redis_prefix}run:{run['id']}:events")) < 8:  # into the answer
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        kill_9(a)  # the tool call's usage row was queued, not yet stored
+        b = start_serve(config)  # replays a's spool; takes the run over when its lease ends
+        serve_processes.append(b)
+        events = await asyncio.wait_for(followed, 20)
+
+    kinds = [e["type"] for _, e in events]
+    assert kinds[0] == "run.created" and kinds[-1] == "run.finished", kinds
+    marker = kinds.index("run.attempt")
+    assert events[marker] == ("2-0", {"type": "run.attempt", "run_id": run["id"], "attempt": 2,
+                                      "previous_attempt": 1})
+    assert all(i is not None and i.startswith("1-") for i, _ in events[1:marker])
+    assert all(i is not None and i.startswith("2-") for i, _ in events[marker + 1:])
+    assert events[-1][1]["output"] == ANSWER
+
+    # a: the tool call (its answer was cut by the kill: never answered, not billed);
+    # b: from the checkpoint, its script starts over: a tool call again, then the answer.
+    rows = await stored_rows(postgres_url, expect=3)
+    assert sorted((r["agent"], r["input_tokens"], r["output_tokens"]) for r in rows) == [
+        ("assistant", 10, 5), ("assistant", 10, 5), ("assistant", 30, 20)]
+    assert len({r["request_id"] for r in rows}) == 1  # the request that started the run, kept as metadata
+    assert len({r["usage_id"] for r in rows}) == 3

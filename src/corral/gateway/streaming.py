@@ -31,9 +31,11 @@ from corral.llm.readahead import ReadAhead
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def sse_event(event: Mapping[str, Any]) -> bytes:
-    """One server-sent event: its ``type`` as the event name, the whole object as data."""
-    return b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+def sse_event(event: Mapping[str, Any], id: str | None = None) -> bytes:
+    """One server-sent event: its ``type`` as the event name, the whole object as data;
+    with an ``id:`` line when given (a client resumes after it with ``Last-Event-ID``)."""
+    head = b"id: " + id.encode() + b"\n" if id is not None else b""
+    return head + b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 class EventStreamResponse(Response):
