@@ -29,6 +29,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from corral.store.usage import UsageRecord
 
 log = logging.getLogger("corral.spool")
@@ -69,12 +71,12 @@ class UsageSpool:
         """Make a usage row durable against a crash of this process (other records pass)."""
         if type(record) is not UsageRecord or self.broken:
             return
-        line = json.dumps([*_values(record), record.ts.isoformat()], separators=(",", ":"))
+        line = orjson.dumps([*_values(record), record.ts])  # about 1 µs: this is on every call's path
         try:
             segment = self._segments[-1] if self._segments else None
             if segment is None or segment.appended >= self.segment_rows:
                 segment = self._open_segment()
-            os.write(segment.fd, (line + "\n").encode())
+            os.write(segment.fd, line + b"\n")
         except OSError as exc:
             # The disk failed (full, read-only): rows go on to the database from memory, as
             # without a spool; the segments written so far stay for the next start's replay.
