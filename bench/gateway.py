@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pin", action="store_true", help="Do not pin the server under test to its own CPU.")
     parser.add_argument("--baseline-src", help="Also run a Corral from this source tree (the directory holding "
                         "the `corral` package) as target `baseline`: an A/B of a change under the same load.")
+    parser.add_argument("--spool-ab", action="store_true",
+                        help="Also run this Corral with the usage spool off (`billing.spool: false`) as target "
+                        "`baseline`: what the durable usage path costs.")
     parser.add_argument("--no-httpx-proxy", action="store_true",
                         help="Leave out the idiomatic httpx pass-through (target `httpx-proxy`, for scale).")
     parser.add_argument("--no-aiohttp-proxy", action="store_true",
@@ -83,8 +86,11 @@ def run(args: argparse.Namespace) -> Report:
         ready = stack.start_corral()
         if args.baseline_src:
             stack.start_baseline(args.baseline_src)
+        elif args.spool_ab:
+            stack.start_baseline(None, "billing:\n  spool: false\n")
+        baseline = bool(args.baseline_src or args.spool_ab)
         traced = [stack.start_traced(rate) for rate in args.tracing]
-        names = [n for n in TARGETS if (n != "baseline" or args.baseline_src)
+        names = [n for n in TARGETS if (n != "baseline" or baseline)
                  and (n != "httpx-proxy" or not args.no_httpx_proxy)
                  and (n != "aiohttp-proxy" or not args.no_aiohttp_proxy)] + traced
         report.meta = {
@@ -122,6 +128,8 @@ def run(args: argparse.Namespace) -> Report:
         report.meta["corral_store_rows"] = stack.usage_rows()
         if traced:
             report.meta["otlp_sink"] = stack.otlp_exports()
+        report.meta["baseline"] = ("usage spool off" if args.spool_ab and not args.baseline_src
+                                   else args.baseline_src)
         report.meta["loadavg_after"] = os.getloadavg()
     summarise(report)
     return report
@@ -177,10 +185,13 @@ def summarise(report: Report) -> None:
             report.summary[f"{mode}_c16_added_cpu_us"] = (point["server_cpu_us_per_req"]
                                                           - floor16["server_cpu_us_per_req"])
     _reference_ratios(report, c16, s16)
+    if report.meta.get("baseline") == "usage spool off":
+        _durable_usage_cost(report)
     report.target("overhead over direct p50, c=1, non-stream", c1.get("overhead_p50_ms") if c1 else None,
                   0.5, unit="ms", higher_is_better=False)
     report.target("stream TTFT overhead over direct (p50, sequential)", report.summary.get("ttft_overhead_ms"),
                   1.0, unit="ms", higher_is_better=False)
+
 
 
 def _reference_ratios(report: Report, c16: dict[str, Any] | None, s16: dict[str, Any] | None) -> None:
@@ -217,6 +228,16 @@ def _tracing_cost(report: Report) -> None:
         report.summary["tracing_c16"] = costs
 
 
+def _durable_usage_cost(report: Report) -> None:
+    """With `--spool-ab` the baseline is this Corral with the usage spool off."""
+    for mode in ("json", "stream"):
+        point = _row(report, mode, 16, "corral")
+        if point is not None and point.get("vs_baseline"):
+            report.summary[f"{mode}_c16_durable_usage_cost"] = 1 - point["vs_baseline"]
+    report.target("durable usage path: RPS lost at c=16, non-stream",
+                  report.summary.get("json_c16_durable_usage_cost"), 0.10, unit="x", higher_is_better=False)
+
+
 def show(report: Report) -> None:
     meta = report.meta
     print(f"gateway benchmark: stub={meta['stub']} load={meta['load_generator']} "
@@ -249,6 +270,10 @@ def show(report: Report) -> None:
         added, ratio = cost["added_cpu_us_per_req"], cost["rps_vs_untraced"]
         print(f"tracing, c=16, {point}: " + (f"{added:+.0f} us server CPU per request, " if added is not None else "")
               + (f"RPS {ratio:.2f} x untraced" if ratio is not None else ""))
+    for mode in ("json", "stream"):
+        cost = report.summary.get(f"{mode}_c16_durable_usage_cost")
+        if cost is not None:
+            print(f"the durable usage path (spool) costs {cost:.1%} of RPS at c=16, {mode}")
     for mode in ("json", "stream"):
         ratio = report.summary.get(f"{mode}_c16_vs_httpx_proxy")
         if ratio is not None:

@@ -204,15 +204,20 @@ class Stack:
                 "aiohttp-proxy": by_name.get("aiohttp-proxy", 0),
                 **{name: by_name.get(name, 0) for name in self.traced_ports}}
 
-    def start_baseline(self, src: str) -> float:
-        """A second Corral from another source tree (`src` holds the `corral` package),
-        same config: an A/B of a change, side by side, under the same load."""
+    def start_baseline(self, src: str | None, config_extra: str = "") -> float:
+        """A second Corral from another source tree (`src` holds the `corral` package; None:
+        this one), same config plus ``config_extra``: an A/B of a change, side by side,
+        under the same load."""
         config = self.write_corral_config("baseline")
+        if config_extra:
+            config.write_text(config.read_text() + config_extra)
         self.baseline_port = free_port()
         argv = [sys.executable, "-m", "corral", "serve", "--config", str(config), "--port", str(self.baseline_port),
                 "--workers", "1"]
-        child = spawn("baseline", argv, log_dir=self.work, cpus=self.server_cpus,
-                      env={"CORRAL_DATA_DIR": str(self.work / "data-baseline"), "PYTHONPATH": src})
+        env = {"CORRAL_DATA_DIR": str(self.work / "data-baseline")}
+        if src is not None:
+            env["PYTHONPATH"] = src
+        child = spawn("baseline", argv, log_dir=self.work, cpus=self.server_cpus, env=env)
         self.children.append(child)
         return wait_http(f"http://127.0.0.1:{self.baseline_port}/readyz", child, timeout=60)
 

@@ -98,9 +98,12 @@ async def test_a_follower_keeps_streaming_across_a_hand_back_to_another_replica(
             await svc.fanout.aclose()
         await store.aclose()
 
-    assert [e["type"] for e in events] == ["usage", "tool.call", "tool.result",  # attempt 1, on `first`
-                                           "text.delta", "text.delta", "usage", "run.finished"]  # 2, on `second`
-    assert events[-1]["output"] == "resumed elsewhere"
+    # attempt 1, on `first`; the takeover marked; attempt 2, on `second`
+    assert [e["type"] for _, e in events] == ["usage", "tool.call", "tool.result", "run.attempt",
+                                              "text.delta", "text.delta", "usage", "run.finished"]
+    assert events[3][1] == {"type": "run.attempt", "run_id": record.id, "attempt": 2, "previous_attempt": 1}
+    assert events[-1][1]["output"] == "resumed elsewhere"
+    assert [i for i, _ in events] == ["1-1", "1-2", "1-3", "2-0", "2-1", "2-2", "2-3", "2-4"]  # the SSE ids
     ids = [entry_id for entry_id, _ in await redis_client.xrange(f"{redis_prefix}run:{record.id}:events")]
     assert ids == [b"1-1", b"1-2", b"1-3", b"2-1", b"2-2", b"2-3", b"2-4"]
 
@@ -125,8 +128,8 @@ async def test_a_follower_ends_when_the_run_is_over_in_the_store_without_its_las
     finally:
         await fanout.aclose()
         await store.aclose()
-    assert events == [{"text": "half an ans", "agent": "", "type": "text.delta"}]
+    assert events == [("1-1", {"text": "half an ans", "agent": "", "type": "text.delta"})]
 
 
-async def _collect(service: AgentService, record: RunRecord) -> list[dict[str, Any]]:
+async def _collect(service: AgentService, record: RunRecord) -> list[tuple[str, dict[str, Any]]]:
     return [event async for event in service.follow(record)]

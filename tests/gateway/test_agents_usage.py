@@ -6,6 +6,7 @@ next run. Clients are the official `openai`, `a2a-sdk` and `mcp` SDKs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -202,3 +203,24 @@ async def test_a_jwt_callers_run_is_charged_to_its_subject_and_its_budget_refuse
     assert report["data"][0]["cost_usd"] == pytest.approx(FLOW_COST)
     assert [r["team"] for r in teams["data"]] == ["research"]
     assert refused.status_code == 402 and "the budget of this caller" in refused.json()["error"]["message"]
+
+
+async def test_spend_by_agent_names_the_agent_of_every_row_in_the_api_and_the_cli() -> None:
+    from typer.testing import CliRunner
+
+    from corral.cli.main import build_app
+
+    async with gateway(TIME_FLOW) as (url, admin):
+        key = await new_key(admin, name="by-agent")
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key["key"], max_retries=0) as sdk:
+            await sdk.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "t?"}])
+            await sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "plain"}])
+        await rows_of(admin, key["id"], 3)
+        report = (await admin.get("/admin/spend", params={"group_by": "agent"})).json()
+        result = await asyncio.to_thread(CliRunner().invoke, build_app(), [
+            "spend", "--group-by", "agent", "--server", url, "--format", "json"], env={"CORRAL_MASTER_KEY": MASTER})
+    by_agent = {r["agent"]: (r["requests"], r["cost_usd"]) for r in report["data"]}
+    assert by_agent["assistant"] == (2, pytest.approx(FLOW_COST))  # both model calls of the agent's run
+    assert by_agent[None][0] == 1  # the call made to the model directly
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["data"] == report["data"]

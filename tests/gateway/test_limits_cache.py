@@ -91,7 +91,7 @@ async def test_token_windows_match_summing_every_second_also_when_the_clock_goes
         counter = rng.choice(["a", "b"])
         if rng.random() < 0.6:
             tokens = rng.randrange(0, 1000)
-            await counters.add_usage([counter], tokens, [], 0.0)
+            await counters.add_usage("m", [counter], tokens, [], 0.0)
             second = int(now[0] * 1000 // 1000)
             reference[counter][second] = reference[counter].get(second, 0) + tokens
         assert counters._tokens(counter, now[0] * 1000) == reference_tokens(reference[counter], now[0] * 1000)

@@ -16,8 +16,8 @@ def test_db_current_then_upgrade_then_current(tmp_path: Path) -> None:
     assert before.output.startswith("empty (behind")
     upgraded = runner.invoke(app, ["db", "upgrade", "--url", url])
     assert upgraded.exit_code == 0, upgraded.output
-    assert upgraded.output.strip() == "database at revision 0002 (was empty)"
+    assert upgraded.output.strip() == "database at revision 0003 (was empty)"
     after = runner.invoke(app, ["db", "current", "--url", url])
-    assert after.output.strip() == "0002 (up to date)"
+    assert after.output.strip() == "0003 (up to date)"
     again = runner.invoke(app, ["db", "upgrade", "--url", url])
-    assert again.output.strip() == "database at revision 0002"
+    assert again.output.strip() == "database at revision 0003"

@@ -48,10 +48,12 @@ async def test_rotate_replaces_the_hash_and_keeps_the_id(store: Store) -> None:
     assert (await store.keys.get_by_hash("b" * 64)) == rotated
 
 
-async def test_usage_insert_is_exactly_once_per_request_id(store: Store) -> None:
+async def test_usage_insert_is_exactly_once_per_usage_id_not_per_client_request_id(store: Store) -> None:
     first = [UsageRecord(request_id=f"r{i}", model="gpt", key_id="k1", cost_usd=0.5) for i in range(3)]
     assert await store.usage.insert_many(first) == 3
-    again = [*first, UsageRecord(request_id="r3", model="gpt", key_id="k1", cost_usd=0.25)]
+    # A replay of the same rows (a spool shipped twice) adds nothing; a client reusing
+    # its request id for a new call is a new row.
+    again = [*first, UsageRecord(request_id="r2", model="gpt", key_id="k1", cost_usd=0.25)]
     assert await store.usage.insert_many(again) == 1
     assert await store.usage.count() == 4
     assert await store.usage.total_cost("k1") == pytest.approx(1.75)

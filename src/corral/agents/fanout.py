@@ -130,16 +130,17 @@ class RedisRunEvents:
         return [(entry_id.decode(), orjson.loads(fields[b"e"])) for entry_id, fields in answer[0][1]]
 
     async def follow(self, run_id: str, after: str, *,
-                     block_ms: int | None = None) -> AsyncIterator[dict[str, Any] | None]:
-        """Events after ``after`` until ``run.finished``; None each time ``block_ms`` passes
-        without one (the caller decides whether to go on waiting)."""
+                     block_ms: int | None = None) -> AsyncIterator[tuple[str, dict[str, Any]] | None]:
+        """Events after ``after`` until ``run.finished``, each with its entry id
+        (``<attempt>-<seq>``); None each time ``block_ms`` passes without one (the caller
+        decides whether to go on waiting)."""
         while True:
             entries = await self.read(run_id, after, block_ms=block_ms)
             if not entries:
                 yield None
             for entry_id, event in entries:
                 after = entry_id
-                yield event
+                yield entry_id, event
                 if event.get("type") == "run.finished":
                     return
 

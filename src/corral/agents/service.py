@@ -327,20 +327,31 @@ class AgentService:
             else:
                 await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
 
-    async def follow(self, record: RunRecord) -> AsyncIterator[dict[str, Any]]:
-        """The events (as JSON) of a queued or running run that does not execute here, read
-        from the fan-out: what is stored of the current attempt, then live ones, until
-        ``run.finished``. Ends early if the run is over in the store without its last events
-        (the executor died, or Redis lost them) or Redis is unreachable: the caller then
-        shows the stored state."""
+    async def follow(self, record: RunRecord, after: str | None = None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The events (as JSON, with their entry ids ``<attempt>-<seq>``) of a queued or
+        running run that does not execute here, read from the fan-out: what is stored of
+        the current attempt (or after ``after``, a follower's ``Last-Event-ID``), then live
+        ones, until ``run.finished``. When another replica takes the run over, a
+        ``run.attempt`` event (id ``<attempt>-0``) comes before the new attempt's events:
+        what the earlier attempt streamed after its last checkpoint is superseded. Ends
+        early if the run is over in the store without its last events (the executor died,
+        or Redis lost them) or Redis is unreachable: the caller then shows the stored state."""
         assert self.fanout is not None
         # Entry ids are <attempt>-<seq>; a queued run's next attempt is one more than its claims.
-        attempt = record.attempts if record.state == "running" else record.attempts + 1
+        if after is None:
+            after = f"{record.attempts if record.state == 'running' else record.attempts + 1}-0"
+        attempt = int(after.split("-", 1)[0])
         ending = False
         try:
-            async for event in self.fanout.follow(record.id, f"{attempt}-0"):
-                if event is not None:
-                    yield event
+            async for entry in self.fanout.follow(record.id, after):
+                if entry is not None:
+                    entry_id, event = entry
+                    number = int(entry_id.split("-", 1)[0])
+                    if number != attempt:
+                        yield f"{number}-0", {"type": "run.attempt", "run_id": record.id, "attempt": number,
+                                              "previous_attempt": attempt}
+                        attempt = number
+                    yield entry_id, event
                     continue
                 if ending:
                     return

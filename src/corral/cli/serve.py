@@ -66,17 +66,29 @@ def run_server(
         lifespan="on", access_log=False, log_config=log_config,
     )
     if workers > 1:
+        # Without Redis the workers share their limits and budgets through one local file.
+        shared = None if loaded.config.cache.url else shared_counters_file()
         # The workers are started by import string: they rebuild the app from these arguments.
-        os.environ[ENV] = ServeArgs(config_path, model, loaded.config.verification.strict, boot_summary).to_env()
+        os.environ[ENV] = ServeArgs(config_path, model, loaded.config.verification.strict, boot_summary,
+                                    workers=workers, shared_counters=str(shared) if shared else None).to_env()
         # Workers are separate processes: metrics go through prometheus_client's multiprocess files.
         metrics_dir = prepare_multiprocess(workers) if loaded.config.observability.metrics else None
         try:
             uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
         finally:
             cleanup_multiprocess(metrics_dir)
+            if shared is not None:
+                for path in (shared, shared.with_name(shared.name + "-wal"), shared.with_name(shared.name + "-shm")):
+                    path.unlink(missing_ok=True)
     else:
         app = create_app(loaded.config, notes=loaded.notes, boot_summary=boot_summary, server_process=True)
         uvicorn.run(app, **common)  # type: ignore[arg-type]
+
+
+def shared_counters_file() -> Path:
+    from corral.store.engine import data_dir
+
+    return data_dir() / f"limits-{os.getpid()}.db"
 
 
 def refuse_open_bind(loaded: LoadedConfig, host: str, port: int, *, allow_unauthenticated: bool) -> None:

@@ -12,7 +12,7 @@ from corral.cli.keys import FORMAT_OPTION, MASTER_OPTION, SERVER_OPTION, admin_c
 def register(app: typer.Typer) -> None:
     @app.command("spend")
     def spend(
-        group_by: str = typer.Option("key", "--group-by", "-g", help="key, model, day, subject or team."),
+        group_by: str = typer.Option("key", "--group-by", "-g", help="key, model, day, subject, team or agent."),
         since: str | None = typer.Option(None, "--since", help="ISO 8601 date or time (UTC if no offset)."),
         until: str | None = typer.Option(None, "--until", help="ISO 8601 date or time, exclusive."),
         key_id: str | None = typer.Option(None, "--key", help="Only this key id."),
@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
         master_key: str | None = MASTER_OPTION,
         output: str = FORMAT_OPTION,
     ) -> None:
-        """Spend and tokens grouped by key, model, UTC day, caller (subject) or team."""
-        if group_by not in ("key", "model", "day", "subject", "team"):
-            typer.secho("--group-by must be key, model, day, subject or team", fg="red", err=True)
+        """Spend and tokens grouped by key, model, UTC day, caller (subject), team or agent."""
+        if group_by not in ("key", "model", "day", "subject", "team", "agent"):
+            typer.secho("--group-by must be key, model, day, subject, team or agent", fg="red", err=True)
             raise typer.Exit(2)
         params = {"group_by": group_by, "since": since, "until": until, "key_id": key_id}
         data = admin_call(server, master_key, "GET", "/admin/spend",

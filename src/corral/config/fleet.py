@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from corral.config.alerts import AlertRouteConfig
 from corral.config.environment import merged_env, read_dotenv, read_names, with_secret_files
 from corral.config.errors import ConfigError, ConfigIssue
 from corral.config.loader import parse_source, validate_model
@@ -88,17 +89,6 @@ class CostConfig(Strict):
     max_retries: int = Field(default=3, ge=0)
     backoff_base_ms: int = Field(default=500, ge=0)
     providers: dict[Literal["anthropic", "openai"], UsageProviderConfig] = Field(default_factory=dict)
-
-
-class AlertRouteConfig(Strict):
-    name: str
-    kind: Literal["slack", "discord", "webhook"] = "webhook"
-    url: SecretStr
-    events: list[str] = Field(default_factory=lambda: ["policy.*", "node.offline", "session.error"])
-    max_per_minute: int = Field(default=30, ge=1)
-    retries: int = Field(default=3, ge=0)
-    backoff_base_ms: int = Field(default=250, ge=0)
-    timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class AuditConfig(Strict):

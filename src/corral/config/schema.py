@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from corral.config.agents import AgentConfig, RunsConfig, ToolsetConfig
+from corral.config.alerts import AlertRouteConfig
 from corral.config.knowledge import KnowledgeSection
 from corral.config.services import ServicesSection
 
@@ -242,6 +243,38 @@ class RouterConfig(Strict):
     cooldown_seconds: float = Field(default=30.0, ge=0)
 
 
+class BudgetAlertRoute(AlertRouteConfig):
+    """A route budget alerts go to (the fleet's alert route: webhook, Slack or Discord)."""
+
+    events: list[str] = Field(default_factory=lambda: ["budget.*"])
+
+
+class BudgetAlerts(Strict):
+    """An alert when the spend of a key, team or JWT subject crosses a share of its
+    ``max_budget`` (once per threshold per budget period)."""
+
+    thresholds: list[float] = Field(default_factory=lambda: [50.0, 80.0, 100.0])  # percent
+    routes: list[BudgetAlertRoute] = Field(default_factory=list)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _percentages(cls, value: list[float]) -> list[float]:
+        if any(t <= 0 for t in value):
+            raise ValueError("thresholds are percentages of the budget, each > 0")
+        return sorted(set(value))
+
+
+class BillingConfig(Strict):
+    """How usage is made durable and how budgets are held (docs/limits.md, docs/store.md)."""
+
+    spool: bool = True  # every usage row on local disk before the answer ends (a crash loses none)
+    spool_dir: str | None = None  # default: <data dir>/spool
+    fsync_interval: float = Field(default=0.1, ge=0)  # group commit; 0: leave it to the OS
+    # Output tokens reserved against a budget for a call that sets no max_tokens.
+    default_max_tokens: int = Field(default=4096, ge=1)
+    alerts: BudgetAlerts = Field(default_factory=BudgetAlerts)
+
+
 class VerificationConfig(Strict):
     enabled: bool = True
     strict: bool = False  # refuse to start when a required provider fails
@@ -268,6 +301,7 @@ class CorralConfig(Strict):
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     services: ServicesSection = Field(default_factory=dict)
     knowledge: KnowledgeSection = Field(default_factory=dict)
     default_model: str | None = None  # used when a request names no model we know (zero-config)

@@ -2,7 +2,8 @@
 
 `admit` authenticates the caller (no database read for a cached key), checks the model
 is allowed, seeds a JWT caller's budget counters on its first call of a period, and
-takes the rate-limit slot; the call then carries its principal and reservation. A
+takes the rate-limit slot and holds the call's maximum cost against its budgets; the
+call then carries its principal and reservation. A
 refusal is an `ApiError` the route renders in its surface's format.
 """
 
@@ -22,15 +23,17 @@ from corral.gateway.limits import Limiter, LimitExceeded
 log = logging.getLogger("corral.access")
 
 RejectionCounter = Callable[[str], None]  # which limit refused ("key_rpm", "budget", ...)
+CostCeiling = Callable[[Call], float]  # the most a call may cost (`Billing.max_cost`)
 
 
 class Access:
     def __init__(self, authenticator: Authenticator, limiter: Limiter, budgets: BudgetSeeder,
-                 count_rejection: RejectionCounter | None = None) -> None:
+                 count_rejection: RejectionCounter | None = None, max_cost: CostCeiling | None = None) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
         self.budgets = budgets
         self.count_rejection = count_rejection
+        self.max_cost = max_cost
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller of a route that is not a model call (lists, reports, runs)."""
@@ -44,8 +47,11 @@ class Access:
         self.authenticator.check_model(principal, call.model)
         if principal.kind == "jwt":
             await self.budgets.seed_caller(principal, call.model)
+        max_cost = 0.0
+        if self.max_cost is not None and self.limiter.plan(principal, call.model).budgets:
+            max_cost = self.max_cost(call)  # held against the budgets until the call is settled
         try:
-            reservation = await self.limiter.check(principal, call.model)
+            reservation = await self.limiter.check(principal, call.model, max_cost)
         except LimitExceeded as exc:
             if self.count_rejection is not None:
                 self.count_rejection(exc.which)

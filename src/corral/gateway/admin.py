@@ -288,8 +288,8 @@ class AdminApi:
 
     async def spend(self, request: Request) -> Response:
         group_by = request.query_params.get("group_by", "key")
-        if group_by not in ("key", "model", "day", "subject", "team"):
-            raise ApiError(400, "group_by must be one of: key, model, day, subject, team", param="group_by")
+        if group_by not in ("key", "model", "day", "subject", "team", "agent"):
+            raise ApiError(400, "group_by must be one of: key, model, day, subject, team, agent", param="group_by")
         group: GroupBy = group_by  # type: ignore[assignment]
         rows = await self.store.usage.spend(
             group, since=_time_param(request, "since"), until=_time_param(request, "until"),

@@ -64,7 +64,7 @@ class MessagesApi:
         body = validate_messages(await json_body(request))
         chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
         target, call = await self.pipeline.open(request, principal, body.model, "anthropic", stream=body.stream,
-                                                started=started)
+                                                started=started, chat=chat)
         message_id = f"msg_{new_id()}"
         if body.stream:
             writer = EventWriter(id=message_id, model=body.model)

@@ -8,6 +8,7 @@ picture is docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,9 +34,10 @@ from corral.gateway.anthropic import MessagesApi
 from corral.gateway.auth import Authenticator, AuthError, KeyCache
 from corral.gateway.auth_throttle import AuthFailureCounter, FailedAuthThrottle
 from corral.gateway.billing import Billing
-from corral.gateway.budgets import BudgetSeeder
+from corral.gateway.budgets import BudgetAlerts, BudgetSeeder, StoredSpend
 from corral.gateway.call import Models
 from corral.gateway.counters import MemoryCounters, RedisCounters
+from corral.gateway.drain import Drain
 from corral.gateway.embeddings import EmbeddingsApi
 from corral.gateway.errors import ApiError, error_response, surface_for_path
 from corral.gateway.health import HealthApi, Readiness
@@ -50,6 +52,7 @@ from corral.gateway.openapi import reference_routes
 from corral.gateway.pipeline import CallPipeline
 from corral.gateway.responses import ResponsesApi
 from corral.gateway.runs import RunsApi
+from corral.gateway.shared_counters import SharedFileCounters
 from corral.gateway.tracing import CallTracer
 from corral.gateway.verification import Verification, VerificationApi
 from corral.knowledge.service import KnowledgeService
@@ -61,9 +64,11 @@ from corral.llm.router import Router
 from corral.process import settle_after_startup
 from corral.store import BatchWriter, Store
 from corral.store.engine import data_dir
+from corral.store.spool import UsageSpool
 from corral.store.store import BatchRecord
 from corral.telemetry.access_log import AccessLog
 from corral.telemetry.agent_metrics import AgentMetrics
+from corral.telemetry.alerts import Alerter
 from corral.telemetry.metrics import GatewayMetrics
 from corral.telemetry.scrape import ScrapeAccess
 from corral.telemetry.tracing import Tracing, build_tracing
@@ -85,6 +90,7 @@ class Gateway:
     router: Router
     store: Store
     writer: BatchWriter[BatchRecord]  # usage and audit rows, written in batches
+    spool: UsageSpool | None  # usage rows on local disk until they are stored (crash-safe)
     metrics: GatewayMetrics | None
     access_log: AccessLog  # one line per model call, written in batches off the request path
     tracing: Tracing | None
@@ -108,15 +114,26 @@ class Gateway:
         """Start the parts in dependency order; `stop` stops them in reverse."""
         config = self.config
         if config.server.workers > 1 and not config.cache.url:
-            log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
+            counters = self.limiter.counters
+            if isinstance(counters, SharedFileCounters):
+                log.warning("limits and budgets are shared by this machine's %d workers through %s; with more "
+                            "than one machine set cache.url (Redis) to share them", config.server.workers,
+                            counters.path)
+            else:
+                log.warning("limits and budgets are counted per worker process; set cache.url (Redis) to share them")
         await self.access_log.start()
         if self.metrics is not None:
             await self.metrics.start()
         await self.store.migrate()
+        if self.spool is not None:  # rows a crashed process left: stored before budgets are seeded
+            await self.spool.replay(self.store.usage.insert_many)
+            self.spool.start()
         await self.keys.start()  # the key cache loaded and the budget counters seeded from the store
         self.writer.start()
         if self.router_health is not None:
             await self.router_health.start()
+        if self.billing.alerts is not None:
+            self.billing.alerts.start()
         await self.verification.start()
         if self.knowledge is not None:
             for note in self.knowledge.notes():  # e.g. a base without an embedder searches by keyword alone
@@ -138,6 +155,10 @@ class Gateway:
             await self.router_health.stop()
         await self.keys.stop()
         await self.writer.aclose()
+        if self.billing.alerts is not None:
+            await self.billing.alerts.stop()
+        if self.spool is not None:
+            self.spool.close()
         await self.access.aclose()
         if self.tracing is not None:
             await self.tracing.shutdown()
@@ -153,6 +174,7 @@ def build_gateway(
     *,
     providers: Mapping[str, Provider] | None = None,
     boot_summary: dict[str, Any] | None = None,
+    shared_counters: str | None = None,
 ) -> Gateway:
     import time
 
@@ -161,19 +183,23 @@ def build_gateway(
     pricing = PricingTable(config.pricing)
     router = build_router(config, providers, tracing, pricing)
     store = Store.connect(config.database.url, pool_size=config.database.pool_size, pooler=config.database.pooler)
-    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch)
+    spool = build_spool(config)  # usage rows durable on this machine before a call's last byte
+    writer: BatchWriter[BatchRecord] = BatchWriter(store.write_batch, journal=spool)
     access_log = AccessLog(enabled=config.observability.access_log)
     observer = CallObserver(metrics, access_log)
 
     keys = KeyCache(store)
     authenticator = build_authenticator(config, keys, metrics)
     redis = _redis(config.cache.url)
-    limiter = build_limiter(config, redis)
+    limiter = build_limiter(config, redis, StoredSpend(store), shared_counters)
     budgets = BudgetSeeder(limiter, store)
-    access = Access(authenticator, limiter, budgets, observer.count_rejection)
-    key_sync = KeySync(keys, budgets, redis=redis, channel=f"{config.cache.prefix}keys")
+    alerts = config.billing.alerts
+    budget_alerts = BudgetAlerts(Alerter(list(alerts.routes)), alerts.thresholds) if alerts.routes else None
     agent_metrics = AgentMetrics(metrics.registry) if metrics is not None else None
-    billing = Billing(limiter, pricing, keys, writer, agent_metrics)
+    billing = Billing(limiter, pricing, keys, writer, router, default_max_tokens=config.billing.default_max_tokens,
+                      alerts=budget_alerts, agent_metrics=agent_metrics)
+    access = Access(authenticator, limiter, budgets, observer.count_rejection, max_cost=billing.max_cost)
+    key_sync = KeySync(keys, budgets, redis=redis, channel=f"{config.cache.prefix}keys")
 
     knowledge = KnowledgeService.from_config(config.knowledge, root=Path.cwd(), data_dir=data_dir(), router=router,
                                              on_usage=billing.charge_embedding) if config.knowledge else None
@@ -182,7 +208,8 @@ def build_gateway(
                           tracing=tracing)
     models = Models(router, AgentChatTargets(agents), default_model=config.default_model)
     tracer = CallTracer(tracing) if tracing is not None else None
-    pipeline = CallPipeline(models, access, pricing, observer, billing, tracer)
+    drain = Drain(config.server.shutdown_timeout)
+    pipeline = CallPipeline(models, access, pricing, observer, billing, tracer, drain)
 
     health = RedisHealth.from_url(router, config.cache.url, prefix=config.cache.prefix) if config.cache.url else None
     if metrics is not None:
@@ -194,7 +221,7 @@ def build_gateway(
 
         mcp = McpEndpoint(agents, pipeline, knowledge)
     return Gateway(
-        config=config, router=router, store=store, writer=writer, metrics=metrics, access_log=access_log,
+        config=config, router=router, store=store, writer=writer, spool=spool, metrics=metrics, access_log=access_log,
         tracing=tracing,
         authenticator=authenticator, limiter=limiter, access=access, keys=key_sync, budgets=budgets,
         billing=billing, agents=agents, models=models, pipeline=pipeline,
@@ -211,21 +238,27 @@ def create_app(
     notes: list[str] | None = None,
     boot_summary: dict[str, Any] | None = None,
     server_process: bool = False,
+    shared_counters: str | None = None,
 ) -> Starlette:
     """`providers` replaces the configured ones (tests); `boot_summary` is what `corral up`
     found (shown by `/v1/startup/verification`); `server_process`: this process is the
     server (`corral serve`), not a test or an embedding app, so process-wide settings
     apply (`corral.process`)."""
-    gateway = build_gateway(config, providers=providers, boot_summary=boot_summary)
+    gateway = build_gateway(config, providers=providers, boot_summary=boot_summary, shared_counters=shared_counters)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        restore_signals = None
         if server_process:
             settle_after_startup(config.server.gc_young_threshold)
+            if gateway.pipeline.drain is not None:  # streams are ended cleanly at the shutdown timeout
+                restore_signals = gateway.pipeline.drain.install_signals(asyncio.get_running_loop())
         try:
             yield
         finally:
+            if restore_signals is not None:
+                restore_signals()
             await gateway.stop()
 
     middleware = [Middleware(CorralMiddleware, max_body_bytes=config.server.max_body_bytes,
@@ -326,6 +359,14 @@ def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None,
                   pricing=pricing, provider_types={name: p.type for name, p in config.providers.items()})
 
 
+def build_spool(config: CorralConfig) -> UsageSpool | None:
+    billing = config.billing
+    if not billing.spool:
+        return None
+    directory = Path(billing.spool_dir).expanduser() if billing.spool_dir else data_dir() / "spool"
+    return UsageSpool(directory, fsync_interval=billing.fsync_interval)
+
+
 def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMetrics | None) -> Authenticator:
     master = config.auth.master_key.get_secret_value() if config.auth.master_key else None
     jwt = None
@@ -340,12 +381,19 @@ def build_authenticator(config: CorralConfig, keys: KeyCache, metrics: GatewayMe
     return Authenticator(config.auth, master_key=master or None, keys=keys, jwt=jwt, throttle=throttle)
 
 
-def build_limiter(config: CorralConfig, redis: Any) -> Limiter:
-    counters: Counters = RedisCounters(redis, prefix=config.cache.prefix) if redis is not None else MemoryCounters()
+def build_limiter(config: CorralConfig, redis: Any, stored_spend: StoredSpend | None = None,
+                  shared_counters: str | None = None) -> Limiter:
+    counters: Counters
+    if redis is not None:
+        counters = RedisCounters(redis, prefix=config.cache.prefix)
+    elif shared_counters is not None:
+        counters = SharedFileCounters(shared_counters)
+    else:
+        counters = MemoryCounters()
     model_limits = {name: (m.rpm, m.tpm) for name, m in config.models.items() if m.rpm or m.tpm}
     jwt = config.auth.jwt
-    return Limiter(counters, model_limits=model_limits, subject_limits=jwt.limits if jwt else None,
-                   team_limits=jwt.team_limits if jwt else None)
+    return Limiter(counters, stored_spend=stored_spend, model_limits=model_limits,
+                   subject_limits=jwt.limits if jwt else None, team_limits=jwt.team_limits if jwt else None)
 
 
 def _redis(url: str | None) -> Any:

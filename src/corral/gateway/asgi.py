@@ -20,6 +20,8 @@ class ServeArgs:
     model: str | None = None
     strict_providers: bool = False
     boot_summary: dict[str, Any] | None = None
+    workers: int = 1  # `--workers` (the config file may say otherwise)
+    shared_counters: str | None = None  # the SQLite file the workers share limits through (no Redis)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -33,4 +35,6 @@ def app_from_env() -> Starlette:
     loaded = load_config(args.config, model=args.model)
     if args.strict_providers:
         loaded.config.verification.strict = True
-    return create_app(loaded.config, notes=loaded.notes, boot_summary=args.boot_summary, server_process=True)
+    loaded.config.server.workers = args.workers
+    return create_app(loaded.config, notes=loaded.notes, boot_summary=args.boot_summary, server_process=True,
+                      shared_counters=args.shared_counters)

@@ -1,8 +1,9 @@
 """Budget counters seeded from the stored usage.
 
 A budget counter lives in this process or in Redis; when it is missing (a new period, a
-restart without Redis, Redis emptied) it is seeded from the usage rows of the current
-period before it is trusted. Keys and teams are seeded at start and on every key-cache
+restart without Redis, Redis emptied or evicting) it is seeded from the usage rows of
+the current period before it is trusted: the admission that finds it missing seeds it
+(`StoredSpend`) and is checked again. Keys and teams are seeded at start and on every key-cache
 refresh; a JWT subject (or its team) has no row to seed at start, so the first call of
 each period in this process seeds it.
 """
@@ -12,12 +13,29 @@ from __future__ import annotations
 import logging
 
 from corral.gateway.auth import Principal
-from corral.gateway.limits import BudgetRule, Limiter
+from corral.gateway.limits import BudgetRule, Crossing, Limiter
 from corral.store import KeyRecord, Store
+from corral.telemetry.alerts import Alerter
 
 log = logging.getLogger("corral.budgets")
 
 SEEDED_MAX = 100_000
+
+
+class StoredSpend:
+    """A budget period's spend in the usage rows: what a missing counter is seeded with
+    (`Limiter.check` asks for it when the counter is gone)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def __call__(self, rule: BudgetRule) -> float:
+        usage, since = self.store.usage, rule.window.start
+        if rule.which == "subject_budget":
+            return await usage.total_cost(subject=rule.owner, since=since)
+        if rule.which == "team_budget":
+            return await usage.total_cost(team_id=rule.owner, since=since)
+        return await usage.total_cost(rule.owner, since=since)
 
 
 class BudgetSeeder:
@@ -60,15 +78,55 @@ class BudgetSeeder:
             self._seeded.add(rule.counter)
             try:
                 if not await self.limiter.counters.has_spend(rule):
-                    await self.limiter.counters.seed_spend(rule, await self._stored_spend(rule))
+                    await self.limiter.counters.seed_spend(rule, await StoredSpend(self.store)(rule))
             except Exception as exc:  # the check that follows reports a counters outage
                 self._seeded.discard(rule.counter)
                 log.warning("could not seed the budget counter of %s: %s", rule.which, exc)
 
-    async def _stored_spend(self, rule: BudgetRule) -> float:
-        usage, since = self.store.usage, rule.window.start
-        if rule.which == "subject_budget":
-            return await usage.total_cost(subject=rule.owner, since=since)
-        if rule.which == "team_budget":
-            return await usage.total_cost(team_id=rule.owner, since=since)
-        return await usage.total_cost(rule.owner, since=since)
+
+class BudgetAlerts:
+    """An alert when a call's cost takes a budget across a threshold (a share of its
+    ``max_budget``), sent to the alert routes (`corral.telemetry.alerts`).
+
+    Once per threshold and budget period: the counters add each call's cost atomically
+    and return the spend after it, so exactly one call, on one replica, sees the spend go
+    from under a threshold to at or over it."""
+
+    def __init__(self, alerter: Alerter, thresholds: list[float]) -> None:
+        self.alerter = alerter
+        self.thresholds = sorted(thresholds)
+        self.sent = 0
+
+    def crossed(self, crossings: list[Crossing]) -> None:
+        for crossing in crossings:
+            budget = crossing.budget
+            for percent in self.thresholds:
+                level = budget.max_budget * percent / 100
+                if crossing.before < level <= crossing.after:
+                    self._send(budget, percent, crossing.after)
+
+    def _send(self, budget: BudgetRule, percent: float, spend: float) -> None:
+        scope = _SCOPES.get(budget.which, budget.which)
+        self.sent += 1
+        log.warning("budget alert: %s %s reached %g%% of $%g", scope, budget.owner, percent, budget.max_budget)
+        self.alerter.notify({
+            "type": "budget.threshold",
+            "scope": scope,
+            "owner": budget.owner,
+            "data": {
+                "threshold_percent": percent,
+                "spend_usd": round(spend, 6),
+                "max_budget_usd": budget.max_budget,
+                "period_start": budget.window.start.isoformat(),
+                "period_end": budget.window.end.isoformat() if budget.window.end else None,
+            },
+        })
+
+    def start(self) -> None:
+        self.alerter.start()
+
+    async def stop(self) -> None:
+        await self.alerter.stop()
+
+
+_SCOPES = {"budget": "key", "team_budget": "team", "subject_budget": "subject"}

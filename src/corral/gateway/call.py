@@ -55,9 +55,11 @@ class Call:
     metered: bool = False  # an agent run: its model calls were charged one by one
     trace_parent: Any = None  # the caller's trace context (``traceparent``), when tracing is on
     trace_headers: dict[str, str] | None = None  # the same as W3C headers, for an agent run it starts
+    request: ChatRequest | None = None  # what was asked, when the surface parsed a chat request
     status: int = 200
     usage: Usage | None = None
     cost_usd: float | None = None  # priced once, when the call is over
+    estimated: bool = False  # usage counted from the relayed output (a cut stream without usage)
     error: BaseException | None = None
     ttft_seconds: float | None = None
     finished: bool = False

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left
 from collections import deque
 from typing import Any
 
-from corral.gateway.limits import BudgetRule, Refusal, Rule, budget_retry_after
+from corral.gateway.limits import RESERVATION_TTL_MS, BudgetRule, Refusal, Rule, budget_retry_after
 
 WINDOW_MS = 60_000
+HELD_RETRY_AFTER = 1.0  # a budget held by calls in flight: they settle within their timeout
 
 
 class _TokenWindow:
@@ -56,13 +58,14 @@ class MemoryCounters:
         self._logs: dict[str, deque[float]] = {}
         self._windows: dict[str, _TokenWindow] = {}
         self._spend: dict[str, tuple[float, float]] = {}  # counter -> (amount, expires at)
+        self._held: dict[str, dict[str, tuple[float, float]]] = {}  # counter -> member -> (USD, expires at)
         self._calls = 0
 
     def _now_ms(self) -> float:
         return float(self._clock()) * 1000
 
     async def admit(
-        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule]
+        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule], reserve: float = 0.0
     ) -> Refusal | None:
         now = self._now_ms()
         self._calls += 1
@@ -81,11 +84,27 @@ class MemoryCounters:
             if total >= rule.limit:
                 return Refusal(rule.which, (oldest + 60) - now / 1000 if oldest is not None else 1.0)
         for budget in budgets:
-            if self._spent(budget.counter, now) >= budget.max_budget:
+            amount, expires = self._spend.get(budget.counter, (0.0, 0.0))
+            if expires <= now:
+                return Refusal(budget.which, None, missing=budget)
+            if amount >= budget.max_budget:
                 return Refusal(budget.which, budget_retry_after(budget))
+            if amount + self._held_total(budget.counter, now) >= budget.max_budget:
+                return Refusal(budget.which, HELD_RETRY_AFTER)
         for rule in rpm:
             self._logs[rule.counter].append(now)
+        if reserve > 0:
+            for budget in budgets:
+                self._held.setdefault(budget.counter, {})[member] = (reserve, now + RESERVATION_TTL_MS)
         return None
+
+    def _held_total(self, counter: str, now: float) -> float:
+        held = self._held.get(counter)
+        if not held:
+            return 0.0
+        for member in [m for m, (_, expires) in held.items() if expires <= now]:
+            del held[member]
+        return sum(amount for amount, _ in held.values())
 
     def _tokens(self, counter: str, now: float) -> tuple[int, int | None]:
         window = self._windows.get(counter)
@@ -98,7 +117,8 @@ class MemoryCounters:
         amount, expires = self._spend.get(counter, (0.0, 0.0))
         return amount if expires > now else 0.0
 
-    async def add_usage(self, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule], cost: float) -> None:
+    async def add_usage(self, member: str, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule],
+                        cost: float) -> list[float]:
         now = self._now_ms()
         second = int(now // 1000)
         for counter in tpm_counters:
@@ -106,8 +126,18 @@ class MemoryCounters:
             if window is None:
                 window = self._windows[counter] = _TokenWindow()
             window.add(second, tokens)
+        after: list[float] = []
         for budget in budgets:
-            self._spend[budget.counter] = (self._spent(budget.counter, now) + cost, now + budget.ttl_seconds * 1000)
+            held = self._held.get(budget.counter)
+            if held is not None:
+                held.pop(member, None)
+            amount, expires = self._spend.get(budget.counter, (0.0, 0.0))
+            if cost <= 0 or expires <= now:  # a missing counter is seeded at the next admission
+                after.append(math.nan)
+                continue
+            self._spend[budget.counter] = (amount + cost, now + budget.ttl_seconds * 1000)
+            after.append(amount + cost)
+        return after
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         now = self._now_ms()
@@ -128,14 +158,19 @@ class MemoryCounters:
             del self._windows[counter]
         for counter in [c for c, (_, expires) in self._spend.items() if expires <= now]:
             del self._spend[counter]
+        for counter in [c for c in self._held if not self._held_total(c, now)]:
+            del self._held[counter]
 
     async def aclose(self) -> None:
         return None
 
 
-# KEYS: rpm logs, tpm bucket hashes, budget counters
-# ARGV: member, n_rpm, n_tpm, n_budget, rpm limits..., tpm limits..., max budgets...
-# Returns {0} when admitted, else {index of the failing rule (1-based), retry after ms}.
+# KEYS: rpm logs, tpm bucket hashes, then per budget: its spend counter, the hash of the
+# USD held by calls in flight (member -> amount) and their expiry times (a sorted set)
+# ARGV: member, n_rpm, n_tpm, n_budget, rpm limits..., tpm limits..., max budgets..., reserve, held ttl ms
+# Returns {0, 0} when admitted, else {index of the failing rule (1-based), retry after ms};
+# for a budget the second value is -1 (spent), -2 (held by calls in flight) or -3 (its
+# counter is missing: seed it from the stored usage and ask again).
 # Time comes from the Redis server so every replica shares one clock.
 _ADMIT = """
 local t = redis.call('TIME')
@@ -168,20 +203,55 @@ for j = 1, n_tpm do
     return {n_rpm + j, (oldest + 60) * 1000 - now}
   end
 end
+local first = n_rpm + n_tpm
 for b = 1, n_budget do
-  local spent = tonumber(redis.call('GET', KEYS[n_rpm + n_tpm + b]) or '0')
-  if spent >= tonumber(ARGV[4 + n_rpm + n_tpm + b]) then
-    return {n_rpm + n_tpm + b, -1}
+  local base = first + 3 * (b - 1)
+  local raw = redis.call('GET', KEYS[base + 1])
+  if not raw then
+    return {first + b, -3}
+  end
+  local spent, max = tonumber(raw), tonumber(ARGV[4 + first + b])
+  if spent >= max then
+    return {first + b, -1}
+  end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[base + 3], '-inf', now)
+  for k = 1, #expired do
+    redis.call('HDEL', KEYS[base + 2], expired[k])
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[base + 3], '-inf', now)
+  end
+  local held = 0
+  local amounts = redis.call('HVALS', KEYS[base + 2])
+  for k = 1, #amounts do
+    held = held + tonumber(amounts[k])
+  end
+  if spent + held >= max then
+    return {first + b, -2}
   end
 end
 for i = 1, n_rpm do
   redis.call('ZADD', KEYS[i], now, member)
   redis.call('PEXPIRE', KEYS[i], 60000)
 end
+local reserve = ARGV[5 + first + n_budget]
+if tonumber(reserve) > 0 then
+  local ttl = tonumber(ARGV[6 + first + n_budget])
+  for b = 1, n_budget do
+    local base = first + 3 * (b - 1)
+    redis.call('HSET', KEYS[base + 2], member, reserve)
+    redis.call('ZADD', KEYS[base + 3], now + ttl, member)
+    redis.call('PEXPIRE', KEYS[base + 2], ttl)
+    redis.call('PEXPIRE', KEYS[base + 3], ttl)
+  end
+end
 return {0, 0}
 """
 
-# KEYS: tpm bucket hashes, budget counters; ARGV: tokens, n_tpm, cost, budget ttls (seconds)...
+# KEYS: tpm bucket hashes, then per budget: spend counter, held hash, held expiries
+# ARGV: tokens, n_tpm, cost, member, budget ttls (seconds)...
+# Returns each budget's spend after ('' when its counter is missing: the next admission
+# seeds it from the stored usage, which this call's row is part of by then or soon after).
 _ADD_USAGE = """
 local t = redis.call('TIME')
 local second = tostring(tonumber(t[1]))
@@ -190,11 +260,21 @@ for i = 1, n_tpm do
   redis.call('HINCRBY', KEYS[i], second, ARGV[1])
   redis.call('EXPIRE', KEYS[i], 61)
 end
-for b = n_tpm + 1, #KEYS do
-  redis.call('INCRBYFLOAT', KEYS[b], ARGV[3])
-  redis.call('EXPIRE', KEYS[b], tonumber(ARGV[4 + b - n_tpm - 1]))
+local out = {}
+local n_budget = (#KEYS - n_tpm) / 3
+local spend = tonumber(ARGV[3]) > 0
+for b = 1, n_budget do
+  local base = n_tpm + 3 * (b - 1)
+  redis.call('HDEL', KEYS[base + 2], ARGV[4])
+  redis.call('ZREM', KEYS[base + 3], ARGV[4])
+  if spend and redis.call('EXISTS', KEYS[base + 1]) == 1 then
+    out[b] = redis.call('INCRBYFLOAT', KEYS[base + 1], ARGV[3])
+    redis.call('EXPIRE', KEYS[base + 1], tonumber(ARGV[4 + b]))
+  else
+    out[b] = ''
+  end
 end
-return 0
+return out
 """
 
 
@@ -218,26 +298,39 @@ class RedisCounters:
     def _k(self, counter: str) -> str:
         return f"{self.prefix}limits:{counter}"
 
+    def _budget_keys(self, budgets: list[BudgetRule]) -> list[str]:
+        keys: list[str] = []
+        for b in budgets:
+            counter = self._k(b.counter)
+            keys += [counter, f"{counter}:held", f"{counter}:held-until"]
+        return keys
+
     async def admit(
-        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule]
+        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule], reserve: float = 0.0
     ) -> Refusal | None:
-        keys = [self._k(r.counter) for r in [*rpm, *tpm]] + [self._k(b.counter) for b in budgets]
+        keys = [self._k(r.counter) for r in [*rpm, *tpm]] + self._budget_keys(budgets)
         args: list[Any] = [member, len(rpm), len(tpm), len(budgets), *(r.limit for r in [*rpm, *tpm])]
         args.extend(repr(float(b.max_budget)) for b in budgets)
+        args += [repr(float(reserve)), RESERVATION_TTL_MS]
         index, retry_ms = (int(v) for v in await self._admit(keys=keys, args=args))
         if index == 0:
             return None
         if index > len(rpm) + len(tpm):
             budget = budgets[index - len(rpm) - len(tpm) - 1]
+            if retry_ms == -3:
+                return Refusal(budget.which, None, missing=budget)
+            if retry_ms == -2:
+                return Refusal(budget.which, HELD_RETRY_AFTER)
             return Refusal(budget.which, budget_retry_after(budget))
         return Refusal([*rpm, *tpm][index - 1].which, max(retry_ms, 0) / 1000)
 
-    async def add_usage(self, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule], cost: float) -> None:
+    async def add_usage(self, member: str, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule],
+                        cost: float) -> list[float]:
         """One round trip for the tokens and the cost of a call."""
-        keys = [self._k(c) for c in tpm_counters]
-        keys.extend(self._k(b.counter) for b in budgets)
-        args: list[Any] = [tokens, len(tpm_counters), repr(float(cost)), *(b.ttl_seconds for b in budgets)]
-        await self._add_usage(keys=keys, args=args)
+        keys = [self._k(c) for c in tpm_counters] + self._budget_keys(budgets)
+        args: list[Any] = [tokens, len(tpm_counters), repr(float(cost)), member, *(b.ttl_seconds for b in budgets)]
+        after = await self._add_usage(keys=keys, args=args)
+        return [float(v) if v not in (b"", "", None) else math.nan for v in after]
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         await self.client.set(self._k(rule.counter), repr(float(amount)), nx=True, ex=rule.ttl_seconds)

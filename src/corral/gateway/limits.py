@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -142,22 +142,42 @@ class Reservation:
     principal: Principal
     tpm_counters: list[str] = field(default_factory=list)
     budgets: list[BudgetRule] = field(default_factory=list)
+    reserved: float = 0.0  # USD held against each of its budgets until the call is settled
+    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     which: str
     retry_after: float | None
+    missing: BudgetRule | None = None  # not a refusal: this budget's counter must be seeded first
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A call's cost took a budget's spend from ``before`` to ``after`` (for alerts)."""
+
+    budget: BudgetRule
+    before: float
+    after: float
+
+
+StoredSpend = Callable[[BudgetRule], Awaitable[float]]  # a budget period's spend in the usage rows
+RESERVATION_TTL_MS = 600_000  # a reservation a crashed process never settled expires after this
 
 
 class Counters(Protocol):
     async def admit(
-        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule]
+        self, member: str, rpm: list[Rule], tpm: list[Rule], budgets: list[BudgetRule], reserve: float = 0.0
     ) -> Refusal | None:
-        """Check every rule; if all pass, take one rpm slot in each rpm rule (atomically)."""
+        """Check every rule; if all pass, take one rpm slot in each rpm rule and hold
+        ``reserve`` USD against each budget (atomically). A budget whose counter does not
+        exist is not checked: a `Refusal` with ``missing`` asks for it to be seeded."""
 
-    async def add_usage(self, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule], cost: float) -> None:
-        """Add a finished call's tokens to its tpm windows and its cost to its budget periods."""
+    async def add_usage(self, member: str, tpm_counters: list[str], tokens: int, budgets: list[BudgetRule],
+                        cost: float) -> list[float]:
+        """Add a finished call's tokens to its tpm windows and its cost to its budget
+        periods, releasing what ``member`` held; returns each budget's spend after."""
 
     async def seed_spend(self, rule: BudgetRule, amount: float) -> None:
         """Set the period's spend unless a counter already exists (the counter wins)."""
@@ -192,11 +212,13 @@ class Limiter:
         self,
         counters: Counters,
         *,
+        stored_spend: StoredSpend | None = None,
         model_limits: ModelLimits | None = None,
         subject_limits: CallerLimits | None = None,
         team_limits: CallerLimits | None = None,
     ) -> None:
         self.counters = counters
+        self.stored_spend = stored_spend  # None: a missing budget counter starts at 0 (tests)
         self.model_limits = dict(model_limits or {})
         self.subject_limits = subject_limits or CallerLimits()
         self.team_limits = team_limits or CallerLimits()
@@ -274,13 +296,22 @@ class Limiter:
         self._plans[cache_key] = plan
         return plan
 
-    async def check(self, principal: Principal, model: str) -> Reservation:
+    async def check(self, principal: Principal, model: str, max_cost: float = 0.0) -> Reservation:
+        """Admit a call that may cost up to ``max_cost``: that much is held against each of
+        the caller's budgets until `record` settles it, so concurrent calls cannot all
+        start under a budget they overrun together."""
         plan = self.plan(principal, model)
         rpm, tpm, budgets = plan.rpm, plan.tpm, plan.budgets
-        reservation = Reservation(new_id(), model, principal, [r.counter for r in tpm], list(budgets))
+        reserve = max_cost if budgets else 0.0
+        reservation = Reservation(new_id(), model, principal, [r.counter for r in tpm], list(budgets), reserve)
         if not rpm and not tpm and not budgets:
             return reservation
-        refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets)
+        refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets, reserve)
+        for _ in range(len(budgets)):  # a lost counter (Redis restarted, evicted) is rebuilt first
+            if refusal is None or refusal.missing is None:
+                break
+            await self.counters.seed_spend(refusal.missing, await self._stored(refusal.missing))
+            refusal = await self.counters.admit(reservation.id, rpm, tpm, budgets, reserve)
         if refusal is not None:
             self.rejections[refusal.which] = self.rejections.get(refusal.which, 0) + 1
             raise _exceeded(refusal, rpm + tpm, budgets, principal)
@@ -298,12 +329,29 @@ class Limiter:
             counters.append(f"tpm:model:{upstream_alias}")
         return Reservation(new_id(), model, principal, counters, self.budget_rules(principal, quotas))
 
-    async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> None:
+    async def _stored(self, rule: BudgetRule) -> float:
+        return await self.stored_spend(rule) if self.stored_spend is not None else 0.0
+
+    async def record(self, reservation: Reservation, usage: Usage | None, cost_usd: float) -> list[Crossing]:
+        """Settle a call: its tokens and cost counted, what it held released. Returns the
+        budgets its cost moved (before and after), for alerts."""
+        if reservation.settled:
+            return []
+        reservation.settled = True
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         counters = reservation.tpm_counters if tokens > 0 else []
-        budgets = reservation.budgets if cost_usd > 0 else []
-        if counters or budgets:
-            await self.counters.add_usage(counters, tokens, budgets, cost_usd)
+        budgets = reservation.budgets if cost_usd > 0 or reservation.reserved > 0 else []
+        if not counters and not budgets:
+            return []
+        after = await self.counters.add_usage(reservation.id, counters, tokens, budgets, cost_usd)
+        if cost_usd <= 0:
+            return []
+        return [Crossing(b, spent - cost_usd, spent) for b, spent in zip(budgets, after, strict=False)
+                if not math.isnan(spent)]
+
+    async def release(self, reservation: Reservation) -> None:
+        """A call that costs nothing here (an agent run, charged per model call)."""
+        await self.record(reservation, None, 0.0)
 
     async def seed_budget(self, owner: KeyRecord | TeamRecord | Quota, spent: float) -> None:
         rule = self.budget_rule(owner)

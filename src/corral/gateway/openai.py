@@ -26,7 +26,7 @@ class ChatCompletionsApi:
         body = validate_chat_json(await read_body(request))
         chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
         target, call = await self.pipeline.open(request, principal, body.model, "openai", stream=body.stream,
-                                                started=started)
+                                                started=started, chat=chat)
         created = int(time.time())
         completion_id = f"chatcmpl-{new_id()}"
         if body.stream:

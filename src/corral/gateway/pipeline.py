@@ -8,7 +8,10 @@
     complete  the target answers -> `finish`
     stream    the target's first event (an upstream failure before any output is a
               proper HTTP error) -> the surface's writer turns events into bytes ->
-              `finish` after the last byte, whatever ends the stream
+              `finish` before the last byte (the usage row is on disk before the client
+              has its whole answer), or whatever else ends the stream: a client that
+              leaves, an upstream error, the shutdown deadline (`Drain`); a stream with
+              no usage from the upstream is billed for what it relayed (estimated)
     finish    the price -> metrics and the access log (`CallObserver`) -> usage row and counters
               (`Billing`); the call's span is the router's, in the caller's trace (`CallTracer`)
 
@@ -32,7 +35,9 @@ from corral.gateway.access import Access
 from corral.gateway.auth import Principal
 from corral.gateway.billing import Billing
 from corral.gateway.call import Call, ChatTarget, Models, Surface, exchange_of
+from corral.gateway.drain import Drain, StreamCut
 from corral.gateway.errors import ApiError
+from corral.gateway.estimate import Relayed, input_tokens
 from corral.gateway.metrics import CallObserver
 from corral.gateway.streaming import EventStreamResponse
 from corral.gateway.tracing import CallTracer
@@ -62,6 +67,12 @@ class StreamWriter(Protocol):
     def error(self, error: ApiError) -> bytes: ...
 
 
+class ShuttingDown(ApiError):
+    def __init__(self) -> None:
+        super().__init__(503, "The server is shutting down; the stream was cut at its shutdown timeout",
+                         code="server_shutting_down", type="server_error")
+
+
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"The model '{model}' does not exist or you do not have access to it.",
                     code="model_not_found", param="model")
@@ -69,13 +80,14 @@ def model_not_found(model: str) -> ApiError:
 
 class CallPipeline:
     def __init__(self, models: Models, access: Access, pricing: PricingTable, observer: CallObserver,
-                 billing: Billing, tracer: CallTracer | None) -> None:
+                 billing: Billing, tracer: CallTracer | None, drain: Drain | None = None) -> None:
         self.models = models
         self.access = access
         self.pricing = pricing
         self.observer = observer
         self.billing = billing
         self.tracer = tracer
+        self.drain = drain
 
     # ---- admission ------------------------------------------------------------
 
@@ -94,14 +106,16 @@ class CallPipeline:
         await self.access.admit(request, call, principal)
 
     async def open(self, request: Request, principal: Principal, model: str, surface: Surface, *, stream: bool,
-                   started: float) -> tuple[ChatTarget, Call]:
+                   started: float, chat: ChatRequest | None = None) -> tuple[ChatTarget, Call]:
         """The start every chat call shares: resolve, open the call, admit the caller
-        (authenticated by the route before it read the body)."""
+        (authenticated by the route before it read the body; ``chat``: what the call asks
+        for, so its budget reservation can be priced)."""
         target = self.models.resolve(model)
         if target is None:
             raise model_not_found(model)
         # Counted, limited and billed as the model that serves it (``default_model`` may).
         call = self.begin(request, target.name, surface, stream=stream, started=started)
+        call.request = chat
         await self.access.admit(request, call, principal)
         call.session_id = request.headers.get(SESSION_HEADER) or None
         return target, call
@@ -127,6 +141,11 @@ class CallPipeline:
             call.fail(exc.status, exc)
             await self.finish(call)
             raise to_api_error(exc) from None
+        except BaseException as exc:  # cancelled (shutdown): its reservation is still released
+            call.fail(499, exc)
+            with anyio.CancelScope(shield=True):
+                await self.finish(call)
+            raise
         finally:
             call.exchange.upstream_seconds = call.ctx.upstream_seconds
         call.usage = usage_of(result)
@@ -147,37 +166,73 @@ class CallPipeline:
             call.exchange.upstream_seconds = call.ctx.upstream_seconds
         call.ttft_seconds = time.perf_counter() - call.started
 
+        drain = self.drain
+        relayed = Relayed()
+
         async def body() -> AsyncIterator[bytes]:
             try:
                 yield writer.start()
                 if first is not None:
+                    relayed.add(first)
                     chunk = writer.event(first)
                     if chunk:
                         yield chunk
                 async for event in events:
+                    relayed.add(event)
                     chunk = writer.event(event)
                     if chunk:
                         yield chunk
+                await self._close(call, writer, relayed, events)  # durable before the last byte
                 yield writer.end()
             except ProviderError as exc:
                 call.fail(exc.status, exc)
+                await self._close(call, writer, relayed, events)
                 yield writer.error(to_api_error(exc))
-            except BaseException as exc:  # client went away (cancelled) or a bug: still record it
+            except StreamCut:  # the shutdown deadline, while the response was sending
+                call.fail(503, ShuttingDown())
+                await self._close(call, writer, relayed, events)
+                yield writer.error(ShuttingDown())
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if drain is None or not drain.was_cut(task) or task is None:
+                    call.fail(499, exc)  # the client went away
+                    raise
+                task.uncancel()  # the shutdown deadline, while waiting on the upstream
+                call.fail(503, ShuttingDown())
+                await self._close(call, writer, relayed, events)
+                yield writer.error(ShuttingDown())
+            except BaseException as exc:  # a bug: still recorded
                 call.fail(499, exc)
                 raise
             finally:
-                call.usage = writer.usage
                 # The upstream stream must be closed and the call recorded whatever happens:
                 # from here the response no longer cancels us when the client leaves, and
                 # when we are unwinding a cancellation already, the rest is shielded.
-                ahead.settling = True
-                task = asyncio.current_task()
-                unwinding = task is not None and task.cancelling() > 0
-                with anyio.CancelScope(shield=True) if unwinding else contextlib.nullcontext():
-                    await aclose(events)
-                    await self.finish(call)
+                if not call.finished:
+                    ahead.settling = True
+                    task = asyncio.current_task()
+                    unwinding = task is not None and task.cancelling() > 0
+                    with anyio.CancelScope(shield=True) if unwinding else contextlib.nullcontext():
+                        await self._close(call, writer, relayed, events)
 
-        return EventStreamResponse(body(), ahead=ahead)
+        return EventStreamResponse(body(), ahead=ahead, drain=drain)
+
+    async def _close(self, call: Call, writer: StreamWriter, relayed: Relayed,
+                     events: AsyncIterator[StreamEvent]) -> None:
+        """A stream's end: the upstream closed, its usage known (counted from what it
+        relayed when the upstream reported none), the call finished."""
+        if call.finished:
+            return
+        ahead = call.ctx.read_ahead
+        if ahead is not None:
+            ahead.settling = True  # a client leaving now no longer cancels the bookkeeping
+        await aclose(events)
+        call.usage = writer.usage
+        if call.usage is None and relayed.chars:
+            chat = call.request
+            call.usage = Usage(input_tokens(chat) if chat is not None else 0, relayed.tokens)
+            call.estimated = True
+        await self.finish(call)
 
     async def finish(self, call: Call) -> None:
         """The call is over: priced, observed, billed (its span is the router's). Never

@@ -30,7 +30,7 @@ class ResponsesApi:
         body = validate_responses(await json_body(request))
         chat = to_neutral(body)  # before admission: a request we refuse as invalid uses no rate limit
         target, call = await self.pipeline.open(request, principal, body.model, "responses", stream=body.stream,
-                                                started=started)
+                                                started=started, chat=chat)
         shape = ResponseShape(body, id=f"resp_{new_id()}")
         if body.stream:
             return await self.pipeline.stream(target, chat, call, ResponseEventWriter(shape))

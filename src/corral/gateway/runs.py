@@ -12,6 +12,7 @@ spent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
@@ -129,7 +130,9 @@ class RunsApi:
         if live is not None:
             return stream_response(run_events(live, record))
         if self.service.fanout is not None and record.state in ("queued", "running"):
-            return stream_response(followed_events(self.service, record))
+            last = request.headers.get("last-event-id")  # a follower resuming where it was cut
+            after = last if last and _ENTRY_ID.match(last) else None
+            return stream_with_ids(followed_events(self.service, record, after))
 
         async def once() -> AsyncIterator[dict[str, Any]]:
             yield {"type": "run.state", "run": run_json(record)}
@@ -187,6 +190,9 @@ class RunsApi:
         return json_response({"id": record.id, "object": "session.deleted", "deleted": True})
 
 
+_ENTRY_ID = re.compile(r"^\d{1,9}-\d{1,12}$")
+
+
 def may_read(principal: Principal, record: RunRecord) -> bool:
     """The master key (or auth off) reads every run; a caller reads the runs of agents it
     may use that it started (same key, or same subject for JWT and static keys)."""
@@ -226,22 +232,32 @@ async def run_events(live: LiveRun, record: RunRecord, *,
             live.task.cancel()
 
 
-async def followed_events(service: AgentService, record: RunRecord) -> AsyncIterator[dict[str, Any]]:
-    """A queued run, or one executing on another replica, through the fan-out; the stored
-    state if its events stop short of ``run.finished``."""
-    yield {"type": "run.created", "run": run_json(record)}
+async def followed_events(service: AgentService, record: RunRecord,
+                          after: str | None = None) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """A queued run, or one executing on another replica, through the fan-out, each event
+    with its SSE id (``<attempt>-<seq>``; a ``run.attempt`` event marks a takeover); the
+    stored state if its events stop short of ``run.finished``."""
+    yield None, {"type": "run.created", "run": run_json(record)}
     last = None
-    async for event in service.follow(record):
+    async for entry_id, event in service.follow(record, after):
         last = event
-        yield event
+        yield entry_id, event
     if last is None or last.get("type") != "run.finished":
-        yield {"type": "run.state", "run": run_json(await service.get(record.id))}
+        yield None, {"type": "run.state", "run": run_json(await service.get(record.id))}
 
 
 def stream_response(events: AsyncIterator[dict[str, Any]]) -> EventStreamResponse:
     async def body() -> AsyncIterator[bytes]:
         async for event in events:
             yield sse_event(event)
+
+    return EventStreamResponse(body())
+
+
+def stream_with_ids(events: AsyncIterator[tuple[str | None, dict[str, Any]]]) -> EventStreamResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for entry_id, event in events:
+            yield sse_event(event, id=entry_id)
 
     return EventStreamResponse(body())
 

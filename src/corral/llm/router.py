@@ -243,6 +243,13 @@ class Router:
             if self.health_sink is not None:
                 self.health_sink.cooled(state.alias, state.key, self._settings.cooldown_seconds)
 
+    def _rest(self, state: DeploymentState, error: errors.ProviderError) -> None:
+        if error.retry_after is None or state.cooldown_until > self._clock() + error.retry_after:
+            return
+        state.cooldown_until = self._clock() + error.retry_after
+        if self.health_sink is not None:
+            self.health_sink.cooled(state.alias, state.key, error.retry_after)
+
     def _backoff(self, attempt: int, error: errors.ProviderError) -> float | None:
         """Seconds to wait before the next attempt, or None to stop retrying this alias."""
         if error.retry_after is not None:
@@ -323,6 +330,11 @@ class Router:
                 if span is not None:
                     span.attempt_failed(state.key, exc, retry_in=delay)
                 if delay is None:
+                    # It asks for a longer wait than a call is held for: rest it that long,
+                    # and let a sibling deployment serve this call now.
+                    self._rest(state, exc)
+                    if len(tried) < deployments:
+                        continue
                     raise
                 number += 1
                 await self._sleep(delay)

@@ -5,6 +5,10 @@ Producers ``await writer.put(record)``; one background task writes batches when
 The queue is bounded: when the database falls behind, ``put`` waits (backpressure,
 counted in ``stats.blocked_puts``) instead of letting memory grow. A failed write is
 retried with backoff, keeping its batch. ``aclose()`` writes everything still queued.
+
+With a ``journal`` (`corral.store.spool.UsageSpool`) every record is appended to it in
+``put`` (on disk before the caller goes on) and acknowledged once its batch is stored,
+so records queued here when the process dies are stored at the next start.
 """
 
 from __future__ import annotations
@@ -14,12 +18,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Sink = Callable[[Sequence[T]], Awaitable[None]]
+
+
+class Journal(Protocol):
+    def append(self, record: object) -> None: ...
+
+    def ack(self, records: Sequence[object]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -46,10 +56,12 @@ class BatchWriter(Generic[T]):
         flush_interval: float = 1.0,
         retry_base: float = 0.2,
         retry_max: float = 10.0,
+        journal: Journal | None = None,
     ) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be >= 1")
         self._sink = sink
+        self._journal = journal
         self._max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -89,6 +101,8 @@ class BatchWriter(Generic[T]):
                 self._room.clear()
                 self._wake.set()
                 await self._room.wait()
+        if self._journal is not None:
+            self._journal.append(record)
         pending.append(record)
         self.stats.queued += 1
         if len(pending) >= self.batch_size:
@@ -161,5 +175,7 @@ class BatchWriter(Generic[T]):
                 continue
             break
         self._inflight = []
+        if self._journal is not None:
+            self._journal.ack(batch)
         self.stats.written += len(batch)
         self.stats.batches += 1

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 SCRIPT_LOCATION = "corral.store:migrations"
 # The newest revision in migrations/versions (a test keeps it equal to Alembic's head).
 # Knowing it lets a start-up with an up-to-date schema skip importing Alembic at all.
-SHIPPED_HEAD = "0002"
+SHIPPED_HEAD = "0003"
 _PG_LOCK_ID = 0x636F7272616C  # "corral"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names, so later migrations can alter them on both backends.
@@ -102,7 +104,10 @@ usage_records = Table(
     "usage_records",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("request_id", String(100), nullable=False, unique=True),
+    # The server's id of the call: the idempotency key of a row written more than once
+    # (a spool replayed after a crash). `request_id` is the client's x-request-id (or ours).
+    Column("usage_id", String(100), nullable=False, unique=True),
+    Column("request_id", String(100), nullable=False),
     Column("key_id", String(64), nullable=True),
     Column("team_id", String(64), nullable=True),
     Column("subject", String(200), nullable=True),
@@ -118,12 +123,17 @@ usage_records = Table(
     Column("latency_ms", Float, nullable=True),
     Column("status", String(32), nullable=False, default="ok"),
     Column("ts", TS, nullable=False),
+    Column("agent", String(200), nullable=True),  # the agent whose call this was (its run's, or chat-as-agent)
+    # The tokens were counted from the relayed deltas (no usage from the upstream: a cut stream).
+    Column("estimated", Boolean, nullable=False, default=False, server_default=false()),
     # The spend queries filter by key and time; without this index they scan (LiteLLM #35766).
     Index("ix_usage_records_key_ts", "key_id", "ts"),
     Index("ix_usage_records_model_ts", "model", "ts"),
     Index("ix_usage_records_ts", "ts"),
     Index("ix_usage_records_subject_ts", "subject", "ts"),
     Index("ix_usage_records_team_ts", "team_id", "ts"),
+    Index("ix_usage_records_request_id", "request_id"),
+    Index("ix_usage_records_agent_ts", "agent", "ts"),
 )
 
 audit_records = Table(

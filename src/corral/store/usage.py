@@ -1,4 +1,5 @@
-"""Usage (spend) and audit records: written in batches, exactly once per request id."""
+"""Usage (spend) and audit records: written in batches, exactly once per usage id (the
+server's id of a call; the client's request id is kept with the row, not trusted as a key)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from corral.ids import new_id
 from corral.store.models import audit_records, usage_records
 from corral.store.sql import insert_values
 
-GroupBy = Literal["key", "model", "day", "subject", "team"]
+GroupBy = Literal["key", "model", "day", "subject", "team", "agent"]
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DATETIME on SQLite
 
 
@@ -40,6 +42,9 @@ class UsageRecord:
     cost_usd: float = 0.0
     latency_ms: float | None = None
     status: str = "ok"
+    agent: str | None = None
+    estimated: bool = False  # tokens counted from the relayed deltas (a cut stream with no usage)
+    usage_id: str = field(default_factory=new_id)  # the server's idempotency key of the row
     ts: datetime = field(default_factory=_now)
 
 
@@ -65,7 +70,7 @@ class SpendRow:
 # `ts` last: on SQLite the insert stores it as text (see insert_many)
 _FIELDS = (*(name for name in UsageRecord.__dataclass_fields__ if name != "ts"), "ts")
 _values = attrgetter(*_FIELDS[:-1])  # one C call per record instead of a getattr per field
-_ROWS_PER_STATEMENT = 500  # x 16 parameters: under SQLite's and asyncpg's parameter limits
+_ROWS_PER_STATEMENT = 500  # x 19 parameters: under SQLite's and asyncpg's parameter limits
 
 
 def _sqlite_ts(ts: datetime) -> str:
@@ -82,7 +87,7 @@ class UsageRepository:
         self._paramstyle = engine.dialect.paramstyle
 
     async def insert_many(self, records: Sequence[UsageRecord]) -> int:
-        """Insert-or-ignore on request id; returns how many rows were new (the statement's
+        """Insert-or-ignore on usage id; returns how many rows were new (the statement's
         row count: conflicting rows are not counted).
 
         The statement is written out rather than built by SQLAlchemy: its per-parameter
@@ -101,13 +106,13 @@ class UsageRepository:
                     extend(_values(record))
                     append(_sqlite_ts(record.ts) if sqlite else record.ts)
                 sql = insert_values(usage_records.name, _FIELDS, len(chunk), self._paramstyle,
-                                    "ON CONFLICT (request_id) DO NOTHING")
+                                    "ON CONFLICT (usage_id) DO NOTHING")
                 result = await conn.exec_driver_sql(sql, tuple(params))
                 new += result.rowcount
         return new
 
     async def get(self, request_id: str) -> UsageRecord | None:
-        query = select(usage_records).where(usage_records.c.request_id == request_id)
+        query = select(usage_records).where(usage_records.c.request_id == request_id).order_by(usage_records.c.id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         if row is None:
@@ -191,6 +196,8 @@ class UsageRepository:
             return usage_records.c.subject
         if group_by == "team":
             return usage_records.c.team_id
+        if group_by == "agent":
+            return usage_records.c.agent
         if dialect == "postgresql":
             # Days are UTC days whatever the server's TimeZone setting.
             return cast(func.timezone("UTC", usage_records.c.ts), Date)
