@@ -330,11 +330,12 @@ class Router:
                 if span is not None:
                     span.attempt_failed(state.key, exc, retry_in=delay)
                 if delay is None:
-                    # It asks for a longer wait than a call is held for: rest it that long,
-                    # and let a sibling deployment serve this call now.
-                    self._rest(state, exc)
-                    if len(tried) < deployments:
-                        continue
+                    if exc.retryable and exc.retry_after is not None and number < retries:
+                        # It asks for a longer wait than a call is held for: rest it that long,
+                        # and let a sibling deployment serve this call now.
+                        self._rest(state, exc)
+                        if len(tried) < deployments:
+                            continue
                     raise
                 number += 1
                 await self._sleep(delay)
