@@ -74,7 +74,9 @@ class ResponsesIn(_Loose):
     truncation: Literal["auto", "disabled"] | None = None
 
 
-class ReasoningIn(_Loose):
+class ReasoningIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a field inside it is honoured or refused too
+
     effort: Literal["minimal", "low", "medium", "high"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
 

@@ -275,6 +275,11 @@ class IncompleteDetails(Out):
     reason: Literal["max_output_tokens"]
 
 
+class ResponseReasoning(Out):
+    effort: Literal["minimal", "low", "medium", "high"] | None
+    summary: Literal["auto", "concise", "detailed"] | None
+
+
 class ResponseObject(Out):
     id: str
     object: Literal["response"]
@@ -293,7 +298,7 @@ class ResponseObject(Out):
     tool_choice: str | dict[str, Any]
     tools: list[dict[str, Any]]
     previous_response_id: None
-    reasoning: None
+    reasoning: ResponseReasoning | None
     store: bool
     text: dict[str, Any]
     truncation: Literal["disabled"]
