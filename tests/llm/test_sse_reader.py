@@ -11,7 +11,7 @@ import pytest
 
 from corral.config.schema import ProviderConfig
 from corral.llm.providers._http import HttpClient, ServerSentEvent
-from corral.llm.readahead import READ_AHEAD, ReadAhead
+from corral.llm.readahead import ReadAhead
 
 WIRE = (
     b": a comment first\n"
@@ -40,12 +40,8 @@ async def events_of(pieces: list[bytes], ahead: ReadAhead | None = None) -> list
             yield piece
 
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
-    token = READ_AHEAD.set(ahead)
-    try:
-        http = client()
-        return [(event, ahead.more if ahead else False) async for event in http.sse(response)]
-    finally:
-        READ_AHEAD.reset(token)
+    http = client()
+    return [(event, ahead.more if ahead else False) async for event in http.sse(response, ahead)]
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
@@ -78,12 +74,8 @@ async def test_read_ahead_is_cleared_when_the_consumer_stops_early() -> None:
         yield b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
 
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream())
-    token = READ_AHEAD.set(ahead)
-    try:
-        events = client().sse(response)
-        first = await events.__anext__()
-        assert first.data == "1" and ahead.more is True
-        await events.aclose()  # e.g. a tool call ended the turn
-        assert ahead.more is False
-    finally:
-        READ_AHEAD.reset(token)
+    events = client().sse(response, ahead)
+    first = await events.__anext__()
+    assert first.data == "1" and ahead.more is True
+    await events.aclose()  # e.g. a tool call ended the turn
+    assert ahead.more is False

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from corral.config.schema import ProviderConfig, ScriptStep
 from corral.llm import errors
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -110,7 +111,7 @@ class ScriptedProvider:
         result.id = f"scripted-{next(self._ids)}"
         return result
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         step = self._next_step(request)
         if step.delay:
             await asyncio.sleep(step.delay)

@@ -23,7 +23,7 @@ import orjson
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._wire import FastTransport, origin_of
-from corral.llm.readahead import READ_AHEAD
+from corral.llm.readahead import ReadAhead
 
 # Parses a vendor's JSON error body into (message, code); the code may be None.
 ErrorParser = Callable[[Any], tuple[str | None, str | None]]
@@ -353,13 +353,14 @@ class HttpClient:
             "the upstream stream ended before it finished (no final event)", provider=self.provider
         )
 
-    async def sse(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+    async def sse(self, response: httpx.Response, read_ahead: ReadAhead | None = None,
+                  ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events of a streamed response; transport failures become typed errors.
         Parsed from the bytes as they arrive (every line ending the spec allows); while
-        the events of one read are yielded, `READ_AHEAD.more` says whether others follow."""
+        the events of one read are yielded, ``read_ahead.more`` says whether others follow."""
         if response.headers.get("content-type", "").startswith("application/json"):
             raise await self._json_instead_of_events(response)
-        ahead = READ_AHEAD.get()
+        ahead = read_ahead
         pending = b""
         # The body as it arrives; httpx's decoding layer only when the body is encoded.
         source = response.aiter_bytes() if _encoded(response) else response.stream

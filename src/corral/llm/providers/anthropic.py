@@ -18,6 +18,7 @@ import httpx
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -130,11 +131,11 @@ class AnthropicProvider:
             id=body.get("id") if isinstance(body.get("id"), str) else None,
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         state = _StreamState(request.model, structured=structured_schema(request) is not None)
         payload = build_body(request, stream=True)
         async with self._http.open("POST", "/v1/messages", json_body=payload, seconds=request.timeout) as resp:
-            events = self._http.sse(resp)
+            events = self._http.sse(resp, read_ahead)
             async for sse in events:
                 data = as_dict(self._http.event_json(sse))
                 for event in self._stream_events(data, state):

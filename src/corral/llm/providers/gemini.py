@@ -19,6 +19,7 @@ import httpx
 
 from corral.config.schema import ProviderConfig
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -133,13 +134,13 @@ class GeminiProvider:
             id=body.get("responseId") if isinstance(body.get("responseId"), str) else None,
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         path = f"/models/{model_id(request.model)}:streamGenerateContent"
         state = _Decoder(request.model)
         async with self._http.open(
             "POST", path, json_body=build_body(request), params={"alt": "sse"}, seconds=request.timeout
         ) as resp:
-            async for sse in self._http.sse(resp):
+            async for sse in self._http.sse(resp, read_ahead):
                 chunk = as_dict(self._http.event_json(sse))
                 if "error" in chunk:
                     status = as_int(as_dict(chunk["error"]).get("code")) or 500

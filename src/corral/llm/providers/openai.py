@@ -13,6 +13,7 @@ import httpx
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -85,11 +86,11 @@ class OpenAIProvider:
         )
         return self._parse_result(body, request.model)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         payload = build_body(request, self._max_tokens_field, stream=True)
         state = _StreamState(model=request.model)
         async with self._http.open("POST", "/chat/completions", json_body=payload, seconds=request.timeout) as resp:
-            events = self._http.sse(resp)
+            events = self._http.sse(resp, read_ahead)
             async for sse in events:
                 if sse.data == "[DONE]" or sse.data.strip() == "[DONE]":
                     state.done = True
