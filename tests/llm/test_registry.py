@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from corral.config.presets import PRESETS
 from corral.config.schema import ProviderConfig
-from corral.llm.presets import PRESETS
 from corral.llm.provider import Provider
 from corral.llm.providers.anthropic import AnthropicProvider
 from corral.llm.providers.gemini import GeminiProvider

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import httpx
 
+from corral.config.presets import PRESETS, Preset
 from corral.config.schema import ProviderConfig
-from corral.llm.presets import PRESETS, Preset
 from corral.llm.provider import Provider
 
 
@@ -50,7 +50,7 @@ def build_provider(
 ) -> Provider:
     preset = PRESETS[config.type]
     if preset.wire == "scripted":
-        from corral.testing.scripted import ScriptedProvider
+        from corral.llm.providers.scripted import ScriptedProvider
 
         return ScriptedProvider(name, config)
     environ = os.environ if env is None else env

@@ -359,7 +359,7 @@ class Router:
                         return await self._providers[state.deployment.provider].complete(upstream)
                 return await self._providers[state.deployment.provider].complete(upstream)
             except builtins.TimeoutError:
-                raise errors.TimeoutError(f"no answer within {upstream.timeout:g}s",
+                raise errors.UpstreamTimeout(f"no answer within {upstream.timeout:g}s",
                                           provider=state.deployment.provider) from None
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
@@ -392,7 +392,7 @@ class Router:
                 first = await anext(events, None)
         except builtins.TimeoutError:
             await aclose(events)
-            raise errors.TimeoutError(f"no first token within {upstream.timeout:g}s",
+            raise errors.UpstreamTimeout(f"no first token within {upstream.timeout:g}s",
                                       provider=state.deployment.provider) from None
         except BaseException:
             await aclose(events)

@@ -228,8 +228,8 @@ class HttpClient:
                     response, raw = await self._exchange(method, path, json_body, params, seconds)
         except builtins.TimeoutError:
             if seconds is None:  # not our deadline: an OS-level timeout
-                raise errors.TimeoutError("timed out talking to the upstream", provider=self.provider) from None
-            raise errors.TimeoutError(f"no complete answer within {seconds:g}s", provider=self.provider) from None
+                raise errors.UpstreamTimeout("timed out talking to the upstream", provider=self.provider) from None
+            raise errors.UpstreamTimeout(f"no complete answer within {seconds:g}s", provider=self.provider) from None
         return self.parse_json(raw, response)
 
     async def _exchange(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
@@ -297,7 +297,7 @@ class HttpClient:
         kind = type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             phase = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the upstream"
-            return errors.TimeoutError(f"timed out {phase} ({kind})", provider=self.provider)
+            return errors.UpstreamTimeout(f"timed out {phase} ({kind})", provider=self.provider)
         if isinstance(exc, httpx.ConnectError):
             return errors.UpstreamUnavailableError(
                 f"cannot connect to the upstream: {self.redact(str(exc)) or kind}", provider=self.provider
