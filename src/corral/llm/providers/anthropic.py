@@ -13,11 +13,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.providers._wire import Network
 from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
@@ -77,13 +76,13 @@ class AnthropicProvider:
         *,
         base_url: str,
         api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        network: Network | None = None,
     ) -> None:
         self.name = name
         headers = {"anthropic-version": config.api_version or DEFAULT_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        self._http = HttpClient(name, config, base_url=base_url, headers=headers, api_key=api_key, transport=transport)
+        self._http = HttpClient(name, config, base_url=base_url, headers=headers, api_key=api_key, network=network)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -15,10 +15,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from corral.config.schema import ProviderConfig
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.providers._wire import Network
 from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
@@ -89,7 +88,7 @@ class GeminiProvider:
         *,
         base_url: str,
         api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        network: Network | None = None,
     ) -> None:
         self.name = name
         headers = {"x-goog-api-key": api_key} if api_key else {}
@@ -99,7 +98,7 @@ class GeminiProvider:
             base_url=base_url,
             headers=headers,
             api_key=api_key,
-            transport=transport,
+            network=network,
             error_parser=parse_error,
         )
 
