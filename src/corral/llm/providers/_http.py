@@ -24,6 +24,7 @@ from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._wire import Network, Origin, Timeouts, Wire, WireResponse, origin_of
 from corral.llm.readahead import ReadAhead
+from corral.telemetry.redact import redact_text
 
 # Parses a vendor's JSON error body into (message, code); the code may be None.
 ErrorParser = Callable[[Any], tuple[str | None, str | None]]
@@ -257,9 +258,8 @@ class HttpClient:
             raise self.transport_error(exc) from None
 
     def redact(self, text: str) -> str:
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
-        return text
+        """Upstream text fit for an error message: the key, and anything shaped like a secret, masked."""
+        return redact_text(text, known=(self._api_key,))
 
     def transport_error(self, exc: httpx.HTTPError) -> errors.ProviderError:
         """Maps a transport failure. The exception text never carries the key (it is a header)."""
