@@ -23,7 +23,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
-from corral.telemetry.redact import redact_text as redact  # the one redactor's free-text rules
+from corral.telemetry.redact import redact_text
+
+redact = redact_text  # the one redactor's free-text rules (`corral.telemetry.redact`)
 
 # Set by the gateway middleware for the duration of one request (per task, never global).
 REQUEST_ID: ContextVar[str | None] = ContextVar("corral_request_id", default=None)
