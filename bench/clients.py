@@ -2,8 +2,8 @@
 
 The same raw ASGI proxy on uvicorn (`bench/clients_app.py`), pinned to one CPU, with
 each way of calling the stub upstream: none (uvicorn answering itself: the server
-alone), httpx's own client and transport, httpx's client over Corral's wire, Corral's
-wire called directly (what the provider client does), and aiohttp when it is installed.
+alone), httpx's own client and transport, Corral's wire called the way the provider
+client calls it (its only send path), and aiohttp when it is installed.
 Non-stream, wrk at c=1 and c=16; RPS, p50 and the server's CPU per request.
 """
 
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Report:
     server_cpus, load_cpus = cpu_sets()
     use_wrk = not args.no_wrk and wrk_path() is not None
-    clients = ["none", "httpx", "httpx-client-wire", "wire"]
+    clients = ["none", "httpx", "wire"]
     if importlib.util.find_spec("aiohttp") is not None:
         clients.append("aiohttp")
     report = Report("clients")

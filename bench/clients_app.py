@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 Fetch = Callable[[str, bytes], Awaitable[tuple[int, bytes, bytes]]]  # status, content type, body
-CLIENTS = ("none", "httpx", "httpx-client-wire", "wire", "aiohttp")
+CLIENTS = ("none", "httpx", "wire", "aiohttp")
 
 
 def make_fetch(name: str, upstream: str) -> Fetch:
     import httpx
 
-    from corral.llm.providers._wire import FastTransport
+    from corral.llm.providers._wire import Origin, Timeouts, Wire, origin_of
 
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     headers = {"content-type": "application/json"}
@@ -29,24 +29,22 @@ def make_fetch(name: str, upstream: str) -> Fetch:
             r = await client.post(path, content=body, headers=headers)
             return r.status_code, r.headers.get("content-type", "").encode(), r.content
         return via_httpx
-    if name == "httpx-client-wire":  # httpx's client over Corral's wire
-        wired = httpx.AsyncClient(base_url=upstream, transport=FastTransport(limits))
-
-        async def via_client_wire(path: str, body: bytes) -> tuple[int, bytes, bytes]:
-            r = await wired.post(path, content=body, headers=headers)
-            return r.status_code, r.headers.get("content-type", "").encode(), r.content
-        return via_client_wire
-    if name == "wire":  # what Corral's provider client does: a Request straight to the wire
-        transport = FastTransport(limits)
-        timeout = httpx.Timeout(60).as_dict()
+    if name == "wire":  # what Corral's provider client does: a head encoded once, straight to the wire
+        wire = Wire(max_connections=100)
+        timeouts = Timeouts(60, 60, 60, 60)
+        heads: dict[str, tuple[Origin, bytes]] = {}
 
         async def via_wire(path: str, body: bytes) -> tuple[int, bytes, bytes]:
-            request = httpx.Request("POST", upstream + path, content=body, headers=headers,
-                                    extensions={"timeout": timeout})
-            r = await transport.handle_async_request(request)
-            raw = b"".join([part async for part in r.stream])  # type: ignore[union-attr]
-            await r.aclose()
-            return r.status_code, r.headers.get("content-type", "").encode(), raw
+            if path not in heads:
+                url = httpx.URL(upstream + path)
+                heads[path] = (origin_of(url), b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: " % (url.raw_path, url.netloc))
+            origin, head = heads[path]
+            r = await wire.send(origin, head + b"%d\r\n\r\n" % len(body), body, timeouts)
+            raw = r.body.take_all()
+            if raw is None:
+                raw = b"".join([part async for part in r.body])
+            return r.status, r.header(b"content-type") or b"", raw
         return via_wire
     if name == "aiohttp":  # optional: only when aiohttp is installed
         aiohttp: Any = importlib.import_module("aiohttp")  # not a dependency of Corral

@@ -1,5 +1,5 @@
 """The Python floor: a bare pass-through proxy on Corral's own server stack
-(Starlette + uvicorn, Corral's upstream wire `FastTransport` called with a pre-encoded
+(Starlette + uvicorn, Corral's upstream wire `Wire` called with a pre-encoded
 request head, Corral's `EventStreamResponse` for streams) with no features at all. It forwards the path, the
 body and the content type, and streams the answer back as it arrives.
 
@@ -30,12 +30,12 @@ from starlette.routing import Route
 
 from corral.gateway.http import read_body
 from corral.gateway.streaming import EventStreamResponse
-from corral.llm.providers._wire import FastTransport, origin_of
+from corral.llm.providers._wire import Origin, Timeouts, Wire, WireResponse, origin_of
 
 
-async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(answer: WireResponse) -> AsyncIterator[bytes]:
     try:
-        async for raw in answer.stream:  # type: ignore[union-attr]
+        async for raw in answer.body:
             yield raw
     finally:
         await answer.aclose()
@@ -60,12 +60,12 @@ def create_app(upstream: str) -> Starlette:
     # Called the way Corral's provider client calls it: a request head encoded once per
     # path, then the body, straight to the transport; streams answered with Corral's own
     # `EventStreamResponse` (one plain asyncio task, no anyio task group).
-    transport = FastTransport(httpx.Limits(max_connections=100, max_keepalive_connections=100))
+    wire = Wire(max_connections=100)
     base = upstream.rstrip("/")
-    timeouts = httpx.Timeout(60).as_dict()
-    heads: dict[tuple[str, str, str], tuple[tuple[bytes, bytes, int], bytes]] = {}
+    timeouts = Timeouts(60, 60, 60, 60)
+    heads: dict[tuple[str, str, str], tuple[Origin, bytes]] = {}
 
-    def head_for(method: str, path: str, content_type: str) -> tuple[tuple[bytes, bytes, int], bytes]:
+    def head_for(method: str, path: str, content_type: str) -> tuple[Origin, bytes]:
         key = (method, path, content_type)
         if key not in heads:
             url = httpx.URL(base + path)
@@ -77,17 +77,17 @@ def create_app(upstream: str) -> Starlette:
         body = await read_body(request)
         content_type = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"content-type"), "")
         origin, head = head_for(request.method, request.scope["path"], content_type)
-        answer = await transport.send(origin, head + b"%d\r\n\r\n" % len(body), body, timeouts)
-        answer_type = answer.headers.get("content-type", "")
+        answer = await wire.send(origin, head + b"%d\r\n\r\n" % len(body), body, timeouts)
+        answer_type = (answer.header(b"content-type") or b"").decode("latin-1")
         if answer_type.startswith("text/event-stream"):
-            return EventStreamResponse(_relay(answer), status_code=answer.status_code)
-        whole = answer.stream.take_all()  # type: ignore[union-attr]  # all in already, as Corral reads it
+            return EventStreamResponse(_relay(answer), status_code=answer.status)
+        whole = answer.body.take_all()  # all in already, as Corral reads it
         if whole is None:
-            whole = b"".join([part async for part in answer.stream])  # type: ignore[union-attr]
+            whole = b"".join([part async for part in answer.body])
         await answer.aclose()
-        return Response(whole, status_code=answer.status_code, media_type=answer_type)
+        return Response(whole, status_code=answer.status, media_type=answer_type)
 
-    return _proxy_app(proxy, transport.aclose)
+    return _proxy_app(proxy, wire.aclose)
 
 
 def create_httpx_app(upstream: str) -> Starlette:

@@ -76,7 +76,7 @@ def test_clients_benchmark_proxies_through_every_client(tmp_path: Path) -> None:
     data = bench(tmp_path, "clients", "--seconds", "0.3", "--rounds", "1", "--concurrency", "2", "--no-wrk",
                  "--no-nginx")
     rows = {r["client"]: r for r in data["rows"]}
-    assert {"none", "httpx", "httpx-client-wire", "wire"} <= set(rows)
+    assert {"none", "httpx", "wire"} <= set(rows)
     assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0 for r in rows.values())
 
 

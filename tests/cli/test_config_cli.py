@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from corral.cli.main import build_app
-from corral.llm.presets import PRESETS
+from corral.config.presets import PRESETS
 
 SECRETS = ("sk-file-secret", "mk-master-secret", "Bearer tok-secret", "az-header-secret", "pg-secret")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.config.loader import load_config, model_keys, schema_walk
-from corral.llm.presets import PRESETS
+from corral.config.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "configuration.md").read_text()

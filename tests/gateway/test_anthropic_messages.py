@@ -193,7 +193,7 @@ class BreaksMidStream:
 
     name = "script"
 
-    async def stream(self, request):
+    async def stream(self, request, *, read_ahead=None):
         yield TextDelta("partial")
         raise UpstreamUnavailableError("connection reset", provider="script")
 

@@ -131,7 +131,7 @@ async def test_errors_are_openai_format_and_typed_in_the_sdk(client, scripted_se
 class BreaksMidStream:
     name = "script"
 
-    async def stream(self, request):
+    async def stream(self, request, *, read_ahead=None):
         yield TextDelta("partial")
         raise UpstreamUnavailableError("connection reset", provider="script")
 

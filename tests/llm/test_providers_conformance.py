@@ -148,7 +148,7 @@ STATUS_ERRORS = [
     (429, errors.RateLimitError),
     (500, errors.UpstreamUnavailableError),
     (503, errors.UpstreamUnavailableError),
-    (504, errors.TimeoutError),
+    (504, errors.UpstreamTimeout),
     (529, errors.UpstreamUnavailableError),
 ]
 
@@ -264,7 +264,7 @@ async def test_connection_dropped_mid_stream_is_upstream_unavailable(provider: P
 
 async def test_slow_answer_past_the_request_timeout_is_a_timeout(provider: Provider, fake: FakeUpstream) -> None:
     fake.add(Reply(text="too late", delay=5))
-    with pytest.raises(errors.TimeoutError) as caught:
+    with pytest.raises(errors.UpstreamTimeout) as caught:
         await provider.complete(chat(timeout=0.3))
     assert caught.value.retryable is True
 
@@ -275,7 +275,7 @@ async def test_stalled_stream_past_the_read_timeout_is_a_timeout(
     provider = make(wire, fake.base_url, timeout=0.3)
     fake.add(Reply(text="one two three", chunk_delay=5))
     try:
-        with pytest.raises(errors.TimeoutError):
+        with pytest.raises(errors.UpstreamTimeout):
             await collect(provider, chat())
     finally:
         await provider.aclose()

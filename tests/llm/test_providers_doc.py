@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from corral.llm.presets import PRESETS
+from corral.config.presets import PRESETS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 

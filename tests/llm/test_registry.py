@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from corral.config.presets import PRESETS
 from corral.config.schema import ProviderConfig
-from corral.llm.presets import PRESETS
 from corral.llm.provider import Provider
 from corral.llm.providers.anthropic import AnthropicProvider
 from corral.llm.providers.gemini import GeminiProvider
@@ -77,24 +77,6 @@ async def test_key_from_env_reaches_the_upstream() -> None:
         await provider.aclose()
     assert result.message.text_content == "You said: hi"
     assert fake.last_request.headers["authorization"] == "Bearer env-key"
-
-
-async def test_injected_transport_replaces_the_network() -> None:
-    import httpx
-
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(200, json={"object": "list", "data": [{"id": "m1", "owned_by": "x"}]})
-
-    provider = build_provider(
-        "o", ProviderConfig(type="openai", api_key="k"), transport=httpx.MockTransport(handler), env={}
-    )
-    models = await provider.list_models()
-    await provider.aclose()
-    assert [m.id for m in models] == ["m1"]
-    assert seen == ["https://api.openai.com/v1/models"]
 
 
 def test_retry_after_accepts_seconds_milliseconds_and_http_dates() -> None:

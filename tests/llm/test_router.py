@@ -183,7 +183,7 @@ async def test_per_request_timeout_raises_timeout_and_retries() -> None:
     ctx = CallContext()
     result = await router.complete("m", request(), ctx)
     assert result.message.text_content == "on time"
-    assert "TimeoutError" in ctx.errors[0]
+    assert "UpstreamTimeout" in ctx.errors[0]
 
 
 async def test_unknown_alias_and_passthrough_names() -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from corral.agents.events import Compacted, RunEvent
 from corral.agents.spec import Agent, RunState
 from corral.llm.router import CallContext
+from corral.llm.tokens import estimate_text_tokens, estimate_tokens
 from corral.llm.types import ChatRequest, Message
 
 if TYPE_CHECKING:
@@ -20,15 +21,6 @@ SUMMARY_INSTRUCTIONS = (
     "Summarise the conversation below for the assistant who will continue it. Keep every fact, decision, "
     "name, number and open question; drop pleasantries. Write plain prose."
 )
-
-
-def estimate_tokens(messages: list[Message]) -> int:
-    """About four characters a token, plus a little per message: cheap and stable."""
-    total = 0
-    for m in messages:
-        total += 4 + len(m.text_content) // 4
-        total += sum(len(c.arguments) + len(c.name) for c in m.tool_calls) // 4
-    return total
 
 
 def split_point(messages: list[Message], keep: int) -> int:
@@ -44,7 +36,7 @@ async def compact(agent: Agent, state: RunState, models: Models, ctx: CallContex
     if not settings.enabled:
         return
     window = settings.context_window or models.context_window(agent.model) or DEFAULT_WINDOW
-    before = estimate_tokens(state.messages) + len(agent.instructions) // 4
+    before = estimate_tokens(state.messages) + estimate_text_tokens(agent.instructions)
     if before < settings.threshold * window:
         return
     cut = split_point(state.messages, settings.keep_recent)

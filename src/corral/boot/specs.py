@@ -14,10 +14,11 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from corral.config.schema import CorralConfig
 from corral.config.services import DEFAULT_PORTS, HealthKind, ServiceConfig, find_cycle
+from corral.telemetry.redact import redact_url
 
 
 class ServiceSpecError(ValueError):
@@ -77,21 +78,6 @@ class ServiceSpec:
     @property
     def has_credentials(self) -> bool:
         return bool(self.url and urlsplit(self.url).password is not None)
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{_hostport(parts)}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _hostport(parts: SplitResult) -> str:
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{parts.port}" if parts.port else host
 
 
 def env_prefix(name: str) -> str:

@@ -123,8 +123,8 @@ async def provider_findings(config: CorralConfig, env: Mapping[str, str]) -> lis
 
 async def _provider_finding(name: str, cfg: ProviderConfig, env: Mapping[str, str], build: Any,
                             limit: float) -> Finding:
+    from corral.config.presets import PRESETS
     from corral.llm import errors
-    from corral.llm.presets import PRESETS
     from corral.llm.registry import resolve_api_key
 
     check = f"provider {name}"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.config.errors import ConfigIssue
-from corral.llm.presets import PRESETS, Preset
+from corral.config.presets import PRESETS, Preset
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

@@ -13,21 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Keys whose values are never echoed back in messages or `config show`: the redactor's rule.
+from corral.telemetry.redact import is_secret_key as is_secret_key
+
 KeyPath = tuple[str | int, ...]
-
-# Keys whose values are never echoed back in messages or `config show`.
-_SECRET_NAMES = frozenset({
-    "api_key", "apikey", "master_key", "password", "secret", "token", "access_token", "client_secret",
-    "authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key",
-})
-_SECRET_SUFFIXES = ("_api_key", "_secret", "_token", "_password")
-
-
-def is_secret_key(name: object) -> bool:
-    if not isinstance(name, str):
-        return False
-    lowered = name.lower()
-    return lowered in _SECRET_NAMES or lowered.endswith(_SECRET_SUFFIXES)
 
 
 def render_key(path: Sequence[str | int]) -> str:

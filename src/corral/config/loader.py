@@ -22,11 +22,11 @@ from corral.config.agent_refs import check_agent_references
 from corral.config.environment import apply_overrides, merged_env, read_dotenv, read_names, with_secret_files
 from corral.config.errors import QUOTED, ConfigError, ConfigIssue, KeyPath, did_you_mean, pydantic_message
 from corral.config.loaded import LoadedConfig
+from corral.config.presets import PRESETS
 from corral.config.references import check_references, drop_disabled, resolve_model_choice
 from corral.config.schema import CorralConfig
 from corral.config.substitute import SubstitutionError, substitute
 from corral.config.zero import zero_config
-from corral.llm.presets import PRESETS
 
 __all__ = ["ConfigError", "ConfigIssue", "LoadedConfig", "find_config", "load_config"]
 

@@ -2,49 +2,19 @@
 
 Masked: `SecretStr` fields (api keys, the master key), values under secret-looking keys
 (``password``, ``token``, ``*_api_key``...), headers such as ``Authorization`` and
-``api-key``, and the password inside URLs (``postgresql://user:***@host/db``).
+``api-key``, and the password inside URLs (``postgresql://user:***@host/db``): the
+rules of `corral.telemetry.redact`, Corral's one redactor.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr
-
-from corral.config.errors import is_secret_key
 from corral.config.schema import CorralConfig
+from corral.telemetry.redact import MASK, redact_value
 
-MASK = "***"
-
-
-def _mask_url(value: str) -> str:
-    if "://" not in value or "@" not in value:
-        return value
-    try:
-        parts = urlsplit(value)
-        password = parts.password
-    except ValueError:
-        return value
-    if not password:
-        return value
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = (parts.username or "") + ":" + MASK
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
-
-
-def redact(value: Any, key: object = None) -> Any:
-    if isinstance(value, SecretStr):
-        return MASK if value.get_secret_value() else ""
-    if value is not None and is_secret_key(key) and not isinstance(value, dict | list | bool):
-        return MASK
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _mask_url(value)
-    return value
+redact = redact_value  # the one redactor's rules (`corral.telemetry.redact`)
+__all__ = ["MASK", "redact", "redacted_dump"]
 
 
 def redacted_dump(config: CorralConfig) -> dict[str, Any]:

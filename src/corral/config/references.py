@@ -12,8 +12,8 @@ from typing import Any
 
 from corral.config.environment import parse_flag
 from corral.config.errors import ConfigError, ConfigIssue, KeyPath, did_you_mean
+from corral.config.presets import PRESETS
 from corral.config.schema import CorralConfig
-from corral.llm.presets import PRESETS
 
 LineOf = Callable[[KeyPath], int | None]
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from corral.config.agents import AgentConfig, RunsConfig, ToolsetConfig
 from corral.config.alerts import AlertRouteConfig
 from corral.config.knowledge import KnowledgeSection
+from corral.config.presets import PRESETS
 from corral.config.services import ServicesSection
 
 WIRE_TYPES = ("openai", "anthropic", "gemini", "scripted")
@@ -42,7 +43,7 @@ class ScriptStep(Strict):
 
 class ProviderConfig(Strict):
     """An upstream. ``type`` is a wire API or an OpenAI-compatible preset
-    (see `corral.llm.presets`)."""
+    (see `corral.config.presets`)."""
 
     type: str = "openai"
     base_url: str | None = None
@@ -62,8 +63,6 @@ class ProviderConfig(Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        from corral.llm.presets import PRESETS
-
         if value not in PRESETS:
             raise ValueError(f"unknown provider type {value!r}; one of: {', '.join(sorted(PRESETS))}")
         return value

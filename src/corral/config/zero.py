@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from corral.config.environment import apply_overrides, enabled_override, key_env
 from corral.config.errors import ConfigError, ConfigIssue, did_you_mean
 from corral.config.loaded import LoadedConfig
+from corral.config.presets import PRESETS, ZERO_CONFIG_ORDER, Preset
 from corral.config.schema import CorralConfig
-from corral.llm.presets import PRESETS, ZERO_CONFIG_ORDER, Preset
 
 OLLAMA_PROBE_TIMEOUT = 0.5  # seconds; a local server answers in a few ms or is not there
 SCRIPTED = "scripted"

@@ -70,7 +70,10 @@ class UpstreamUnavailableError(ProviderError):
     retryable = True
 
 
-class TimeoutError(ProviderError):
+class UpstreamTimeout(ProviderError):
+    """408/504 from the upstream, or no answer in time (connect, read, or the request's
+    own timeout). Named so as not to shadow the builtin `TimeoutError`."""
+
     status = 504
     code = "upstream_timeout"
     retryable = True
@@ -94,7 +97,16 @@ def error_for_status(status: int, message: str, **kw: object) -> ProviderError:
     elif status == 413 or 400 <= status < 500:
         cls = BadRequestError
     elif status in (504, 408):
-        cls = TimeoutError
+        cls = UpstreamTimeout
     else:
         cls = UpstreamUnavailableError
     return cls(message, upstream_status=status, **kw)  # type: ignore[arg-type]
+
+
+def __getattr__(name: str) -> type[ProviderError]:
+    # The old name of `UpstreamTimeout`, for callers that still
+    # say `errors.TimeoutError` (gateway/anthropic.py, until the gateway is rewritten),
+    # without binding a module-level name that shadows the builtin.
+    if name == "TimeoutError":
+        return UpstreamTimeout
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

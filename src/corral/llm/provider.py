@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import ChatRequest, ChatResult, ModelInfo, StreamEvent
 
 
@@ -18,8 +19,10 @@ class Provider(Protocol):
 
     async def complete(self, request: ChatRequest) -> ChatResult: ...
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Yields events; the last ones are a `UsageEvent` (when known) and a `FinishEvent`."""
+    def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
+        """Yields events; the last ones are a `UsageEvent` (when known) and a `FinishEvent`.
+        A provider that reads its events in batches sets ``read_ahead.more`` while the
+        batch holds more (`corral.llm.readahead`); others may ignore it."""
         ...
 
     async def list_models(self) -> list[ModelInfo]: ...

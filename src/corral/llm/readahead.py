@@ -7,11 +7,13 @@ keeps its output and sends it with the next, so one read costs one write to the
 client instead of one per event. Nothing is ever held back waiting for the network:
 `more` is false whenever the next event would need another read, and a source that
 never sets it (the scripted model, an agent) gets one write per event, as before.
+
+It travels in signatures: the writer creates it, puts it on the call's
+`CallContext.read_ahead`, and the router hands it to `Provider.stream(request,
+read_ahead=...)`, whose SSE reader (`HttpClient.sse`) sets it.
 """
 
 from __future__ import annotations
-
-from contextvars import ContextVar
 
 
 class ReadAhead:
@@ -25,7 +27,3 @@ class ReadAhead:
     def __init__(self) -> None:
         self.more = False
         self.settling = False
-
-
-# Set by the writer for the task that streams; read by the SSE reader.
-READ_AHEAD: ContextVar[ReadAhead | None] = ContextVar("corral_read_ahead", default=None)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import httpx
-
+from corral.config.presets import PRESETS, Preset
 from corral.config.schema import ProviderConfig
-from corral.llm.presets import PRESETS, Preset
 from corral.llm.provider import Provider
+from corral.llm.providers._wire import Network, ProxyConfigError
 
 
 class ProviderBuildError(ValueError):
@@ -41,33 +40,34 @@ def resolve_api_key(
     return None
 
 
-def build_provider(
-    name: str,
-    config: ProviderConfig,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Provider:
+def build_provider(name: str, config: ProviderConfig, *, env: Mapping[str, str] | None = None) -> Provider:
+    """The provider for one configured entry. ``env`` (default: the process environment)
+    supplies the preset's key variable, the proxy variables and the TLS trust
+    (`Network.from_env`)."""
     preset = PRESETS[config.type]
     if preset.wire == "scripted":
-        from corral.testing.scripted import ScriptedProvider
+        from corral.llm.providers.scripted import ScriptedProvider
 
         return ScriptedProvider(name, config)
     environ = os.environ if env is None else env
     base_url = resolve_base_url(name, config, preset)
     api_key = resolve_api_key(config, preset, environ, name=name)
+    try:
+        network = Network.from_env(environ)
+    except ProxyConfigError as exc:
+        raise ProviderBuildError(f"provider {name!r}: {exc}") from None
     if preset.wire == "openai":
         from corral.llm.providers.openai import OpenAIProvider
 
         return OpenAIProvider(
-            name, config, base_url=base_url, api_key=api_key, azure=preset.name == "azure", transport=transport
+            name, config, base_url=base_url, api_key=api_key, azure=preset.name == "azure", network=network
         )
     if preset.wire == "anthropic":
         from corral.llm.providers.anthropic import AnthropicProvider
 
-        return AnthropicProvider(name, config, base_url=base_url, api_key=api_key, transport=transport)
+        return AnthropicProvider(name, config, base_url=base_url, api_key=api_key, network=network)
     if preset.wire == "gemini":
         from corral.llm.providers.gemini import GeminiProvider
 
-        return GeminiProvider(name, config, base_url=base_url, api_key=api_key, transport=transport)
+        return GeminiProvider(name, config, base_url=base_url, api_key=api_key, network=network)
     raise ProviderBuildError(f"provider {name!r}: unknown wire {preset.wire!r}")

@@ -22,7 +22,9 @@ only place that retries (providers never do):
 `CallContext` carries what the edges need afterwards: the deployment used, attempts,
 and time spent upstream (the gateway subtracts it to publish its own overhead); and, in,
 the trace the call belongs to (``trace``): with a `Tracing`, each call is one ``chat``
-span under it (`corral.llm.tracing`), its failed attempts and fallbacks as span events.
+span under it (`corral.llm.tracing`), its failed attempts and fallbacks as span events;
+and, for a stream, the writer's `ReadAhead` (``read_ahead``), which the router hands to
+the provider.
 """
 
 from __future__ import annotations
@@ -357,7 +359,7 @@ class Router:
                         return await self._providers[state.deployment.provider].complete(upstream)
                 return await self._providers[state.deployment.provider].complete(upstream)
             except builtins.TimeoutError:
-                raise errors.TimeoutError(f"no answer within {upstream.timeout:g}s",
+                raise errors.UpstreamTimeout(f"no answer within {upstream.timeout:g}s",
                                           provider=state.deployment.provider) from None
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
@@ -380,7 +382,7 @@ class Router:
         """One attempt of a stream: until its first event (after that there is no retry)."""
         chosen.append(state)
         upstream = self._request_for(state, request)
-        events = self._providers[state.deployment.provider].stream(upstream)
+        events = self._providers[state.deployment.provider].stream(upstream, read_ahead=ctx.read_ahead)
         started = time.perf_counter()
         try:
             if upstream.timeout:
@@ -390,7 +392,7 @@ class Router:
                 first = await anext(events, None)
         except builtins.TimeoutError:
             await aclose(events)
-            raise errors.TimeoutError(f"no first token within {upstream.timeout:g}s",
+            raise errors.UpstreamTimeout(f"no first token within {upstream.timeout:g}s",
                                       provider=state.deployment.provider) from None
         except BaseException:
             await aclose(events)

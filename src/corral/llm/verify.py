@@ -84,7 +84,7 @@ def _classify(error: BaseException) -> tuple[Status, str]:
         return "rate_limited", str(error)
     if isinstance(error, errors.NotFoundError):
         return "model_missing", str(error)
-    if isinstance(error, errors.TimeoutError | builtins.TimeoutError):
+    if isinstance(error, errors.UpstreamTimeout | builtins.TimeoutError):
         return "timeout", str(error) or "no answer in time"
     if isinstance(error, errors.UpstreamUnavailableError):
         return "unreachable", str(error)

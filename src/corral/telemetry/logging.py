@@ -17,37 +17,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
+from corral.telemetry.redact import redact_text
+
+redact = redact_text  # the one redactor's free-text rules (`corral.telemetry.redact`)
+
 # Set by the gateway middleware for the duration of one request (per task, never global).
 REQUEST_ID: ContextVar[str | None] = ContextVar("corral_request_id", default=None)
-
-REDACTED = "[redacted]"
-
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Header-style secrets: `Authorization: Bearer x`, `'x-api-key': 'sk-...'`, `api-key=...`
-    (re.compile(r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key)(['\"]?\s*[:=]\s*['\"]?)"
-                r"([^'\"\n,}]+)"), rf"\1\2{REDACTED}"),
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), f"Bearer {REDACTED}"),
-    (re.compile(r"\bsk-(?:ant-|corral-|proj-)?[A-Za-z0-9_-]{6,}"), f"sk-{REDACTED}"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), f"jwt-{REDACTED}"),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),  # Google API keys
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),  # AWS access key ids
-    (re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|refresh[_-]?token|client[_-]?secret|password|secret)"
-                r"(['\"]?\s*[=:]\s*['\"]?)([^&\s'\",}]+)"), rf"\1\2{REDACTED}"),
-)
-
-
-def redact(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
 
 class RedactingFilter(logging.Filter):
     """Rewrites the message (with its arguments merged in) so no handler can print a secret."""

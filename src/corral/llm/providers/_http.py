@@ -10,7 +10,6 @@ import asyncio
 import builtins
 import email.utils
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -20,10 +19,12 @@ from typing import Any
 import httpx
 import orjson
 
+from corral import __version__
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
-from corral.llm.providers._wire import FastTransport, origin_of
-from corral.llm.readahead import READ_AHEAD
+from corral.llm.providers._wire import Network, Origin, Timeouts, Wire, WireResponse, origin_of
+from corral.llm.readahead import ReadAhead
+from corral.telemetry.redact import redact_text
 
 # Parses a vendor's JSON error body into (message, code); the code may be None.
 ErrorParser = Callable[[Any], tuple[str | None, str | None]]
@@ -81,21 +82,16 @@ def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> 
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
-def _default_transport(config: ProviderConfig) -> httpx.AsyncBaseTransport | None:
-    """Corral's own HTTP/1.1 wire (`_wire.FastTransport`), or None (httpx's own
-    transport, which speaks proxies) when the environment names a proxy."""
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
-        return None
-    limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
-    return FastTransport(limits)
-
-
 _URL_CACHE_SIZE = 512  # paths x parameters per provider (Gemini's paths name the model)
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+# What every request carries before the provider's own headers (which may replace them).
+# Only the encodings httpx decodes with the standard library are offered.
+_BASE_HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate", "connection": "keep-alive",
+                 "user-agent": f"corral/{__version__}"}
 
 
 class HttpClient:
-    """One pooled `httpx.AsyncClient` plus the failure mapping for one provider."""
+    """One provider's upstream client: the pooled wire (`_wire.Wire`, the only send path),
+    request heads encoded once per path, and the failure mapping."""
 
     def __init__(
         self,
@@ -105,108 +101,85 @@ class HttpClient:
         base_url: str,
         headers: Mapping[str, str],
         api_key: str | None,
-        transport: httpx.AsyncBaseTransport | None = None,
         error_parser: ErrorParser = default_error_parser,
         params: Mapping[str, str] | None = None,
+        network: Network | None = None,
     ) -> None:
         self.provider = provider
         self._api_key = api_key
         self._error_parser = error_parser
         self._default_timeout = config.timeout
         self._connect_timeout = config.connect_timeout
-        # Our own transport (or a test's) is called directly: the client's per-request
-        # layers (URL merging and parsing, cookies, redirects, auth flows, event hooks)
-        # profiled as a third of a proxied request and do nothing for an API call. With
-        # no transport of ours (a proxy in the environment) the client does it all.
-        self._transport = transport or _default_transport(config)
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={**headers, **config.headers},
-            params=dict(params or {}),
-            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            transport=self._transport,
-        )
-        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
-        self._wire = self._transport if isinstance(self._transport, FastTransport) else None
-        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], bool],
-                          tuple[tuple[bytes, bytes, int], bytes]] = {}
-        self._timeout_dicts: dict[float | None, dict[str, float | None]] = {}
+        self._base_url = base_url.rstrip("/")
+        self._params = dict(params or {})
+        merged = httpx.Headers(_BASE_HEADERS)
+        merged.update(headers)
+        merged.update(config.headers)
+        self._headers = [(name, value) for name, value in merged.raw
+                         if name.lower() not in (b"host", b"content-length", b"content-type", b"transfer-encoding")]
+        self._wire = Wire(max_connections=config.max_connections, network=network)
+        self._closed = False
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], bool], tuple[Origin, bytes]] = {}
+        self._timeouts_by_seconds: dict[float | None, Timeouts] = {}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        await self._wire.aclose()
 
-    def _url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
-        """The client's own URL for `path` (base URL, default and call parameters
-        merged), built once per path and parameters."""
-        key = (path, tuple(params.items()) if params else ())
-        url = self._urls.get(key)
-        if url is None:
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            url = self._urls[key] = self._client.build_request("GET", path, params=params).url
-        return url
+    @property
+    def wire(self) -> Wire:
+        """The connection pool (for diagnostics and tests: open and idle connections)."""
+        return self._wire
+
+    def url(self, path: str, params: Mapping[str, str] | None = None) -> httpx.URL:
+        """`path` under the base URL (an absolute URL stays as it is), with the client's
+        parameters and then `params`."""
+        url = httpx.URL(path if "://" in path else f"{self._base_url}/{path.lstrip('/')}")
+        merged = {**self._params, **params} if params else self._params
+        return url.copy_merge_params(merged) if merged else url
 
     async def _send(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
-                    seconds: float | None) -> httpx.Response:
-        if self._client.is_closed:  # a programming error, as httpx has it
+                    seconds: float | None) -> WireResponse:
+        if self._closed:  # a programming error
             raise RuntimeError(f"{self.provider}: the HTTP client is closed")
-        if self._transport is None:
-            request = self._client.build_request(method, path, json=json_body, params=params,
-                                                 timeout=self.timeout(seconds))
-            return await self._client.send(request, stream=True)
-        if self._wire is not None:  # our own wire: the request head pre-encoded per path
-            origin, head = self._head(method, path, params, json_body is not None)
-            if json_body is None:
-                return await self._wire.send(origin, head + b"\r\n", b"", self._timeouts(seconds),
-                                             head_only=method == "HEAD")
-            encoded = orjson.dumps(json_body)
-            return await self._wire.send(origin, head + b"%d\r\n\r\n" % len(encoded), encoded,
-                                         self._timeouts(seconds))
-        headers = self._client.headers
-        content = None
-        if json_body is not None:
-            content = orjson.dumps(json_body)
-            headers = httpx.Headers(headers)
-            headers["content-type"] = "application/json"
-        request = httpx.Request(method, self._url(path, params), headers=headers, content=content,
-                                extensions={"timeout": self._timeouts(seconds)})
-        response = await self._transport.handle_async_request(request)
-        response.request = request
-        return response
+        origin, head = self._head(method, path, params, json_body is not None)
+        if json_body is None:
+            return await self._wire.send(origin, head + b"\r\n", b"", self._timeouts(seconds),
+                                         head_only=method == "HEAD")
+        encoded = orjson.dumps(json_body)
+        return await self._wire.send(origin, head + b"%d\r\n\r\n" % len(encoded), encoded, self._timeouts(seconds))
 
     def _head(self, method: str, path: str, params: Mapping[str, str] | None,
-              has_body: bool) -> tuple[tuple[bytes, bytes, int], bytes]:
-        """The origin and the encoded request head for `_wire`, built once per method,
-        path and parameters: the request line, the headers `httpx.Request` would send
-        (host, the client's headers, the JSON content type), and for a body the
-        ``Content-Length:`` name, its value to follow. Without a body the head lacks
-        only its final blank line."""
+              has_body: bool) -> tuple[Origin, bytes]:
+        """The origin and the encoded request head, built once per method, path and
+        parameters: the request line, ``Host``, the client's headers, and for a body the
+        JSON content type and the ``Content-Length:`` name, its value to follow. Without
+        a body the head lacks only its final blank line."""
         key = (method, path, tuple(params.items()) if params else (), has_body)
         found = self._heads.get(key)
         if found is None:
             if len(self._heads) >= _URL_CACHE_SIZE:
                 self._heads.clear()
-            url = self._url(path, params)
+            url = self.url(path, params)
             lines = [method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\nHost: ", url.netloc, b"\r\n"]
-            for name, value in self._client.headers.raw:
-                if name.lower() not in (b"host", b"content-length", b"content-type", b"transfer-encoding"):
-                    lines += (name, b": ", value, b"\r\n")
+            for name, value in self._headers:
+                lines += (name, b": ", value, b"\r\n")
             if has_body:
                 lines.append(b"Content-Type: application/json\r\nContent-Length: ")
             found = self._heads[key] = (origin_of(url), b"".join(lines))
         return found
 
-    def timeout(self, seconds: float | None) -> httpx.Timeout:
-        total = seconds or self._default_timeout
-        return httpx.Timeout(total, connect=min(self._connect_timeout, total))
-
-    def _timeouts(self, seconds: float | None) -> dict[str, float | None]:
-        """`timeout(seconds).as_dict()`, built once per value (the request extension)."""
-        found = self._timeout_dicts.get(seconds)
+    def _timeouts(self, seconds: float | None) -> Timeouts:
+        """The wire's timeouts for a call bounded by `seconds` (else the provider's
+        timeout): connecting within the connect timeout, everything else within the
+        call's; built once per value."""
+        found = self._timeouts_by_seconds.get(seconds)
         if found is None:
-            if len(self._timeout_dicts) >= _URL_CACHE_SIZE:
-                self._timeout_dicts.clear()
-            found = self._timeout_dicts[seconds] = self.timeout(seconds).as_dict()
+            if len(self._timeouts_by_seconds) >= _URL_CACHE_SIZE:
+                self._timeouts_by_seconds.clear()
+            total = seconds or self._default_timeout
+            found = Timeouts(connect=min(self._connect_timeout, total), read=total, write=total, pool=total)
+            self._timeouts_by_seconds[seconds] = found
         return found
 
     async def request_json(
@@ -228,28 +201,26 @@ class HttpClient:
                     response, raw = await self._exchange(method, path, json_body, params, seconds)
         except builtins.TimeoutError:
             if seconds is None:  # not our deadline: an OS-level timeout
-                raise errors.TimeoutError("timed out talking to the upstream", provider=self.provider) from None
-            raise errors.TimeoutError(f"no complete answer within {seconds:g}s", provider=self.provider) from None
+                raise errors.UpstreamTimeout("timed out talking to the upstream", provider=self.provider) from None
+            raise errors.UpstreamTimeout(f"no complete answer within {seconds:g}s", provider=self.provider) from None
         return self.parse_json(raw, response)
 
     async def _exchange(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
-                        seconds: float | None) -> tuple[httpx.Response, bytes]:
+                        seconds: float | None) -> tuple[WireResponse, bytes]:
         response = await self._checked(method, path, json_body, params, seconds)
         try:
             return response, await self._read(response)
         finally:
-            if not response.is_closed:  # `Response.aclose` without its per-call context manager
-                response.is_closed = True
-                await response.stream.aclose()  # type: ignore[union-attr]
+            await response.aclose()  # nothing to do once the body was read to its end
 
     async def _checked(self, method: str, path: str, json_body: Any, params: Mapping[str, str] | None,
-                       seconds: float | None) -> httpx.Response:
+                       seconds: float | None) -> WireResponse:
         """Sends the request; an error status raises (its body read and mapped)."""
         try:
             response = await self._send(method, path, json_body, params, seconds)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
-        if response.status_code >= 400:
+        if response.status >= 400:
             try:
                 raw = await self._read(response)
             finally:
@@ -266,7 +237,7 @@ class HttpClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         seconds: float | None = None,
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[WireResponse]:
         """Opens a streamed response whose status is 2xx; error statuses raise."""
         response = await self._checked(method, path, json_body, params, seconds)
         try:
@@ -274,42 +245,41 @@ class HttpClient:
         finally:
             await response.aclose()
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: WireResponse) -> bytes:
         try:
-            if _encoded(response):
-                return await response.aread()  # httpx decodes it
-            take_all = getattr(response.stream, "take_all", None)  # the wire's, when it is all in
-            whole = take_all() if take_all is not None else None
+            if response.encoded:
+                return await response.decoded().aread()  # httpx decodes it
+            whole = response.body.take_all()  # when it is all in already (the usual small answer)
             if whole is not None:
-                return bytes(whole)
-            parts = [part async for part in response.stream]  # type: ignore[union-attr]
+                return whole
+            parts = [part async for part in response.body]
             return parts[0] if len(parts) == 1 else b"".join(parts)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
 
     def redact(self, text: str) -> str:
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
-        return text
+        """Upstream text fit for an error message: the key, and anything shaped like a secret, masked."""
+        return redact_text(text, known=(self._api_key,))
 
     def transport_error(self, exc: httpx.HTTPError) -> errors.ProviderError:
         """Maps a transport failure. The exception text never carries the key (it is a header)."""
         kind = type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             phase = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the upstream"
-            return errors.TimeoutError(f"timed out {phase} ({kind})", provider=self.provider)
+            return errors.UpstreamTimeout(f"timed out {phase} ({kind})", provider=self.provider)
         if isinstance(exc, httpx.ConnectError):
             return errors.UpstreamUnavailableError(
                 f"cannot connect to the upstream: {self.redact(str(exc)) or kind}", provider=self.provider
             )
+        if isinstance(exc, httpx.ProxyError):
+            return errors.UpstreamUnavailableError(f"proxy failure: {self.redact(str(exc))}", provider=self.provider)
         if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-            return errors.UpstreamUnavailableError(
-                f"the upstream closed the connection mid-response ({kind})", provider=self.provider
-            )
+            detail = self.redact(str(exc)) or "the upstream closed the connection mid-response"
+            return errors.UpstreamUnavailableError(f"{detail} ({kind})", provider=self.provider)
         return errors.UpstreamUnavailableError(f"upstream transport failure ({kind})", provider=self.provider)
 
-    def status_error(self, response: httpx.Response, raw: bytes) -> errors.ProviderError:
-        return self.error_from(response.status_code, raw, response.headers, response.reason_phrase)
+    def status_error(self, response: WireResponse, raw: bytes) -> errors.ProviderError:
+        return self.error_from(response.status, raw, response.headers, httpx.codes.get_reason_phrase(response.status))
 
     def error_from(
         self, status: int, raw: bytes, headers: httpx.Headers | None = None, reason: str = ""
@@ -332,17 +302,17 @@ class HttpClient:
             return special(message, provider=self.provider, upstream_status=status, retry_after=retry_after)
         return errors.error_for_status(status, message, provider=self.provider, retry_after=retry_after)
 
-    def parse_json(self, raw: bytes, response: httpx.Response) -> Any:
+    def parse_json(self, raw: bytes, response: WireResponse) -> Any:
         try:
             return orjson.loads(raw)
         except ValueError:
-            kind = response.headers.get("content-type", "no content-type")
+            kind = (response.header(b"content-type") or b"no content-type").decode("latin-1")
             snippet = self.redact(raw[:80].decode("utf-8", "replace"))
             raise errors.UpstreamUnavailableError(
-                f"the upstream answered HTTP {response.status_code} with a body that is not JSON "
+                f"the upstream answered HTTP {response.status} with a body that is not JSON "
                 f"({kind}): {snippet!r}",
                 provider=self.provider,
-                upstream_status=response.status_code,
+                upstream_status=response.status,
             ) from None
 
     def bad_payload(self, what: str) -> errors.UpstreamUnavailableError:
@@ -353,59 +323,52 @@ class HttpClient:
             "the upstream stream ended before it finished (no final event)", provider=self.provider
         )
 
-    async def sse(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+    async def sse(self, response: WireResponse, read_ahead: ReadAhead | None = None,
+                  ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events of a streamed response; transport failures become typed errors.
         Parsed from the bytes as they arrive (every line ending the spec allows); while
-        the events of one read are yielded, `READ_AHEAD.more` says whether others follow."""
-        if response.headers.get("content-type", "").startswith("application/json"):
+        the events of one read are yielded, ``read_ahead.more`` says whether others follow."""
+        if (response.header(b"content-type") or b"").startswith(b"application/json"):
             raise await self._json_instead_of_events(response)
-        ahead = READ_AHEAD.get()
-        pending = b""
+        parser = EventParser()
         # The body as it arrives; httpx's decoding layer only when the body is encoded.
-        source = response.aiter_bytes() if _encoded(response) else response.stream
+        source = response.decoded().aiter_bytes() if response.encoded else response.body
         try:
-            async for raw in source:  # type: ignore[union-attr]
-                pending += raw
-                if b"\r" in pending:  # CRLF or CR line endings; a CR at the end may start a CRLF
-                    held = pending.endswith(b"\r")
-                    body = pending[:-1] if held else pending
-                    pending = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
-                blocks = pending.split(b"\n\n")
-                pending = blocks.pop()
-                last = len(blocks) - 1
-                for index, block in enumerate(blocks):
-                    event = _parse_event(block)
-                    if event is not None:
-                        if ahead is not None:
-                            ahead.more = index < last
+            async for raw in source:
+                events = parser.feed(raw)
+                if read_ahead is None:
+                    for event in events:
                         yield event
-                if ahead is not None:
-                    ahead.more = False
+                    continue
+                last = len(events) - 1
+                for index, event in enumerate(events):
+                    read_ahead.more = index < last
+                    yield event
+                read_ahead.more = False
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
         finally:  # a consumer that stops early must not leave a writer holding its output
-            if ahead is not None:
-                ahead.more = False
-        event = _parse_event(pending.rstrip(b"\r\n")) if pending.strip() else None
-        if event is not None:
-            yield event
+            if read_ahead is not None:
+                read_ahead.more = False
+        last_event = parser.finish()
+        if last_event is not None:
+            yield last_event
 
     async def drain(self, events: AsyncIterator[ServerSentEvent], seconds: float = 1.0,
-                    response: httpx.Response | None = None) -> None:
+                    response: WireResponse | None = None) -> None:
         """Reads what follows a stream's last event, up to the end of the response, so
         the connection goes back to the pool: closing a response mid-body closes its
         connection, and the next stream would pay a new connect (and TLS handshake).
         Bounded, for servers that keep the response open after their last event (no
         bound needed when `response`'s body says it has all arrived, the usual case)."""
-        at_end = getattr(response.stream, "at_end", None) if response is not None else None
         try:
-            async with asyncio.timeout(None if at_end is not None and at_end() else seconds):
+            async with asyncio.timeout(None if response is not None and response.body.at_end() else seconds):
                 async for _ in events:
                     pass
         except (builtins.TimeoutError, errors.ProviderError):
             pass
 
-    async def _json_instead_of_events(self, response: httpx.Response) -> errors.ProviderError:
+    async def _json_instead_of_events(self, response: WireResponse) -> errors.ProviderError:
         # Some servers answer a stream request that failed with a plain JSON error and a 200.
         raw = await self._read(response)
         try:
@@ -426,11 +389,36 @@ class HttpClient:
 
 
 
-def _encoded(response: httpx.Response) -> bool:
-    """Whether the body has a content-encoding for httpx to decode; the wire says so in an
-    extension (no header lookup), other transports in the headers."""
-    encoded = response.extensions.get("corral_encoded")
-    return "content-encoding" in response.headers if encoded is None else bool(encoded)
+class EventParser:
+    """The event stream format's framing (every line ending the spec allows, comments,
+    multi-line data, fields without a value), fed the bytes of each read however they
+    are split."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, raw: bytes) -> list[ServerSentEvent]:
+        """The events that `raw` completes, in order."""
+        pending = self._pending + raw if self._pending else raw
+        if b"\r" in pending:  # CRLF or CR line endings; a CR at the end may start a CRLF
+            held = pending.endswith(b"\r")
+            body = pending[:-1] if held else pending
+            pending = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
+        blocks = pending.split(b"\n\n")
+        self._pending = blocks.pop()
+        events = []
+        for block in blocks:
+            event = _parse_event(block)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def finish(self) -> ServerSentEvent | None:
+        """A last event the stream ended without its blank line."""
+        pending, self._pending = self._pending, b""
+        return _parse_event(pending.rstrip(b"\r\n")) if pending.strip() else None
 
 
 def _parse_event(block: bytes) -> ServerSentEvent | None:

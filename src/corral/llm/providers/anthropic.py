@@ -13,11 +13,11 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.providers._wire import Network
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -76,13 +76,13 @@ class AnthropicProvider:
         *,
         base_url: str,
         api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        network: Network | None = None,
     ) -> None:
         self.name = name
         headers = {"anthropic-version": config.api_version or DEFAULT_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        self._http = HttpClient(name, config, base_url=base_url, headers=headers, api_key=api_key, transport=transport)
+        self._http = HttpClient(name, config, base_url=base_url, headers=headers, api_key=api_key, network=network)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -130,11 +130,11 @@ class AnthropicProvider:
             id=body.get("id") if isinstance(body.get("id"), str) else None,
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         state = _StreamState(request.model, structured=structured_schema(request) is not None)
         payload = build_body(request, stream=True)
         async with self._http.open("POST", "/v1/messages", json_body=payload, seconds=request.timeout) as resp:
-            events = self._http.sse(resp)
+            events = self._http.sse(resp, read_ahead)
             async for sse in events:
                 data = as_dict(self._http.event_json(sse))
                 for event in self._stream_events(data, state):

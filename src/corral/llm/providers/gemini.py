@@ -15,10 +15,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from corral.config.schema import ProviderConfig
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.providers._wire import Network
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -88,7 +88,7 @@ class GeminiProvider:
         *,
         base_url: str,
         api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        network: Network | None = None,
     ) -> None:
         self.name = name
         headers = {"x-goog-api-key": api_key} if api_key else {}
@@ -98,7 +98,7 @@ class GeminiProvider:
             base_url=base_url,
             headers=headers,
             api_key=api_key,
-            transport=transport,
+            network=network,
             error_parser=parse_error,
         )
 
@@ -133,13 +133,13 @@ class GeminiProvider:
             id=body.get("responseId") if isinstance(body.get("responseId"), str) else None,
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         path = f"/models/{model_id(request.model)}:streamGenerateContent"
         state = _Decoder(request.model)
         async with self._http.open(
             "POST", path, json_body=build_body(request), params={"alt": "sse"}, seconds=request.timeout
         ) as resp:
-            async for sse in self._http.sse(resp):
+            async for sse in self._http.sse(resp, read_ahead):
                 chunk = as_dict(self._http.event_json(sse))
                 if "error" in chunk:
                     status = as_int(as_dict(chunk["error"]).get("code")) or 500

@@ -8,11 +8,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from corral.config.schema import ProviderConfig
 from corral.llm import errors
 from corral.llm.providers._http import HttpClient, as_dict, as_int, as_list
+from corral.llm.providers._wire import Network
+from corral.llm.readahead import ReadAhead
 from corral.llm.types import (
     ChatRequest,
     ChatResult,
@@ -53,7 +53,7 @@ class OpenAIProvider:
         base_url: str,
         api_key: str | None = None,
         azure: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
+        network: Network | None = None,
     ) -> None:
         self.name = name
         # OpenAI itself rejects `max_tokens` for reasoning models; compatible servers
@@ -73,7 +73,7 @@ class OpenAIProvider:
         resource, found, _ = base_url.rstrip("/").partition("/deployments/")
         self._models_path = f"{resource}/models" if azure and found else "/models"
         self._http = HttpClient(
-            name, config, base_url=base_url, headers=headers, api_key=api_key, transport=transport, params=params
+            name, config, base_url=base_url, headers=headers, api_key=api_key, network=network, params=params
         )
 
     async def aclose(self) -> None:
@@ -85,11 +85,11 @@ class OpenAIProvider:
         )
         return self._parse_result(body, request.model)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, *, read_ahead: ReadAhead | None = None) -> AsyncIterator[StreamEvent]:
         payload = build_body(request, self._max_tokens_field, stream=True)
         state = _StreamState(model=request.model)
         async with self._http.open("POST", "/chat/completions", json_body=payload, seconds=request.timeout) as resp:
-            events = self._http.sse(resp)
+            events = self._http.sse(resp, read_ahead)
             async for sse in events:
                 if sse.data == "[DONE]" or sse.data.strip() == "[DONE]":
                     state.done = True

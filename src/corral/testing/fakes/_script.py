@@ -127,6 +127,9 @@ class RecordedRequest:
 
 
 def count_tokens(text: str) -> int:
+    """The fake vendor's own "tokenizer": whitespace words. Deliberately not Corral's
+    estimate (`corral.llm.tokens`), so a test sees whether Corral reports the upstream's
+    count or one it made up."""
     return max(1, len(text.split())) if text else 0
 
 
