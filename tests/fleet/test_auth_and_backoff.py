@@ -7,8 +7,8 @@ import time
 import pytest
 
 from corral.fleet.backoff import Backoff
-from corral.fleet.redact import REDACTED, redact
 from corral.fleet.supervisor.auth import TokenSet, bearer, origin_allowed
+from corral.telemetry.redact import MASK, REDACTED, redact_value
 
 
 def test_backoff_grows_from_100ms_to_a_60s_cap_with_jitter() -> None:
@@ -50,6 +50,6 @@ def test_origin_allowlist_applies_to_browsers_not_to_nodes_without_origin() -> N
 def test_redaction_hides_secret_keys_and_token_shaped_values() -> None:
     args = {"api_key": "sk-abcdef123456", "nested": {"password": "p"}, "message": "use Bearer abcdefghijkl now",
             "prompt": "hello"}
-    out = redact(args)
-    assert out["api_key"] == REDACTED and out["nested"]["password"] == REDACTED
-    assert out["message"] == f"use {REDACTED} now" and out["prompt"] == "hello"
+    out = redact_value(args)
+    assert out["api_key"] == MASK and out["nested"]["password"] == MASK
+    assert out["message"] == f"use Bearer {REDACTED} now" and out["prompt"] == "hello"

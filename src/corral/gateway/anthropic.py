@@ -25,7 +25,7 @@ from corral.gateway.http import json_body, json_response
 from corral.gateway.pipeline import CallPipeline
 from corral.ids import new_id
 from corral.llm import errors
-from corral.llm.types import Message
+from corral.llm.tokens import estimate_tokens
 
 
 def anthropic_error(exc: errors.ProviderError) -> ApiError:
@@ -35,22 +35,13 @@ def anthropic_error(exc: errors.ProviderError) -> ApiError:
     error = ApiError.from_provider(exc)
     if isinstance(exc, errors.UpstreamUnavailableError):
         error.status, error.type = 529, "overloaded_error"
-    elif isinstance(exc, errors.TimeoutError):
+    elif isinstance(exc, errors.UpstreamTimeout):
         error.status, error.type = 504, "timeout_error"
     return error
 
 
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"model: {model} (no such model or agent on this gateway)", type="not_found_error")
-
-
-def estimate_input_tokens(messages: list[Message], tool_schemas: list[object]) -> int:
-    """No tokenizer for every upstream: about four characters a token, stable and cheap."""
-    import json
-
-    chars = sum(len(m.text_content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
-    chars += len(json.dumps(tool_schemas)) if tool_schemas else 0
-    return max(1, (chars + 3) // 4)
 
 
 class MessagesApi:
@@ -80,4 +71,5 @@ class MessagesApi:
         tools = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
                  for t in body.tools or []]
         to_tools(body.tools)  # same validation as /v1/messages
-        return json_response({"input_tokens": estimate_input_tokens(to_messages(body), list(tools))})
+        # No tokenizer for every upstream: about four characters a token, stable and cheap.
+        return json_response({"input_tokens": max(1, estimate_tokens(to_messages(body), tools))})

@@ -101,12 +101,3 @@ def error_for_status(status: int, message: str, **kw: object) -> ProviderError:
     else:
         cls = UpstreamUnavailableError
     return cls(message, upstream_status=status, **kw)  # type: ignore[arg-type]
-
-
-def __getattr__(name: str) -> type[ProviderError]:
-    # The old name of `UpstreamTimeout`, for callers that still
-    # say `errors.TimeoutError` (gateway/anthropic.py, until the gateway is rewritten),
-    # without binding a module-level name that shadows the builtin.
-    if name == "TimeoutError":
-        return UpstreamTimeout
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

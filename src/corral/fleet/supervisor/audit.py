@@ -6,8 +6,8 @@ import logging
 import time
 from typing import Any
 
-from corral.fleet.redact import redact
 from corral.fleet.store import FleetStore
+from corral.telemetry.redact import redact_value
 
 log = logging.getLogger("corral.fleet.audit")
 
@@ -21,7 +21,7 @@ class AuditLog:
         if not self.enabled:
             return
         row = {"ts": time.time(), "actor": actor, "action": action, "target": target,
-               "args": redact(args), "result": result, "error": redact(error) if error else None,
+               "args": redact_value(args), "result": result, "error": redact_value(error) if error else None,
                "source": source}
         try:
             await self.store.insert_audit([row])
