@@ -97,6 +97,6 @@ def redact_value(value: Any, key: object = None) -> Any:
         return {k: redact_value(v, k) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(v) for v in value]
-    if isinstance(value, str):  # a secret inside free text (a prompt, an error) is masked too
-        return redact_text(redact_url(value))
+    if isinstance(value, str):  # a URL's secrets, or those inside free text (a prompt, an error)
+        return redact_url(value) if "://" in value and " " not in value else redact_text(value)
     return value
