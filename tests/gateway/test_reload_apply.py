@@ -64,10 +64,13 @@ async def test_model_limits_of_the_new_config_apply_to_new_calls(tmp_path: Path)
 
 def test_restart_only_settings_are_named_and_keep_their_old_values(tmp_path: Path) -> None:
     old = config(tmp_path, "a")
-    new = config(tmp_path, "b", server={"port": 9999, "max_body_bytes": 4096}, cache={"prefix": "other:"})
-    assert restart_only_changes(old, new) == ["server.port", "server.max_body_bytes", "cache.prefix"]
+    new = config(tmp_path, "b", server={"port": 9999, "max_body_bytes": 4096}, cache={"prefix": "other:"},
+                 auth={"throttle": {"limit": 3}, "api_keys": ["k" * 40]})
+    assert restart_only_changes(old, new) == ["server.port", "server.max_body_bytes", "cache.prefix",
+                                              "auth.throttle"]
     kept = keep_restart_only(old, new)
-    assert (kept.server, kept.cache) == (old.server, old.cache)
+    assert (kept.server, kept.cache, kept.auth.throttle) == (old.server, old.cache, old.auth.throttle)
+    assert [k.get_secret_value() for k in kept.auth.api_keys] == ["k" * 40]  # auth itself is live
     assert kept.providers["s"].script[0].text == "b"  # the rest is the new config
 
 
