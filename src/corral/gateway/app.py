@@ -134,6 +134,10 @@ class Gateway:
     reload: ReloadStatus
     started_at: float
     reloader: ConfigReloader | None = None  # `corral serve --watch` / SIGHUP
+    # The A2A and MCP routes exist when the config the app started with has agents (MCP:
+    # or knowledge); a reload that adds the first agent needs a restart for them.
+    a2a_routes: bool = False
+    mcp_routes: bool = False
     retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     # The parts most often reached from outside (tests, embedding apps), by name.
@@ -243,6 +247,10 @@ class Gateway:
         except BaseException:
             await serving.stop()
             raise
+        if (serving.handlers.a2a is not None and not self.a2a_routes) or (serving.mcp is not None
+                                                                          and not self.mcp_routes):
+            log.warning("config: the A2A and MCP routes of the agents need a restart (this process started "
+                        "without agents); their runs, chat and REST routes are served now")
         old = self.current
         configure_limiter(self.shared.limiter, config)
         self.current = serving
@@ -329,7 +337,8 @@ def build_gateway(
                                                         router=shared.knowledge_router, on_usage=charge_embedding)
     current = build_serving(config, config_hash or hash_config(config), shared)
     gateway = Gateway(current=current, shared=shared, readiness=Readiness(),
-                      reload=ReloadStatus(current.config_hash), started_at=time.time())
+                      reload=ReloadStatus(current.config_hash), started_at=time.time(),
+                      a2a_routes=current.handlers.a2a is not None, mcp_routes=current.mcp is not None)
     if metrics is not None:
         live = gateway
         metrics.deployments = lambda: router_health(live.current.router)()
@@ -487,14 +496,17 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/v1/sessions", on(lambda s: s.handlers.runs.list_sessions), methods=["GET"]),
         Route("/v1/sessions/{session_id}", on(lambda s: s.handlers.runs.get_session), methods=["GET"]),
         Route("/v1/sessions/{session_id}", on(lambda s: s.handlers.runs.delete_session), methods=["DELETE"]),
-        # Unknown routes (404) while the config has no agents; a reload that adds some serves them.
-        Route("/.well-known/agent-card.json", a2a(lambda a: a.card), methods=["GET"]),
-        Route("/.well-known/agent.json", a2a(lambda a: a.card), methods=["GET"]),  # the pre-0.3 path many clients use
-        Route("/a2a/{name}/.well-known/agent-card.json", a2a(lambda a: a.card), methods=["GET"]),
-        Route("/a2a/{name}", a2a(lambda a: a.rpc), methods=["POST"]),
-        Route("/mcp", McpRoute(), methods=["GET", "POST", "DELETE"]),
-        Route("/mcp/", McpRoute(), methods=["GET", "POST", "DELETE"]),
     ]
+    if gateway.a2a_routes:  # unknown routes (404) after a reload that removes every agent
+        routes += [
+            Route("/.well-known/agent-card.json", a2a(lambda a: a.card), methods=["GET"]),
+            Route("/.well-known/agent.json", a2a(lambda a: a.card), methods=["GET"]),  # the pre-0.3 path
+            Route("/a2a/{name}/.well-known/agent-card.json", a2a(lambda a: a.card), methods=["GET"]),
+            Route("/a2a/{name}", a2a(lambda a: a.rpc), methods=["POST"]),
+        ]
+    if gateway.mcp_routes:
+        routes += [Route("/mcp", McpRoute(), methods=["GET", "POST", "DELETE"]),
+                   Route("/mcp/", McpRoute(), methods=["GET", "POST", "DELETE"])]
     if gateway.shared.knowledge is not None:  # `knowledge:` needs a restart: these routes are fixed
         routes += [
             Route("/v1/knowledge", knowledge_route(lambda k: k.list_bases), methods=["GET"]),
@@ -506,12 +518,7 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
     if gateway.shared.metrics is not None:
         scrape = _scrape(gateway.shared.metrics, ScrapeAccess(config.observability))
         routes.append(Route("/metrics", scrape, methods=["GET"]))
-    # /openapi.json and /docs describe the routes this config serves (A2A and MCP when it has
-    # agents, MCP with knowledge too).
-    described = [r for r in routes if not (isinstance(r, Route) and (
-        (r.path.startswith(("/a2a/", "/.well-known/")) and not config.agents)
-        or (r.path.startswith("/mcp") and gateway.current.mcp is None)))]
-    return [*routes, *reference_routes(described)]
+    return [*routes, *reference_routes(routes)]  # /openapi.json and /docs describe every route above
 
 
 def build_router(config: CorralConfig, providers: Mapping[str, Provider] | None, tracing: Tracing | None,
