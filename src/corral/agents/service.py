@@ -99,6 +99,21 @@ class AgentService:
         if pending:
             await asyncio.wait(pending, timeout=10)
 
+    def stop_claiming(self) -> None:
+        """This service is being replaced (a config reload): claim no more queued runs;
+        the runs it is executing go on (`idle` waits for them)."""
+        self._stopping = True
+        for task in self._workers:
+            task.cancel()
+
+    async def idle(self, within: float) -> bool:
+        """True once no run executes here; False if some still do after ``within`` seconds."""
+        running = [lv.task for lv in self.live.values() if lv.task is not None and not lv.task.done()]
+        if not running:
+            return True
+        _, pending = await asyncio.wait(running, timeout=within)
+        return not pending
+
     # ---- starting runs ------------------------------------------------------
 
     async def start_run(self, agent: str, messages: list[Message], *, session_id: str | None = None,

@@ -31,14 +31,17 @@ def run_server(
     allow_unauthenticated: bool = False,
     boot_summary: dict[str, Any] | None = None,
     log_file: str | None = None,
+    watch: bool = False,
 ) -> None:
-    """`boot_summary`: what `corral up` found, shown by `/v1/startup/verification`."""
+    """`boot_summary`: what `corral up` found, shown by `/v1/startup/verification`;
+    `watch`: reload the config when its files change (SIGHUP always reloads it)."""
     refuse_open_bind(loaded, host or loaded.config.server.host, loaded.config.server.port if port is None else port,
                      allow_unauthenticated=allow_unauthenticated)
     import uvicorn
 
     from corral.gateway.app import create_app
-    from corral.gateway.asgi import ENV, ServeArgs
+    from corral.gateway.asgi import ENV, ServeArgs, ignore_sighup_until_started
+    from corral.gateway.reload import ConfigSource, config_hash, watched_files
     from corral.telemetry.logging import configure_logging
     from corral.telemetry.metrics import cleanup_multiprocess, prepare_multiprocess
 
@@ -59,6 +62,7 @@ def run_server(
     typer.secho(f"corral: serving on http://{host}:{port}  models: {models}", err=True)
 
     _exit_cleanly_after_graceful_shutdown()
+    ignore_sighup_until_started()
     tls = server.tls
     common: dict[str, object] = dict(
         host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(server.shutdown_timeout),
@@ -70,18 +74,22 @@ def run_server(
         shared = None if loaded.config.cache.url else shared_counters_file()
         # The workers are started by import string: they rebuild the app from these arguments.
         os.environ[ENV] = ServeArgs(config_path, model, loaded.config.verification.strict, boot_summary,
-                                    workers=workers, shared_counters=str(shared) if shared else None).to_env()
+                                    workers=workers, shared_counters=str(shared) if shared else None,
+                                    watch=watch).to_env()
         # Workers are separate processes: metrics go through prometheus_client's multiprocess files.
         metrics_dir = prepare_multiprocess(workers) if loaded.config.observability.metrics else None
         try:
-            uvicorn.run("corral.gateway.asgi:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+            run_workers(uvicorn.Config("corral.gateway.asgi:app_from_env", factory=True, workers=workers,
+                                       **common))  # type: ignore[arg-type]
         finally:
             cleanup_multiprocess(metrics_dir)
             if shared is not None:
                 for path in (shared, shared.with_name(shared.name + "-wal"), shared.with_name(shared.name + "-shm")):
                     path.unlink(missing_ok=True)
     else:
-        app = create_app(loaded.config, notes=loaded.notes, boot_summary=boot_summary, server_process=True)
+        source = ConfigSource(config_path, model, loaded.config.verification.strict, watch)
+        app = create_app(loaded.config, notes=loaded.notes, boot_summary=boot_summary, server_process=True,
+                         source=source, config_hash=config_hash(loaded), config_files=watched_files(loaded))
         uvicorn.run(app, **common)  # type: ignore[arg-type]
 
 
@@ -89,6 +97,29 @@ def shared_counters_file() -> Path:
     from corral.store.engine import data_dir
 
     return data_dir() / f"limits-{os.getpid()}.db"
+
+
+def run_workers(config: Any) -> None:
+    """What ``uvicorn.run(..., workers=N)`` does, except on SIGHUP: uvicorn's supervisor
+    restarts every worker, we pass the signal on and each worker reloads its config in
+    place (`corral.gateway.reload`), keeping its connections, streams and counters."""
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class ReloadingWorkers(Multiprocess):
+        def handle_hup(self) -> None:
+            import logging
+            import signal
+
+            logging.getLogger("corral.serve").info("SIGHUP: each worker reloads the config")
+            for process in self.processes:
+                if process.pid is not None and process.exitcode is None:
+                    os.kill(process.pid, signal.SIGHUP)
+
+    import contextlib
+
+    sock = config.bind_socket()
+    with contextlib.suppress(KeyboardInterrupt):
+        ReloadingWorkers(config, sockets=[sock]).run()
 
 
 def refuse_open_bind(loaded: LoadedConfig, host: str, port: int, *, allow_unauthenticated: bool) -> None:
@@ -139,6 +170,10 @@ def register(app: typer.Typer) -> None:
             help="Listen on a non-loopback address with authentication off (a deliberately open server)."),
         log_file: Path | None = typer.Option(
             None, "--log-file", help="Write the log to this file (appended; reopened after logrotate moves it)."),
+        watch: bool = typer.Option(
+            False, "--watch",
+            help="Reload the config when it (or its .env, or an agent's instructions file) changes; SIGHUP "
+                 "always reloads it. Requests and streams in flight are not interrupted."),
     ) -> None:
         """Serve agents and models over OpenAI-, Anthropic- and A2A-compatible APIs."""
         from corral.config.errors import ConfigError
@@ -152,4 +187,5 @@ def register(app: typer.Typer) -> None:
         if strict_providers:
             loaded.config.verification.strict = True
         run_server(loaded, host=host, port=port, workers=workers, config_path=path, model=model,
-                   allow_unauthenticated=allow_unauthenticated, log_file=str(log_file) if log_file else None)
+                   allow_unauthenticated=allow_unauthenticated, log_file=str(log_file) if log_file else None,
+                   watch=watch)

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from corral import __version__
+from corral.gateway.reload import ReloadStatus
 
 
 class Readiness:
@@ -16,11 +17,14 @@ class Readiness:
 
 
 class HealthApi:
-    def __init__(self, readiness: Readiness) -> None:
+    def __init__(self, readiness: Readiness, reload: ReloadStatus) -> None:
         self.readiness = readiness
+        self.reload = reload
 
     async def health(self, _: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": __version__})
+        """Up, and which config it serves: ``reload`` has the config's hash and the last
+        reload attempt (its error, with file:line:key, when the new config was refused)."""
+        return JSONResponse({"status": "ok", "version": __version__, "reload": self.reload.to_json()})
 
     async def healthz(self, _: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -219,10 +219,15 @@ class Limiter:
     ) -> None:
         self.counters = counters
         self.stored_spend = stored_spend  # None: a missing budget counter starts at 0 (tests)
+        self.rejections: dict[str, int] = {}
+        self.configure(model_limits=model_limits, subject_limits=subject_limits, team_limits=team_limits)
+
+    def configure(self, *, model_limits: ModelLimits | None = None, subject_limits: CallerLimits | None = None,
+                  team_limits: CallerLimits | None = None) -> None:
+        """The limits of a (re)loaded config; the counters, and what they counted, stay."""
         self.model_limits = dict(model_limits or {})
         self.subject_limits = subject_limits or CallerLimits()
         self.team_limits = team_limits or CallerLimits()
-        self.rejections: dict[str, int] = {}
         self._plans: dict[tuple[str | None, ...], Plan] = {}
 
     def quotas(self, principal: Principal) -> list[Quota]:

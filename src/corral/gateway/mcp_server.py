@@ -11,6 +11,7 @@ reason), and its run is charged to the caller.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
@@ -117,19 +118,37 @@ def _error(message: str) -> types.CallToolResult:
 
 class McpEndpoint:
     """ASGI: the gateway's auth, then the SDK's transport (tool calls are admitted one by
-    one). Its session manager runs for the app's lifetime (`start`/`stop`)."""
+    one). Its session manager runs between `start` and `stop`, in a task of its own: the
+    SDK's task group must be left by the task that entered it, and a config reload starts
+    and stops endpoints from different tasks."""
 
     def __init__(self, runtime: AgentRuntime, pipeline: CallPipeline,
                  knowledge: KnowledgeService | None = None) -> None:
         self.pipeline = pipeline
         self.manager = StreamableHTTPSessionManager(app=build_server(runtime, pipeline, knowledge), stateless=True)
-        self._stack = contextlib.AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._stack.enter_async_context(self.manager.run())
+        running = asyncio.Event()
+
+        async def run() -> None:
+            async with self.manager.run():
+                running.set()
+                await self._stopping.wait()
+
+        self._task = asyncio.create_task(run(), name="mcp-sessions")
+        started = asyncio.create_task(running.wait())
+        await asyncio.wait({self._task, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if self._task.done():
+            self._task.result()  # the session manager failed to start: raise its error
 
     async def stop(self) -> None:
-        await self._stack.aclose()
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -267,8 +267,29 @@ class GatewayMetrics:
                                          "cooldown.", ["alias", "deployment"], registry=r, multiprocess_mode="livemax")
         self.queue_depth = Gauge("corral_batch_queue_depth", "Records waiting in a batch writer's queue.",
                                  ["writer"], registry=r, multiprocess_mode="livesum")
+        self.config_reloads = Counter("corral_config_reloads", "Config reloads (--watch, SIGHUP) by result: ok "
+                                      "(applied) or error (refused; the old config is still served).", ["result"],
+                                      registry=r)
+        self.config_info = Gauge("corral_config_info", "1 for the hash of the config being served.", ["hash"],
+                                 registry=r, multiprocess_mode="livemax")
+        self._config_hash: str | None = None
         self.deployments: Callable[[], Iterable[DeploymentHealth]] | None = None
         self._queues: dict[str, Callable[[], int | None]] = {}
+
+    def count_reload(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
+
+    def config_loaded(self, config_hash: str) -> None:
+        """``corral_config_info{hash}`` is 1 for the config served now. The previous hash
+        is removed; with workers, it is 0 in this worker's file (a worker that has not
+        reloaded yet still shows it at 1, the max over live workers)."""
+        previous, self._config_hash = self._config_hash, config_hash
+        if previous is not None and previous != config_hash:
+            if self.write_through:
+                self.config_info.labels(previous).set(0)
+            else:
+                self.config_info.remove(previous)
+        self.config_info.labels(config_hash).set(1)
 
     def watch_queue(self, name: str, depth: Callable[[], int | None]) -> None:
         """``depth`` returns None while the queue does not exist (no series is published)."""

@@ -20,9 +20,21 @@ Variables = Annotated[dict[str, StrictStr | StrictInt | StrictFloat | StrictBool
 # ---- health and reports ---------------------------------------------------------
 
 
+class ReloadState(Out):
+    """The config being served and the last reload attempt (docs/operations.md, "Live reload")."""
+
+    config_hash: str = Field(description="Hash of the files the served config was read from (12 hex digits).")
+    last_attempt: float | None = Field(description="Unix time of the last reload attempt; null before the first.")
+    result: Literal["ok", "error"] | None = Field(description="Outcome of the last attempt.")
+    error: str | None = Field(description="Why the last attempt was refused: every problem with file:line:key.")
+    restart_required: list[str] = Field(description="Settings the last applied reload could not change.")
+    reloads: int = Field(description="Reloads applied since the process started.")
+
+
 class Health(Out):
     status: Literal["ok"]
     version: str
+    reload: ReloadState
 
 
 class Liveness(Out):
