@@ -125,7 +125,7 @@ async def test_latency_averages_seed_a_replica_that_never_called_the_deployment(
     async with (FakeOpenAI(api_key=KEY) as first, FakeOpenAI(api_key=KEY) as second,
                 replicas(tmp_path, first, second, redis_url, redis_prefix) as start):
         (sdk_a, gw_a), (_, gw_b) = await start("a"), await start("b")
-        await ask(sdk_a, 6)
+        await ask(sdk_a, 24)  # the shuffle picks each deployment at random: 24 calls reach both (1 - 2**-23)
         measured = {s.key: s.latency for s in gw_a.router.deployment_states()}
         assert all(v is not None and v > 0 for v in measured.values())
         assert all(s.latency is None for s in gw_b.router.deployment_states())
