@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from corral.agents.registry import AgentRegistry
 from corral.config.schema import CorralConfig
+from corral.console.gateway import GatewayConsole
 from corral.gateway.access import Access
 from corral.gateway.admin import AdminApi
 from corral.gateway.agent_chat import AgentChatTargets
@@ -496,6 +497,7 @@ def build_routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/v1/sessions", on(lambda s: s.handlers.runs.list_sessions), methods=["GET"]),
         Route("/v1/sessions/{session_id}", on(lambda s: s.handlers.runs.get_session), methods=["GET"]),
         Route("/v1/sessions/{session_id}", on(lambda s: s.handlers.runs.delete_session), methods=["DELETE"]),
+        *GatewayConsole(gateway).routes(),  # the web console at /ui/ (docs/console.md)
     ]
     if gateway.a2a_routes:  # unknown routes (404) after a reload that removes every agent
         routes += [

@@ -10,7 +10,7 @@ from corral.store import migrate
 from corral.store.engine import make_engine
 from corral.store.keys import KeyRepository, TeamRepository
 from corral.store.runtime import RunRepository, SessionRepository
-from corral.store.usage import AuditRecord, AuditRepository, UsageRecord, UsageRepository
+from corral.store.usage import AuditRecord, AuditRepository, UsageRecord, UsageRepository, UsageSeries
 
 BatchRecord = UsageRecord | AuditRecord
 
@@ -21,6 +21,7 @@ class Store:
         self.keys = KeyRepository(engine)
         self.teams = TeamRepository(engine)
         self.usage = UsageRepository(engine)
+        self.usage_series = UsageSeries(engine)  # the console's charts
         self.audit = AuditRepository(engine)
         self.sessions = SessionRepository(engine)
         self.runs = RunRepository(engine)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Literal
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import Date, Integer, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -222,3 +222,113 @@ class AuditRepository:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [AuditRecord(**{name: row[name] for name in AuditRecord.__dataclass_fields__}) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBucket:
+    """One time bucket of model calls (the console's charts)."""
+
+    start: datetime
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+    cost_usd: float
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The linear-interpolated percentile (Postgres' ``percentile_cont``) of sorted values."""
+    if not sorted_values:
+        return None
+    position = (len(sorted_values) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+class UsageSeries:
+    """Time-bucketed usage: requests, errors, p50/p99 latency and spend per bucket since a
+    time, optionally of one key. Postgres computes the percentiles; SQLite (small,
+    single-node deployments) returns each bucket's latencies and Python does."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    def _bucket(self, dialect: str, since: datetime, seconds: int) -> ColumnElement[Any]:
+        epoch = since.timestamp()
+        if dialect == "postgresql":
+            return func.floor((func.extract("epoch", usage_records.c.ts) - epoch) / seconds)
+        return cast((func.strftime("%s", usage_records.c.ts) - int(epoch)) / seconds, Integer)
+
+    async def buckets(self, since: datetime, bucket_seconds: int, *, key_id: str | None = None,
+                      until: datetime | None = None) -> list[UsageBucket]:
+        """Every bucket from ``since`` to ``until`` (default now), empty ones included."""
+        until = until or _now()
+        count = max(1, int((until - since).total_seconds() // bucket_seconds) + 1)
+        async with self._engine.connect() as conn:
+            dialect = conn.dialect.name
+            bucket = self._bucket(dialect, since, bucket_seconds).label("bucket")
+            where = [usage_records.c.ts >= since, usage_records.c.ts < until]
+            if key_id is not None:
+                where.append(usage_records.c.key_id == key_id)
+            columns: list[Any] = [
+                bucket, func.count().label("requests"),
+                func.sum(case((usage_records.c.status != "ok", 1), else_=0)).label("errors"),
+                func.coalesce(func.sum(usage_records.c.cost_usd), 0.0).label("cost_usd"),
+            ]
+            if dialect == "postgresql":
+                columns += [
+                    func.percentile_cont(0.5).within_group(usage_records.c.latency_ms).label("p50"),
+                    func.percentile_cont(0.99).within_group(usage_records.c.latency_ms).label("p99"),
+                ]
+            rows = (await conn.execute(select(*columns).where(*where).group_by(bucket))).mappings().all()
+            latencies: dict[int, list[float]] = {}
+            if dialect != "postgresql":
+                query = (select(bucket, usage_records.c.latency_ms)
+                         .where(*where, usage_records.c.latency_ms.is_not(None)))
+                for index, latency in (await conn.execute(query)).all():
+                    latencies.setdefault(int(index), []).append(float(latency))
+        found = {int(row["bucket"]): row for row in rows}
+        result = []
+        for index in range(count):
+            row = found.get(index)
+            if row is None:
+                p50 = p99 = None
+            elif dialect == "postgresql":
+                p50 = None if row["p50"] is None else float(row["p50"])
+                p99 = None if row["p99"] is None else float(row["p99"])
+            else:
+                values = sorted(latencies.get(index, ()))
+                p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+            result.append(UsageBucket(
+                start=since + timedelta(seconds=index * bucket_seconds),
+                requests=int(row["requests"]) if row else 0, errors=int(row["errors"] or 0) if row else 0,
+                p50_ms=p50, p99_ms=p99, cost_usd=float(row["cost_usd"]) if row else 0.0))
+        return result
+
+    async def spend_by_call(self, *, since: datetime | None = None, until: datetime | None = None,
+                            key_id: str | None = None) -> dict[str, SpendRow]:
+        """Spend of agent runs' model calls by the id they share (the part of the request
+        id before ``:``, which `Billing.charge_run_call` writes): the run's request id or
+        the run's id. The console maps these to agents."""
+        async with self._engine.connect() as conn:
+            rid = usage_records.c.request_id
+            if conn.dialect.name == "postgresql":
+                prefix: ColumnElement[Any] = func.split_part(rid, ":", 1)
+            else:
+                prefix = func.substr(rid, 1, func.instr(rid, ":") - 1)
+            group = prefix.label("grp")
+            query = (select(group, func.count().label("requests"),
+                            func.coalesce(func.sum(usage_records.c.input_tokens), 0).label("input_tokens"),
+                            func.coalesce(func.sum(usage_records.c.output_tokens), 0).label("output_tokens"),
+                            func.coalesce(func.sum(usage_records.c.cost_usd), 0.0).label("cost_usd"))
+                     .where(rid.contains(":")).group_by(group))
+            if since is not None:
+                query = query.where(usage_records.c.ts >= since)
+            if until is not None:
+                query = query.where(usage_records.c.ts < until)
+            if key_id is not None:
+                query = query.where(usage_records.c.key_id == key_id)
+            rows = (await conn.execute(query)).mappings().all()
+        return {str(r["grp"]): SpendRow(str(r["grp"]), int(r["requests"]), int(r["input_tokens"]),
+                                        int(r["output_tokens"]), float(r["cost_usd"])) for r in rows}
