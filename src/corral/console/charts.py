@@ -69,8 +69,8 @@ def chart(title: str, times: Sequence[datetime], series: Sequence[Series], *, un
         else:
             points = [f"{LEFT + (i + 0.5) * step:.1f},{y(v):.1f}" for i, v in enumerate(s.values) if v is not None]
             if len(points) == 1:
-                x, py = points[0].split(",")
-                parts.append(f'<circle class="{s.css}" cx="{x}" cy="{py}" r="2.5"/>')
+                cx, cy = points[0].split(",")
+                parts.append(f'<circle class="{s.css}" cx="{cx}" cy="{cy}" r="2.5"/>')
             elif points:
                 parts.append(f'<polyline class="{s.css} line" points="{" ".join(points)}"/>')
     if times:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from corral.console.fleet import FleetConsole
 from corral.fleet.supervisor import api
 from corral.fleet.supervisor.auth import bearer
 from corral.fleet.supervisor.commands import CommandError
@@ -259,7 +260,8 @@ def build_http_app(sup: Supervisor) -> Starlette:
     from corral.fleet.supervisor.openapi import document
 
     ops = operations(sup)
-    app = Starlette(routes=[Route(op.path, op.handler, methods=[op.method]) for op in ops])
+    app = Starlette(routes=[*(Route(op.path, op.handler, methods=[op.method]) for op in ops),
+                            *FleetConsole(sup).routes()])  # the web console at /ui/ (docs/console.md)
     app.state.sup = sup
     app.state.openapi = document(ops)
     return app
