@@ -11,10 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-from corral.fleet.node.client import Node
-from corral.fleet.supervisor.app import Supervisor
-from corral.testing.server import free_port
 from tests.console.harness import (
     LoopThread,
     browser_or_skip,
@@ -27,6 +23,10 @@ from tests.console.harness import (
     wait_for,
 )
 from tests.fleet.conftest import TOKEN, node_config, supervisor_config
+
+from corral.fleet.node.client import Node
+from corral.fleet.supervisor.app import Supervisor
+from corral.testing.server import free_port
 
 
 @contextlib.asynccontextmanager

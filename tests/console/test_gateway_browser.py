@@ -10,8 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-from corral.testing.server import serve_app
 from tests.console.gateway_app import MASTER, gateway_app
 from tests.console.harness import (
     LoopThread,
@@ -22,6 +20,8 @@ from tests.console.harness import (
     served,
     wait_for,
 )
+
+from corral.testing.server import serve_app
 
 
 @pytest.fixture(scope="module")

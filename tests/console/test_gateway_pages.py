@@ -9,10 +9,10 @@ import io
 import re
 
 import httpx
-
-from corral.testing.server import serve_app
 from tests.console.gateway_app import MASTER, PROVIDER_SECRET, gateway_app
 from tests.console.harness import csrf_of, http_sign_in
+
+from corral.testing.server import serve_app
 
 PAGES = ["/ui/", "/ui/?range=24h", "/ui/?range=7d", "/ui/keys", "/ui/keys?revoked=1", "/ui/models", "/ui/spend",
          "/ui/spend?group_by=key", "/ui/spend?group_by=team", "/ui/spend?group_by=agent", "/ui/spend?group_by=day",
