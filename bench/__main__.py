@@ -1,4 +1,4 @@
-"""`python -m bench <gateway|startup|soak|profile|clients|fleet|knowledge> [options]`."""
+"""`python -m bench <gateway|startup|soak|profile|clients|fleet|knowledge|console> [options]`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "profile": "py-spy profile of Corral under load: where the time goes.",
     "clients": "What the upstream HTTP client costs a bare Python proxy (httpx, Corral's wire, aiohttp).",
     "accesslog": "What one access-log line costs per call: logging.info against AccessLog (record + batched flush).",
+    "console": "The web console: overview weight, first render in Chromium, gateway RPS with a console open.",
     "fleet": "Simulated nodes against a real `corral supervisor`: events/s stored, RSS per node, command RTT.",
     "knowledge": "Retrieval quality over docs/ (recall@5, MRR), embedded-store ingest, query p50/p99, memory.",
 }
