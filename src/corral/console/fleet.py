@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from corral.console.web import (
     ConsoleSession,
@@ -27,6 +27,7 @@ from corral.console.web import (
     form_text,
     html_events,
     money,
+    page_route,
     process_secret,
 )
 from corral.fleet.protocol import SESSION_STATES
@@ -74,15 +75,15 @@ class FleetConsole:
         page, site = self.site.page, self.site
         return [
             *site.routes(),
-            Route("/ui/", page(self.nodes), methods=["GET"]),
-            Route("/ui/sessions", page(self.sessions), methods=["GET"]),
-            Route("/ui/events", page(self.events), methods=["GET"]),
-            Route("/ui/live/events", page(self.events_live), methods=["GET"]),
-            Route("/ui/commands", page(self.commands), methods=["GET"]),
-            Route("/ui/commands/confirm", page(csrf_checked(site, self.confirm)), methods=["POST"]),
-            Route("/ui/commands", page(csrf_checked(site, self.send)), methods=["POST"]),
-            Route("/ui/cost", page(self.cost), methods=["GET"]),
-            Route("/ui/audit", page(self.audit), methods=["GET"]),
+            page_route("/ui/", page(self.nodes)),
+            page_route("/ui/sessions", page(self.sessions)),
+            page_route("/ui/events", page(self.events)),
+            page_route("/ui/live/events", page(self.events_live)),
+            page_route("/ui/commands", page(self.commands)),
+            page_route("/ui/commands/confirm", page(csrf_checked(site, self.confirm)), "POST"),
+            page_route("/ui/commands", page(csrf_checked(site, self.send)), "POST"),
+            page_route("/ui/cost", page(self.cost)),
+            page_route("/ui/audit", page(self.audit)),
         ]
 
     async def nodes(self, request: Request, session: ConsoleSession) -> Response:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from corral.agents.events import event_json
 from corral.agents.messages import message_from_json
@@ -38,6 +38,7 @@ from corral.console.web import (
     form_text,
     html_events,
     money,
+    page_route,
     process_secret,
 )
 from corral.gateway.admin import KeyCreate, TeamCreate
@@ -144,23 +145,23 @@ class GatewayConsole:
         page, site = self.site.page, self.site
         return [
             *site.routes(),
-            Route("/ui", lambda _: RedirectResponse("/ui/", 308), methods=["GET"]),
-            Route("/ui/", page(self.overview), methods=["GET"]),
-            Route("/ui/live/overview", page(self.overview_live), methods=["GET"]),
-            Route("/ui/keys", page(self.keys, admin=True), methods=["GET"]),
-            Route("/ui/keys", page(csrf_checked(site, self.create_key), admin=True), methods=["POST"]),
-            Route("/ui/keys/{key_id}/{action}", page(csrf_checked(site, self.key_action), admin=True),
-                  methods=["POST"]),
-            Route("/ui/teams", page(csrf_checked(site, self.create_team), admin=True), methods=["POST"]),
-            Route("/ui/models", page(self.models, admin=True), methods=["GET"]),
-            Route("/ui/spend", page(self.spend), methods=["GET"]),
-            Route("/ui/spend.csv", page(self.spend_csv), methods=["GET"]),
-            Route("/ui/agents", page(self.agents), methods=["GET"]),
-            Route("/ui/agents/{name}/runs", page(csrf_checked(site, self.start_run)), methods=["POST"]),
-            Route("/ui/runs/{run_id}", page(self.run), methods=["GET"]),
-            Route("/ui/live/runs/{run_id}", page(self.run_live), methods=["GET"]),
-            Route("/ui/services", page(self.services, admin=True), methods=["GET"]),
-            Route("/ui/live/services", page(self.services_live, admin=True), methods=["GET"]),
+            page_route("/ui", _to_overview),
+            page_route("/ui/", page(self.overview)),
+            page_route("/ui/live/overview", page(self.overview_live)),
+            page_route("/ui/keys", page(self.keys, admin=True)),
+            page_route("/ui/keys", page(csrf_checked(site, self.create_key), admin=True), "POST"),
+            page_route("/ui/keys/{key_id}/{action}", page(csrf_checked(site, self.key_action), admin=True),
+                  "POST"),
+            page_route("/ui/teams", page(csrf_checked(site, self.create_team), admin=True), "POST"),
+            page_route("/ui/models", page(self.models, admin=True)),
+            page_route("/ui/spend", page(self.spend)),
+            page_route("/ui/spend.csv", page(self.spend_csv)),
+            page_route("/ui/agents", page(self.agents)),
+            page_route("/ui/agents/{name}/runs", page(csrf_checked(site, self.start_run)), "POST"),
+            page_route("/ui/runs/{run_id}", page(self.run)),
+            page_route("/ui/live/runs/{run_id}", page(self.run_live)),
+            page_route("/ui/services", page(self.services, admin=True)),
+            page_route("/ui/live/services", page(self.services_live, admin=True)),
         ]
 
     # ---- overview -------------------------------------------------------------------
@@ -484,6 +485,10 @@ class GatewayConsole:
                 yield self.site.fragment("gateway/_services.html", **await self._services())
 
         return html_events(fragments())
+
+
+async def _to_overview(_: Request) -> Response:
+    return RedirectResponse("/ui/", 308)
 
 
 def _clock() -> str:

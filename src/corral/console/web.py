@@ -229,11 +229,16 @@ class Site:
     def routes(self) -> list[BaseRoute]:
         """Sign-in, sign-out and the static assets."""
         return [
-            Route(f"{self.prefix}/login", self.login_page, methods=["GET"]),
-            Route(f"{self.prefix}/login", self.login, methods=["POST"]),
-            Route(f"{self.prefix}/logout", self.logout, methods=["POST"]),
+            page_route(f"{self.prefix}/login", self.login_page),
+            page_route(f"{self.prefix}/login", self.login, "POST"),
+            page_route(f"{self.prefix}/logout", self.logout, "POST"),
             Mount(f"{self.prefix}/static", StaticFiles(packages=[("corral.console", "static")]), name="console-static"),
         ]
+
+
+def page_route(path: str, endpoint: Callable[[Request], Awaitable[Response]], method: str = "GET") -> Route:
+    """A console route: an HTML page, not API (left out of the OpenAPI document)."""
+    return Route(path, endpoint, methods=[method], include_in_schema=False)
 
 
 class CsrfRefused(Exception):

@@ -45,10 +45,11 @@ window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#reference", deepLi
 
 
 def route_keys(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
-    """(path, method) of every HTTP route (HEAD, which Starlette adds to GET, left out)."""
+    """(path, method) of every HTTP route (HEAD, which Starlette adds to GET, left out);
+    routes with ``include_in_schema=False`` (the console's HTML pages) are not API."""
     keys: set[tuple[str, str]] = set()
     for route in routes:
-        if isinstance(route, Route):
+        if isinstance(route, Route) and route.include_in_schema:
             keys.update((route.path, m) for m in route.methods or () if m != "HEAD")
     return keys
 
