@@ -116,6 +116,18 @@ def test_send_a_prompt_with_confirmation_and_see_its_audit_row(
             assert "console" in rows[0] and "command.prompt" in rows[0] and "success" in rows[0]
             assert "command.start" in rows[1]
             browser.save_screenshot(str(shots / "fleet-audit.png"))
+            browser.get(f"{url}/ui/events")
+            shown = wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#events tr.ev")), "the events")
+            session_id = rows[0].split("session_id=")[1].split()[0]
+            sent = httpx.post(f"{url}/api/v1/commands", headers={"authorization": f"Bearer {TOKEN}"}, timeout=20,
+                              json={"type": "prompt", "target": {"session_id": session_id},
+                                    "args": {"message": "and now?", "wait": True}})
+            assert sent.status_code == 200 and sent.json()["data"]["status"] == "success"
+            # No reload: the new events arrive over server-sent events.
+            wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#events tr.ev")) > shown,
+                     "the prompt's events to appear live")
+            assert browser.find_element(By.ID, "events").get_attribute("data-live-updated")
+            browser.save_screenshot(str(shots / "fleet-events.png"))
             browser.get(f"{url}/ui/cost")
             browser.save_screenshot(str(shots / "fleet-cost.png"))
             browser.get("about:blank")

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from corral.console.web import (
+    HEARTBEAT,
     ConsoleSession,
     Identity,
     NavItem,
@@ -124,11 +125,16 @@ class FleetConsole:
 
         async def fragments() -> AsyncIterator[str]:
             nonlocal after
-            while True:
+            quiet = 0
+            # Until the supervisor stops (its HTTP server waits for open responses to end).
+            while self.sup.hub.listening:
                 rows = await self.sup.store.list_events(after_id=after, limit=200)
                 if rows:
-                    after = int(rows[-1]["id"])
+                    after, quiet = int(rows[-1]["id"]), 0
                     yield self.site.fragment("fleet/_events.html", rows=rows)
+                elif (quiet := quiet + 1) * self.live_seconds >= 15:
+                    quiet = 0
+                    yield HEARTBEAT
                 await asyncio.sleep(self.live_seconds)
 
         return html_events(fragments())

@@ -276,11 +276,16 @@ def csrf_checked(site: Site, handler: Callable[[Request, ConsoleSession, FormDat
     return run
 
 
+HEARTBEAT = ""  # what a live loop yields when it has nothing new: a comment line goes out
+
+
 def html_events(fragments: AsyncIterator[str]) -> EventStreamResponse:
-    """Server-sent ``html`` events (console.js puts them into the page), then ``end``."""
+    """Server-sent ``html`` events (console.js puts them into the page), then ``end``. A
+    `HEARTBEAT` becomes an SSE comment: a tab closed without a word is noticed on write."""
     async def body() -> AsyncIterator[bytes]:
+        yield b": live\n\n"
         async for html in fragments:
-            yield sse_event({"type": "html", "html": html})
+            yield sse_event({"type": "html", "html": html}) if html else b": heartbeat\n\n"
         yield sse_event({"type": "end"})
 
     return EventStreamResponse(body())
