@@ -92,6 +92,18 @@ def test_startup_benchmark_times_readiness(tmp_path: Path) -> None:
     assert data["targets"][0]["target"] == "ready after exec (median)"
 
 
+def test_console_benchmark_weighs_the_overview_and_loads_with_and_without_it(tmp_path: Path) -> None:
+    if not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")):
+        if os.environ.get("CORRAL_REQUIRE_SERVICES") == "1":
+            pytest.fail("chromium and chromium-driver are required")
+        pytest.skip("the console benchmark needs Debian's chromium and chromium-driver")
+    data = bench(tmp_path, "console", "--rounds", "1", "--seconds", "0.5", "--no-wrk")
+    summary = data["summary"]
+    assert 1000 < summary["overview_total_bytes"] < 200 * 1024 and summary["overview_requests"] == 3
+    assert len(summary["rps_without_console"]) == len(summary["rps_with_console"]) == 1
+    assert all(0 < ms < 10_000 for ms in summary["first_contentful_paint_ms"])
+
+
 def test_soak_benchmark_counts_requests_rss_and_stored_usage(tmp_path: Path) -> None:
     data = bench(tmp_path, "soak", "--requests", "60", "--warmup", "10", "--chunk-seconds", "0.3",
                  "--concurrency", "2", "--no-wrk", "--no-nginx")
