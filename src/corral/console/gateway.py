@@ -327,30 +327,10 @@ class GatewayConsole:
         range_name = range_name if range_name in (*RANGES, "30d") else "7d"
         since = datetime.now(UTC) - (RANGES[range_name][0] if range_name in RANGES else timedelta(days=30))
         key_id = None if identity.admin else identity.key_id
-        if group == "agent":
-            return group, range_name, await self._spend_by_agent(since, key_id)
         if group in ("key", "team") and not identity.admin:
             raise Forbidden("Spend by key or team needs the master key; yours is under 'model' or 'day'.")
         rows = await self.gateway.store.usage.spend(group, since=since, key_id=key_id)  # type: ignore[arg-type]
         return group, range_name, sorted(rows, key=lambda r: -r.cost_usd) if group != "day" else rows
-
-    async def _spend_by_agent(self, since: datetime, key_id: str | None) -> list[SpendRow]:
-        by_call = await self.gateway.store.usage_series.spend_by_call(since=since, key_id=key_id)
-        runs = await self.gateway.store.runs.list(limit=10_000)
-        agent_of: dict[str, str] = {}
-        for run in runs:
-            agent_of[run.id] = run.agent
-            if run.input.get("request_id"):
-                agent_of[str(run.input["request_id"])] = run.agent
-        totals: dict[str, list[float]] = {}
-        for prefix, row in by_call.items():
-            t = totals.setdefault(agent_of.get(prefix, "(unknown run)"), [0, 0, 0, 0.0])
-            t[0] += row.requests
-            t[1] += row.input_tokens
-            t[2] += row.output_tokens
-            t[3] += row.cost_usd
-        return sorted((SpendRow(name, int(t[0]), int(t[1]), int(t[2]), t[3]) for name, t in totals.items()),
-                      key=lambda r: -r.cost_usd)
 
     async def spend(self, request: Request, session: ConsoleSession) -> Response:
         group, range_name, rows = await self._spend(request, session.identity)

@@ -305,30 +305,3 @@ class UsageSeries:
                 requests=int(row["requests"]) if row else 0, errors=int(row["errors"] or 0) if row else 0,
                 p50_ms=p50, p99_ms=p99, cost_usd=float(row["cost_usd"]) if row else 0.0))
         return result
-
-    async def spend_by_call(self, *, since: datetime | None = None, until: datetime | None = None,
-                            key_id: str | None = None) -> dict[str, SpendRow]:
-        """Spend of agent runs' model calls by the id they share (the part of the request
-        id before ``:``, which `Billing.charge_run_call` writes): the run's request id or
-        the run's id. The console maps these to agents."""
-        async with self._engine.connect() as conn:
-            rid = usage_records.c.request_id
-            if conn.dialect.name == "postgresql":
-                prefix: ColumnElement[Any] = func.split_part(rid, ":", 1)
-            else:
-                prefix = func.substr(rid, 1, func.instr(rid, ":") - 1)
-            group = prefix.label("grp")
-            query = (select(group, func.count().label("requests"),
-                            func.coalesce(func.sum(usage_records.c.input_tokens), 0).label("input_tokens"),
-                            func.coalesce(func.sum(usage_records.c.output_tokens), 0).label("output_tokens"),
-                            func.coalesce(func.sum(usage_records.c.cost_usd), 0.0).label("cost_usd"))
-                     .where(rid.contains(":")).group_by(group))
-            if since is not None:
-                query = query.where(usage_records.c.ts >= since)
-            if until is not None:
-                query = query.where(usage_records.c.ts < until)
-            if key_id is not None:
-                query = query.where(usage_records.c.key_id == key_id)
-            rows = (await conn.execute(query)).mappings().all()
-        return {str(r["grp"]): SpendRow(str(r["grp"]), int(r["requests"]), int(r["input_tokens"]),
-                                        int(r["output_tokens"]), float(r["cost_usd"])) for r in rows}
