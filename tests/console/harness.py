@@ -82,9 +82,13 @@ def close_browser(driver: Any) -> None:
 
 
 def wait_for(check: Callable[[], T], what: str, within: float = WAIT) -> T:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    result: T = WebDriverWait(None, within, poll_frequency=0.1).until(lambda _: check(), what)
+    # A live part may replace an element between finding and reading it: read again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    result: T = WebDriverWait(None, within, poll_frequency=0.1, ignored_exceptions=ignored).until(
+        lambda _: check(), what)
     return result
 
 

@@ -70,7 +70,7 @@ def test_sign_in_create_a_key_and_see_its_request_in_the_charts(browser: Any, ga
     browser.save_screenshot(str(shots / "gateway-keys.png"))
 
     browser.get(f"{gateway}/ui/")
-    before = _total(browser)
+    before = wait_for(lambda: _total(browser) + 1, "the requests chart") - 1
     charts = browser.find_element(By.ID, "charts")
     response = httpx.post(f"{gateway}/v1/chat/completions", headers={"authorization": f"Bearer {secret}"},
                           json={"model": "echo", "messages": [{"role": "user", "content": "hello console"}]})

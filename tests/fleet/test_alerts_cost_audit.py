@@ -20,6 +20,7 @@ from corral.fleet.supervisor.cost import CostPoller
 from corral.fleet.testing import SimulatedNode, wait_until
 from corral.llm.pricing import PricingTable
 from corral.store.engine import make_engine
+from corral.telemetry.redact import MASK
 from corral.testing.server import serve_app
 
 from .conftest import TOKEN, Fleet
@@ -145,7 +146,7 @@ async def test_audit_retention_purge_runs_on_its_schedule(fleet: Fleet) -> None:
 
     await wait_until(purged, 5, "the old entry purged")
     assert sup.retention.audit_purged_total == 1 and sup.retention.events_purged_total == 0
-    assert (await sup.store.list_audit())[0]["args"] == {"api_key": "[redacted]"}
+    assert (await sup.store.list_audit())[0]["args"] == {"api_key": MASK}
 
 
 async def test_events_are_purged_with_the_audit_schedule_and_counted(fleet: Fleet) -> None:
