@@ -147,3 +147,19 @@ async def test_spend_by_agent_and_csv_export_add_up() -> None:
     assert {row[0]: row[1] for row in by_model[1:]} == {"echo": "1", "slow": "1"}
     assert exported.headers["content-type"].startswith("text/csv")
     assert 'filename="corral-spend-by-day-7d.csv"' in exported.headers["content-disposition"]
+
+
+async def test_the_knowledge_page_lists_bases_and_answers_a_query() -> None:
+    app = gateway_app(knowledge={"handbook": {"embedder": {"type": "offline"}}})
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, follow_redirects=True) as client:
+        master = {"authorization": f"Bearer {MASTER}"}
+        docs = {"documents": [{"source": "ops/backups.md", "text": "Backups run nightly at 02:00."},
+                              {"source": "ops/alerts.md", "text": "Alerts go to the oncall route."}]}
+        assert (await client.post("/v1/knowledge/handbook/documents", json=docs, headers=master)).status_code == 200
+        await http_sign_in(client, MASTER)
+        listing = await client.get("/ui/knowledge")
+        answer = await client.get("/ui/knowledge", params={"base": "handbook", "q": "when do backups run"})
+    assert listing.status_code == 200 and ">handbook<" in listing.text and 'href="/ui/knowledge"' in listing.text
+    passages = answer.text.split('id="passages"', 1)[1]
+    assert passages.index("ops/backups.md") < passages.find("ops/alerts.md") or "ops/alerts.md" not in passages
+    assert "Backups run nightly at 02:00." in passages

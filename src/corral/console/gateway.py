@@ -46,6 +46,7 @@ from corral.gateway.auth import MASTER, Principal, display_prefix, generate_key,
 from corral.gateway.call import caller_json, owner_of
 from corral.gateway.errors import ApiError
 from corral.gateway.runs import may_read
+from corral.knowledge.types import KnowledgeError
 from corral.llm.types import Message
 from corral.store import AuditRecord, KeyRecord, RunRecord, TeamRecord
 from corral.store.keys import new_id
@@ -105,7 +106,8 @@ class GatewayConsole:
             sign_in=self.sign_in, still_valid=self.still_valid, secret_label="Master key or virtual key",
             nav=[NavItem("/ui/", "Overview"), NavItem("/ui/keys", "Keys", admin=True),
                  NavItem("/ui/models", "Models", admin=True), NavItem("/ui/spend", "Spend"),
-                 NavItem("/ui/agents", "Agents"), NavItem("/ui/services", "Services", admin=True)])
+                 NavItem("/ui/agents", "Agents"), NavItem("/ui/services", "Services", admin=True),
+                 *([NavItem("/ui/knowledge", "Knowledge")] if gateway.knowledge is not None else [])])
 
     # ---- identity -------------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class GatewayConsole:
             page_route("/ui/agents/{name}/runs", page(csrf_checked(site, self.start_run)), "POST"),
             page_route("/ui/runs/{run_id}", page(self.run)),
             page_route("/ui/live/runs/{run_id}", page(self.run_live)),
+            page_route("/ui/knowledge", page(self.knowledge)),
             page_route("/ui/services", page(self.services, admin=True)),
             page_route("/ui/live/services", page(self.services_live, admin=True)),
         ]
@@ -437,6 +440,27 @@ class GatewayConsole:
                     yield self.site.fragment("gateway/_event.html", event=event_json(event))
 
         return html_events(fragments())
+
+    # ---- knowledge --------------------------------------------------------------------
+
+    async def knowledge(self, request: Request, session: ConsoleSession) -> Response:
+        """Bases with their counts, and a query box (a GET form: reading needs no CSRF token)."""
+        service = self.gateway.knowledge
+        if service is None:
+            raise ApiError(404, "No knowledge base is configured", code="not_found")
+        stats = await service.stats()
+        bases = [s.to_dict() for s in stats]
+        base = request.query_params.get("base") or (stats[0].name if stats else "")
+        query = request.query_params.get("q", "").strip()
+        results: list[dict[str, object]] = []
+        problem = None
+        if query and base:
+            try:
+                results = [h.to_dict() for h in await service.query(base, query, top_k=5)]
+            except KnowledgeError as exc:
+                problem = str(exc)
+        return self.site.render(request, session, "gateway/knowledge.html", title="Knowledge", bases=bases,
+                                base=base, query=query, results=results, problem=problem)
 
     # ---- services ---------------------------------------------------------------------
 
